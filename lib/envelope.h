@@ -1,0 +1,66 @@
+/* envelope: client protocol v1 messages (docs/protocol.md) in JSON: parsing client requests
+ * and writing server frames. Pure: no I/O, no allocation. `data` stays a verbatim span of the
+ * input and is copied byte for byte into what subscribers receive. */
+#ifndef ENVELOPE_H
+#define ENVELOPE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ws_http.h"
+
+#define ENV_CHANNEL_MAX 200 /* channel names are 1..200 bytes of [A-Za-z0-9._:-] */
+#define ENV_ID_MAX 64       /* longest request id echoed back */
+
+typedef enum env_op {
+    ENV_OP_NONE = 0,
+    ENV_OP_SUB,
+    ENV_OP_UNSUB,
+    ENV_OP_PUB,
+    ENV_OP_PRESENCE,
+    ENV_OP_SEND,
+} env_op;
+
+typedef struct env_req {
+    env_op op;
+    ws_span ch;    /* channel (validated when the op needs one) */
+    ws_span id;    /* the request id verbatim (a JSON number or string); n == 0 when absent */
+    ws_span data;  /* pub/send: the data value verbatim */
+    ws_span to;    /* send: target client id (raw string contents) */
+    bool has_since;
+    uint64_t since; /* sub: resume after this seq */
+    bool events;    /* sub: also receive join/leave events */
+} env_req;
+
+/* Error words sent in {"op":"err","code":...}. */
+#define ENV_ERR_BAD_JSON "bad_json"       /* not one JSON object */
+#define ENV_ERR_BAD_OP "bad_op"           /* op missing or unknown */
+#define ENV_ERR_BAD_CHANNEL "bad_channel" /* channel missing or not a valid name */
+#define ENV_ERR_BAD_REQUEST "bad_request" /* a field missing or of the wrong type */
+#define ENV_ERR_TOO_LARGE "too_large"     /* data over the configured limit */
+
+/* Parses one client request from the JSON text s[0..n), which must be valid UTF-8 already.
+ * Returns 0, or -1 with *err set to an ENV_ERR_ word and *why to a static explanation; r->id is
+ * filled whenever the id could be read, so the error can name the request. max_data limits the
+ * data span (0: none). */
+int env_parse(const char *s, size_t n, size_t max_data, env_req *r, const char **err,
+              const char **why);
+
+/* True if c is a valid channel name. */
+bool env_channel_valid(ws_span c);
+
+/* Bytes env_write_msg needs for a channel of ch_len and data of data_len. */
+size_t env_msg_size(size_t ch_len, size_t data_len);
+
+/* Writes {"op":"msg","ch":..,"seq":..,"data":..} into out (env_msg_size bytes) and returns the
+ * length written. ch must be a valid channel name and data valid JSON. */
+size_t env_write_msg(char *out, ws_span ch, uint64_t seq, ws_span data);
+
+/* Writes small replies into out[0..cap); each returns the length, or 0 if it does not fit.
+ * id.n == 0 leaves the id out. Strings are escaped as JSON needs. */
+size_t env_write_hello(char *out, size_t cap, const char *client, const char *node);
+size_t env_write_ack(char *out, size_t cap, ws_span id, bool has_seq, uint64_t seq);
+size_t env_write_err(char *out, size_t cap, ws_span id, const char *code, const char *reason);
+
+#endif

@@ -1,0 +1,187 @@
+#include "ws_http.h"
+
+#include <http_parser.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+typedef struct parse_ctx {
+    ws_http_req *req;
+    const ws_http_limits *lim;
+    bool too_many;
+    bool in_value; /* the last callback was a header value: a second one means obs-fold */
+} parse_ctx;
+
+static int on_url(http_parser *hp, const char *at, size_t n)
+{
+    parse_ctx *c = hp->data;
+    const char *q = memchr(at, '?', n);
+    c->req->path = (ws_span){at, q ? (size_t)(q - at) : n};
+    c->req->query = q ? (ws_span){q + 1, n - (size_t)(q - at) - 1} : (ws_span){q, 0};
+    return 0;
+}
+
+static int on_field(http_parser *hp, const char *at, size_t n)
+{
+    parse_ctx *c = hp->data;
+    ws_http_req *r = c->req;
+    if (r->nheaders >= c->lim->max_headers) {
+        c->too_many = true;
+        return 1;
+    }
+    r->headers[r->nheaders].name = (ws_span){at, n};
+    r->headers[r->nheaders].value = (ws_span){at + n, 0};
+    r->nheaders++;
+    c->in_value = false;
+    return 0;
+}
+
+static int on_value(http_parser *hp, const char *at, size_t n)
+{
+    parse_ctx *c = hp->data;
+    ws_http_req *r = c->req;
+    if (c->in_value || r->nheaders == 0)
+        return 1; /* obsolete line folding: refused (RFC 9112 section 5.2) */
+    c->in_value = true;
+    while (n && (at[n - 1] == ' ' || at[n - 1] == '\t'))
+        n--;
+    r->headers[r->nheaders - 1].value = (ws_span){at, n};
+    return 0;
+}
+
+/* Finds the blank line ending the head; returns the head length or 0. */
+static size_t head_end(const char *buf, size_t len, size_t from)
+{
+    for (size_t i = from; i < len; i++) {
+        if (buf[i] != '\n')
+            continue;
+        if (i + 1 < len && buf[i + 1] == '\n')
+            return i + 2;
+        if (i + 2 < len && buf[i + 1] == '\r' && buf[i + 2] == '\n')
+            return i + 3;
+    }
+    return 0;
+}
+
+int ws_http_parse(const char *buf, size_t len, size_t last_len, const ws_http_limits *lim,
+                  ws_http_req *req)
+{
+    size_t from = last_len > 3 ? last_len - 3 : 0;
+    size_t end = head_end(buf, len, from);
+    if (end == 0)
+        return len > lim->max_head ? WS_HTTP_TOO_LARGE : WS_HTTP_PARTIAL;
+    if (end > lim->max_head)
+        return WS_HTTP_TOO_LARGE;
+
+    memset(req, 0, offsetof(ws_http_req, headers));
+    static const http_parser_settings settings = {
+        .on_url = on_url,
+        .on_header_field = on_field,
+        .on_header_value = on_value,
+    };
+    ws_http_limits l = *lim;
+    if (l.max_headers > WS_HTTP_HEADERS_CAP)
+        l.max_headers = WS_HTTP_HEADERS_CAP;
+    parse_ctx c = {.req = req, .lim = &l};
+    http_parser hp;
+    http_parser_init(&hp, HTTP_REQUEST);
+    hp.data = &c;
+    size_t used = http_parser_execute(&hp, &settings, buf, end);
+    if (c.too_many)
+        return WS_HTTP_TOO_LARGE;
+    enum http_errno e = HTTP_PARSER_ERRNO(&hp);
+    /* A head fed alone either completes (upgrade requests stop there) or waits for a body. */
+    if (e != HPE_OK || used != end || req->path.p == NULL)
+        return WS_HTTP_BAD;
+    const char *m = http_method_str((enum http_method)hp.method);
+    req->method = (ws_span){m, strlen(m)};
+    req->http_major = hp.http_major;
+    req->http_minor = hp.http_minor;
+    req->head_len = end;
+    req->content_length = (hp.flags & F_CONTENTLENGTH) ? (int64_t)hp.content_length : -1;
+    req->chunked = hp.flags & F_CHUNKED;
+    return (int)end;
+}
+
+bool ws_span_eq(ws_span s, const char *z)
+{
+    return strlen(z) == s.n && memcmp(s.p, z, s.n) == 0;
+}
+
+bool ws_span_ieq(ws_span s, const char *z)
+{
+    return strlen(z) == s.n && strncasecmp(s.p, z, s.n) == 0;
+}
+
+const ws_span *ws_http_get(const ws_http_req *req, const char *name)
+{
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (ws_span_ieq(req->headers[i].name, name))
+            return &req->headers[i].value;
+    return NULL;
+}
+
+size_t ws_http_count(const ws_http_req *req, const char *name)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < req->nheaders; i++)
+        n += ws_span_ieq(req->headers[i].name, name);
+    return n;
+}
+
+bool ws_http_has_token(ws_span v, const char *tok)
+{
+    size_t i = 0;
+    while (i < v.n) {
+        while (i < v.n && (v.p[i] == ' ' || v.p[i] == '\t' || v.p[i] == ','))
+            i++;
+        size_t s = i;
+        while (i < v.n && v.p[i] != ',')
+            i++;
+        size_t e = i;
+        while (e > s && (v.p[e - 1] == ' ' || v.p[e - 1] == '\t'))
+            e--;
+        if (e > s && ws_span_ieq((ws_span){v.p + s, e - s}, tok))
+            return true;
+    }
+    return false;
+}
+
+const char *ws_http_reason(int status)
+{
+    switch (status) {
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 426: return "Upgrade Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+    }
+}
+
+size_t ws_http_response(char *out, size_t cap, int status, const char *extra,
+                        const char *content_type, const char *body, size_t body_len)
+{
+    int n = snprintf(out, cap,
+                     "HTTP/1.1 %d %s\r\n%sContent-Type: %s\r\nContent-Length: %zu\r\n"
+                     "Connection: close\r\n\r\n",
+                     status, ws_http_reason(status), extra ? extra : "",
+                     content_type ? content_type : "text/plain; charset=utf-8", body_len);
+    if (n < 0 || (size_t)n + body_len > cap)
+        return 0;
+    if (body_len)
+        memcpy(out + n, body, body_len);
+    return (size_t)n + body_len;
+}
