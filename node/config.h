@@ -1,0 +1,49 @@
+/* config: wsnode's command line. One table drives parsing and --help, so the two never
+ * disagree; docs/configuration.md repeats it. */
+#ifndef CONFIG_H
+#define CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define CONFIG_MAX_ORIGINS 32
+
+enum slow_policy { SLOW_CLOSE, SLOW_DROP };
+
+typedef struct config {
+    const char *bind;
+    int port;
+    int workers; /* 0 until parsed: then 1, or the CPU count once a bus is configured */
+    bool echo;
+    size_t echo_max_message;
+    size_t max_message;
+    size_t max_data;
+    int max_subs;
+    size_t max_header_size;
+    int max_headers;
+    double handshake_timeout;
+    double ping_interval;
+    double idle_timeout;
+    double close_timeout;
+    double drain_timeout;
+    size_t outbuf_soft;
+    size_t outbuf_hard;
+    double outbuf_soft_seconds;
+    int slow_policy;
+    const char *tls_cert;
+    const char *tls_key;
+    const char *origins[CONFIG_MAX_ORIGINS];
+    int norigins;
+    int max_connections; /* per worker; 0: as many as file descriptors allow */
+    const char *node_id;
+    int log_level;
+} config;
+
+/* Fills c from argv (defaults first). Returns 0 to run, 1 when --help or --version printed
+ * what was asked, or -1 after printing an error to stderr. */
+int config_parse(config *c, int argc, char **argv);
+
+/* Prints every flag with its default to f. */
+void config_usage(void *f);
+
+#endif

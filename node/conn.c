@@ -1,0 +1,924 @@
+#include "conn.h"
+
+#include <errno.h>
+#include <openssl/err.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "envelope.h"
+#include "log.h"
+#include "wbuf.h"
+#include "ws_handshake.h"
+#include "ws_http.h"
+
+enum { ST_HANDSHAKE, ST_OPEN, ST_CLOSING, ST_LINGER, ST_DEAD };
+enum { R_NONE, R_WS, R_ECHO };
+enum { AF_NONE, AF_SHUTDOWN, AF_DESTROY };
+
+#define IOV_BATCH 64
+#define TLS_CHUNK 16384
+#define PROTO_JSON "ws.json.v1"
+
+struct conn {
+    worker *w;
+    int fd;
+    uint8_t state, route, tl, after_flush;
+    bool pending;  /* on w->pending */
+    bool writing;  /* wio started */
+    bool slow;     /* over the hard limit: close at the next flush */
+    bool tls_done; /* TLS handshake finished */
+    ev_io rio, wio;
+    conn *tprev, *tnext; /* timeout list (tnext also links w->dead) */
+    double tstamp;
+    conn *pnext;
+    SSL *ssl;
+    size_t tls_retry; /* bytes an SSL_write that wanted to wait must be retried with */
+    /* Outbound queue: a ring of shared frames; qoff bytes of the head are already sent. */
+    wbuf **q;
+    uint32_t qhead, qlen, qcap, qoff;
+    size_t qbytes;
+    double soft_since;
+    /* Handshake buffer (only during the handshake) and message assembly (only mid-message). */
+    char *hs;
+    size_t hs_len, hs_cap;
+    uint8_t *msg;
+    size_t msg_len, msg_cap;
+    hub_member subs;
+    uint64_t id;
+    ws_parser parser;
+};
+
+static void destroy(conn *c, const char *why);
+static void flush(conn *c);
+
+/* ---- timeout lists ---------------------------------------------------------------------- */
+
+static void tl_remove(conn *c)
+{
+    if (c->tl == TL_NONE)
+        return;
+    tlist *l = &c->w->lists[c->tl];
+    if (c->tprev)
+        c->tprev->tnext = c->tnext;
+    else
+        l->head = c->tnext;
+    if (c->tnext)
+        c->tnext->tprev = c->tprev;
+    else
+        l->tail = c->tprev;
+    c->tprev = c->tnext = NULL;
+    c->tl = TL_NONE;
+}
+
+/* Moves c to the tail of list `which`, its clock starting now. */
+static void tl_move(conn *c, uint8_t which)
+{
+    tl_remove(c);
+    tlist *l = &c->w->lists[which];
+    c->tl = which;
+    c->tstamp = ev_now(c->w->loop);
+    c->tprev = l->tail;
+    c->tnext = NULL;
+    if (l->tail)
+        l->tail->tnext = c;
+    else
+        l->head = c;
+    l->tail = c;
+}
+
+/* ---- transport: the only two places plain and TLS differ --------------------------------- */
+
+static void want_write(conn *c, bool on)
+{
+    if (on && !c->writing)
+        ev_io_start(c->w->loop, &c->wio);
+    else if (!on && c->writing)
+        ev_io_stop(c->w->loop, &c->wio);
+    c->writing = on;
+}
+
+/* >0 bytes read, 0 end of stream, -1 would block, -2 error. */
+static ssize_t tx_read(conn *c, void *buf, size_t len)
+{
+    if (!c->ssl) {
+        ssize_t n = read(c->fd, buf, len);
+        if (n >= 0)
+            return n;
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -1 : -2;
+    }
+    ERR_clear_error();
+    int n = SSL_read(c->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+    if (n > 0)
+        return n;
+    switch (SSL_get_error(c->ssl, n)) {
+    case SSL_ERROR_WANT_READ:
+        return -1;
+    case SSL_ERROR_WANT_WRITE:
+        want_write(c, true);
+        return -1;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    default:
+        return -2;
+    }
+}
+
+/* Bytes written (> 0), -1 would block, -2 error. TLS coalesces the iovecs into one record. */
+static ssize_t tx_writev(conn *c, const struct iovec *iov, int n)
+{
+    if (!c->ssl) {
+        ssize_t r = writev(c->fd, iov, n);
+        if (r >= 0)
+            return r;
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -1 : -2;
+    }
+    size_t want = c->tls_retry ? c->tls_retry : TLS_CHUNK, len = 0;
+    for (int i = 0; i < n && len < want; i++) {
+        size_t k = iov[i].iov_len < want - len ? iov[i].iov_len : want - len;
+        memcpy(c->w->tlsbuf + len, iov[i].iov_base, k);
+        len += k;
+    }
+    ERR_clear_error();
+    int r = SSL_write(c->ssl, c->w->tlsbuf, (int)len);
+    if (r > 0) {
+        c->tls_retry = 0;
+        return r;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+        c->tls_retry = len; /* OpenSSL wants the same bytes again */
+        return -1;
+    }
+    return -2;
+}
+
+/* ---- outbound queue ----------------------------------------------------------------------- */
+
+static void mark_pending(conn *c)
+{
+    if (!c->pending) {
+        c->pending = true;
+        c->pnext = c->w->pending;
+        c->w->pending = c;
+    }
+}
+
+/* Queues b (taking a reference) to be written before the loop next sleeps. */
+static void enqueue(conn *c, wbuf *b)
+{
+    if (c->state == ST_DEAD)
+        return;
+    if (c->qlen == c->qcap) {
+        uint32_t cap = c->qcap ? c->qcap * 2 : 8;
+        wbuf **q = malloc(cap * sizeof *q);
+        if (!q) {
+            c->slow = true; /* cannot queue: treat like a consumer over its limit */
+            mark_pending(c);
+            return;
+        }
+        for (uint32_t i = 0; i < c->qlen; i++)
+            q[i] = c->q[(c->qhead + i) & (c->qcap - 1)];
+        free(c->q);
+        c->q = q;
+        c->qcap = cap;
+        c->qhead = 0;
+    }
+    c->q[(c->qhead + c->qlen) & (c->qcap - 1)] = wbuf_ref(b);
+    c->qlen++;
+    c->qbytes += b->len;
+    c->w->st.messages_out++;
+    if (c->qbytes > c->w->cfg->outbuf_hard)
+        c->slow = true;
+    mark_pending(c);
+}
+
+static void send_owned(conn *c, wbuf *b)
+{
+    if (!b) {
+        log_error("out of memory framing a reply");
+        destroy(c, "out of memory");
+        return;
+    }
+    enqueue(c, b);
+    wbuf_unref(b);
+}
+
+static void send_text(conn *c, const char *s, size_t n)
+{
+    send_owned(c, wbuf_frame_copy(WS_OP_TEXT, s, n));
+}
+
+static void release_queue(conn *c, uint32_t keep)
+{
+    while (c->qlen > keep) {
+        uint32_t i = (c->qhead + c->qlen - 1) & (c->qcap - 1);
+        wbuf *b = c->q[i];
+        c->qbytes -= b->len - (c->qlen == 1 ? c->qoff : 0);
+        wbuf_unref(b);
+        c->qlen--;
+    }
+    if (c->qlen == 0) {
+        free(c->q);
+        c->q = NULL;
+        c->qcap = c->qhead = c->qoff = 0;
+        c->qbytes = 0;
+    }
+}
+
+/* ---- closing ------------------------------------------------------------------------------ */
+
+static void free_buffers(conn *c)
+{
+    free(c->hs);
+    c->hs = NULL;
+    c->hs_len = c->hs_cap = 0;
+    free(c->msg);
+    c->msg = NULL;
+    c->msg_len = c->msg_cap = 0;
+}
+
+/* Closes the socket now. The struct lives until conn_flush_pending frees it, so a caller up
+ * the stack that still holds c sees ST_DEAD instead of freed memory. */
+static void destroy(conn *c, const char *why)
+{
+    if (c->state == ST_DEAD)
+        return;
+    worker *w = c->w;
+    log_debug("client %llu: closed: %s", (unsigned long long)c->id, why);
+    tl_remove(c);
+    ev_io_stop(w->loop, &c->rio);
+    ev_io_stop(w->loop, &c->wio);
+    c->writing = false;
+    if (c->ssl) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+    close(c->fd);
+    c->fd = -1;
+    hub_leave_all(&w->hub, &c->subs);
+    release_queue(c, 0);
+    free_buffers(c);
+    c->state = ST_DEAD;
+    c->tnext = w->dead;
+    w->dead = c;
+    w->nconns--;
+    if (w->draining && w->nconns == 0)
+        ev_break(w->loop, EVBREAK_ALL);
+}
+
+static void queue_close_frame(conn *c, uint16_t code, const char *reason)
+{
+    uint8_t p[WS_MAX_CONTROL];
+    size_t n = ws_close_payload(p, code, reason);
+    send_owned(c, wbuf_frame_copy(WS_OP_CLOSE, p, n));
+}
+
+/* Server-initiated close handshake: send close, then wait (close-timeout) for the client's. */
+static void close_with(conn *c, uint16_t code, const char *reason)
+{
+    if (c->state != ST_OPEN)
+        return;
+    hub_leave_all(&c->w->hub, &c->subs);
+    free_buffers(c);
+    queue_close_frame(c, code, reason);
+    if (c->state == ST_DEAD)
+        return;
+    c->state = ST_CLOSING;
+    tl_move(c, TL_CLOSING);
+}
+
+/* Fail the WebSocket connection (RFC 6455 section 7.1.7): close frame, then stop writing and
+ * discard input until the client goes or close-timeout passes. */
+static void fail(conn *c, uint16_t code, const char *reason)
+{
+    worker *w = c->w;
+    w->st.protocol_errors++;
+    log_info("client %llu: protocol error: %s: closing %u", (unsigned long long)c->id, reason, code);
+    if (c->state == ST_OPEN) {
+        hub_leave_all(&w->hub, &c->subs);
+        queue_close_frame(c, code, reason);
+    }
+    if (c->state == ST_DEAD)
+        return;
+    free_buffers(c);
+    c->state = ST_LINGER;
+    c->after_flush = AF_SHUTDOWN;
+    tl_move(c, TL_CLOSING);
+    mark_pending(c);
+}
+
+/* An HTTP answer that ends the connection (errors, /healthz). */
+static void http_respond(conn *c, int status, const char *extra, const char *body)
+{
+    char out[1024];
+    size_t n = ws_http_response(out, sizeof out, status, extra, NULL, body, strlen(body));
+    wbuf *b = wbuf_new(n);
+    if (b) {
+        memcpy(b->data, out, n);
+        b->len = (uint32_t)n;
+    }
+    send_owned(c, b);
+    if (c->state == ST_DEAD)
+        return;
+    free_buffers(c);
+    c->state = ST_LINGER;
+    c->after_flush = AF_SHUTDOWN;
+    tl_move(c, TL_CLOSING);
+}
+
+/* Drops what a slow consumer has not started to receive and closes it with 1008. */
+static void slow_close(conn *c)
+{
+    worker *w = c->w;
+    w->st.slow_closes++;
+    log_info("client %llu: slow consumer (%zu bytes queued): closing 1008",
+             (unsigned long long)c->id, c->qbytes);
+    /* Keep the frame being written, and whatever a waiting TLS write must be retried with. */
+    uint32_t keep = 0;
+    size_t kept = 0, need = c->tls_retry ? c->tls_retry : (c->qoff ? 1 : 0);
+    while (keep < c->qlen && kept < need) {
+        wbuf *b = c->q[(c->qhead + keep) & (c->qcap - 1)];
+        kept += b->len - (keep == 0 ? c->qoff : 0);
+        keep++;
+    }
+    release_queue(c, keep);
+    c->slow = false;
+    close_with(c, WS_CLOSE_POLICY, "slow consumer");
+}
+
+/* ---- writing ------------------------------------------------------------------------------ */
+
+static void flush(conn *c)
+{
+    worker *w = c->w;
+    if (c->state == ST_DEAD)
+        return;
+    if (c->state == ST_OPEN) {
+        if (c->slow) {
+            slow_close(c);
+        } else if (c->qbytes > w->cfg->outbuf_soft && w->cfg->slow_policy == SLOW_CLOSE) {
+            double now = ev_now(w->loop);
+            if (c->soft_since == 0)
+                c->soft_since = now;
+            else if (now - c->soft_since >= w->cfg->outbuf_soft_seconds)
+                slow_close(c);
+        }
+        if (c->state == ST_DEAD)
+            return;
+    }
+    if (c->ssl && !c->tls_done)
+        return;
+    while (c->qlen) {
+        struct iovec iov[IOV_BATCH];
+        int n = 0;
+        size_t total = 0;
+        for (uint32_t i = 0; i < c->qlen && n < IOV_BATCH; i++, n++) {
+            wbuf *b = c->q[(c->qhead + i) & (c->qcap - 1)];
+            size_t off = i == 0 ? c->qoff : 0;
+            iov[n].iov_base = b->data + off;
+            iov[n].iov_len = b->len - off;
+            total += iov[n].iov_len;
+        }
+        ssize_t r = tx_writev(c, iov, n);
+        if (r == -1) {
+            want_write(c, true);
+            return;
+        }
+        if (r < 0) {
+            destroy(c, "write failed");
+            return;
+        }
+        w->st.bytes_out += (uint64_t)r;
+        size_t left = (size_t)r;
+        while (left) {
+            wbuf *b = c->q[c->qhead];
+            size_t avail = b->len - c->qoff;
+            if (left < avail) {
+                c->qoff += (uint32_t)left;
+                c->qbytes -= left;
+                break;
+            }
+            left -= avail;
+            c->qbytes -= avail;
+            wbuf_unref(b);
+            c->qhead = (c->qhead + 1) & (c->qcap - 1);
+            c->qlen--;
+            c->qoff = 0;
+        }
+        if ((size_t)r < total && !c->ssl) {
+            want_write(c, true); /* the socket buffer is full */
+            return;
+        }
+    }
+    release_queue(c, 0); /* frees the ring: an idle connection owns no buffer */
+    want_write(c, false);
+    c->soft_since = 0;
+    if (c->after_flush == AF_DESTROY) {
+        destroy(c, "closed");
+    } else if (c->after_flush == AF_SHUTDOWN) {
+        c->after_flush = AF_NONE;
+        if (c->ssl)
+            SSL_shutdown(c->ssl); /* close_notify; the peer's is not awaited */
+        shutdown(c->fd, SHUT_WR);
+    }
+}
+
+/* ---- protocol v1 on /ws ------------------------------------------------------------------- */
+
+static void client_id(const conn *c, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s.%llx", c->w->node_id, (unsigned long long)c->id);
+}
+
+static void reply_err(conn *c, ws_span id, const char *code, const char *why)
+{
+    char out[512];
+    size_t n = env_write_err(out, sizeof out, id, code, why);
+    send_text(c, out, n);
+}
+
+static void reply_ack(conn *c, ws_span id, bool has_seq, uint64_t seq)
+{
+    char out[128];
+    size_t n = env_write_ack(out, sizeof out, id, has_seq, seq);
+    send_text(c, out, n);
+}
+
+
+static void ws_request(conn *c, uint8_t opcode, const uint8_t *data, size_t len)
+{
+    worker *w = c->w;
+    if (opcode == WS_OP_BINARY) {
+        log_info("client %llu: binary frame on ws.json.v1", (unsigned long long)c->id);
+        close_with(c, WS_CLOSE_UNSUPPORTED, "ws.json.v1 takes text frames");
+        return;
+    }
+    env_req r;
+    const char *err, *why;
+    if (env_parse((const char *)data, len, w->cfg->max_data, &r, &err, &why) < 0) {
+        log_info("client %llu: rejected request: %s (%s)", (unsigned long long)c->id, err, why);
+        reply_err(c, r.id, err, why);
+        return;
+    }
+    switch (r.op) {
+    case ENV_OP_SUB:
+        if (c->subs.n >= (uint32_t)w->cfg->max_subs && !hub_is_member(&w->hub, &c->subs, r.ch)) {
+            reply_err(c, r.id, "too_many_subscriptions", "--max-subs reached");
+            return;
+        }
+        if (hub_subscribe(&w->hub, &c->subs, r.ch) < 0) {
+            reply_err(c, r.id, "internal", "out of memory");
+            return;
+        }
+        reply_ack(c, r.id, false, 0);
+        return;
+    case ENV_OP_UNSUB:
+        hub_unsubscribe(&w->hub, &c->subs, r.ch);
+        reply_ack(c, r.id, false, 0);
+        return;
+    case ENV_OP_PUB: {
+        size_t delivered;
+        uint64_t seq = hub_publish(&w->hub, r.ch, r.data, &delivered);
+        w->st.publishes++;
+        w->st.deliveries += delivered;
+        if (c->state == ST_OPEN)
+            reply_ack(c, r.id, seq != 0, seq);
+        return;
+    }
+    case ENV_OP_PRESENCE:
+    case ENV_OP_SEND:
+        reply_err(c, r.id, "unavailable", "presence and direct messages need wsrouter");
+        return;
+    case ENV_OP_NONE:
+        break;
+    }
+}
+
+static void deliver_message(conn *c, uint8_t opcode, const uint8_t *data, size_t len)
+{
+    c->w->st.messages_in++;
+    if (c->route == R_ECHO)
+        send_owned(c, wbuf_frame_copy(opcode, data, len));
+    else
+        ws_request(c, opcode, data, len);
+}
+
+static void on_data(conn *c, const ws_event *ev)
+{
+    if (ev->first && ev->fin && !c->msg) {
+        deliver_message(c, ev->opcode, ev->data, ev->len); /* whole message in this read: no copy */
+        return;
+    }
+    if (c->msg_len + ev->len > c->msg_cap) {
+        size_t cap = c->msg_cap ? c->msg_cap : 4096;
+        while (cap < c->msg_len + ev->len)
+            cap *= 2;
+        uint8_t *m = realloc(c->msg, cap);
+        if (!m) {
+            fail(c, WS_CLOSE_INTERNAL, "out of memory assembling a message");
+            return;
+        }
+        c->msg = m;
+        c->msg_cap = cap;
+    }
+    if (ev->len)
+        memcpy(c->msg + c->msg_len, ev->data, ev->len);
+    c->msg_len += ev->len;
+    if (ev->fin) {
+        uint8_t *m = c->msg;
+        size_t n = c->msg_len;
+        c->msg = NULL;
+        c->msg_len = c->msg_cap = 0;
+        deliver_message(c, ev->opcode, m, n);
+        free(m);
+    }
+}
+
+static void on_close_frame(conn *c, const ws_event *ev)
+{
+    if (c->state == ST_OPEN) {
+        /* Echo the code (RFC 6455 section 5.5.1), then close TCP: the server closes first. */
+        uint16_t code = ev->code == WS_CLOSE_NO_STATUS ? WS_CLOSE_NORMAL : ev->code;
+        hub_leave_all(&c->w->hub, &c->subs);
+        free_buffers(c);
+        queue_close_frame(c, code, NULL);
+        if (c->state == ST_DEAD)
+            return;
+        c->state = ST_CLOSING;
+        tl_move(c, TL_CLOSING);
+    }
+    c->after_flush = AF_DESTROY;
+    mark_pending(c);
+}
+
+/* Runs the frame parser over n bytes (unmasked in place) and acts on each event. */
+static void process(conn *c, uint8_t *buf, size_t n)
+{
+    size_t off = 0;
+    while (off < n && (c->state == ST_OPEN || c->state == ST_CLOSING)) {
+        ws_event ev;
+        off += ws_parser_feed(&c->parser, buf + off, n - off, &ev);
+        switch (ev.type) {
+        case WS_EV_NONE:
+            return;
+        case WS_EV_DATA:
+            if (c->state == ST_OPEN)
+                on_data(c, &ev);
+            break;
+        case WS_EV_PING:
+            if (c->state == ST_OPEN)
+                send_owned(c, wbuf_frame_copy(WS_OP_PONG, ev.data, ev.len));
+            break;
+        case WS_EV_PONG:
+            break;
+        case WS_EV_CLOSE:
+            on_close_frame(c, &ev);
+            return;
+        case WS_EV_ERROR:
+            if (c->state == ST_OPEN)
+                fail(c, ev.code, ev.reason);
+            else
+                destroy(c, ev.reason);
+            return;
+        }
+    }
+}
+
+/* ---- handshake ---------------------------------------------------------------------------- */
+
+static void open_ws(conn *c, int route, const ws_hs_result *hs, const char *protocol,
+                    size_t head_len)
+{
+    worker *w = c->w;
+    char out[256];
+    size_t n = ws_handshake_response(out, sizeof out, hs->accept, protocol);
+    wbuf *b = wbuf_new(n);
+    if (b) {
+        memcpy(b->data, out, n);
+        b->len = (uint32_t)n;
+    }
+    send_owned(c, b);
+    if (c->state == ST_DEAD)
+        return;
+    c->route = (uint8_t)route;
+    c->state = ST_OPEN;
+    ws_parser_init(&c->parser, route == R_ECHO ? &w->echo_opts : &w->ws_opts);
+    tl_move(c, TL_OPEN);
+    if (route == R_WS) {
+        char id[160], hello[512];
+        client_id(c, id, sizeof id);
+        n = env_write_hello(hello, sizeof hello, id, w->node_id);
+        send_text(c, hello, n);
+    }
+    /* Bytes after the head are the first frames. */
+    char *hsbuf = c->hs;
+    size_t rest = c->hs_len - head_len;
+    c->hs = NULL;
+    c->hs_len = c->hs_cap = 0;
+    if (rest)
+        process(c, (uint8_t *)hsbuf + head_len, rest);
+    free(hsbuf);
+}
+
+static void route_request(conn *c, const ws_http_req *req)
+{
+    worker *w = c->w;
+    const config *cfg = w->cfg;
+    ws_span path = req->path;
+    if (ws_span_eq(path, "/healthz")) {
+        if (!ws_span_eq(req->method, "GET"))
+            http_respond(c, 405, "Allow: GET\r\n", "method not allowed\n");
+        else
+            http_respond(c, 200, NULL, "ok\n");
+        return;
+    }
+    int route = ws_span_eq(path, "/ws") ? R_WS : cfg->echo && ws_span_eq(path, "/echo") ? R_ECHO : R_NONE;
+    if (route == R_NONE) {
+        http_respond(c, 404, NULL, "not found\n");
+        return;
+    }
+    static const char *const json_only[] = {PROTO_JSON};
+    ws_hs_opts o = {
+        .protocols = route == R_WS ? json_only : NULL,
+        .nprotocols = route == R_WS ? 1 : 0,
+        .origins = cfg->origins,
+        .norigins = (size_t)cfg->norigins,
+    };
+    ws_hs_result r;
+    if (ws_handshake_check(req, &o, &r) != 101) {
+        w->st.handshakes_failed++;
+        log_info("client %llu: handshake refused %d: %s", (unsigned long long)c->id, r.status, r.reason);
+        char out[1024];
+        size_t n = ws_handshake_error(out, sizeof out, &r);
+        wbuf *b = wbuf_new(n);
+        if (b) {
+            memcpy(b->data, out, n);
+            b->len = (uint32_t)n;
+        }
+        send_owned(c, b);
+        if (c->state == ST_DEAD)
+            return;
+        free_buffers(c);
+        c->state = ST_LINGER;
+        c->after_flush = AF_SHUTDOWN;
+        tl_move(c, TL_CLOSING);
+        return;
+    }
+    open_ws(c, route, &r, r.protocol >= 0 ? o.protocols[r.protocol] : NULL, req->head_len);
+}
+
+/* TLS handshake step: 1 finished, 0 waiting for the socket, -1 failed (c destroyed). */
+static int tls_step(conn *c)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        c->tls_done = true;
+        want_write(c, false);
+        return 1;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        want_write(c, e == SSL_ERROR_WANT_WRITE);
+        return 0;
+    }
+    char err[160] = "connection closed";
+    unsigned long code = ERR_get_error();
+    if (code)
+        ERR_error_string_n(code, err, sizeof err);
+    c->w->st.handshakes_failed++;
+    log_info("client %llu: TLS handshake failed: %s", (unsigned long long)c->id, err);
+    destroy(c, "TLS handshake failed");
+    return -1;
+}
+
+static void handshake_read(conn *c)
+{
+    worker *w = c->w;
+    if (c->ssl && !c->tls_done && tls_step(c) <= 0)
+        return;
+    if (!c->hs) {
+        c->hs_cap = w->cfg->max_header_size + 1;
+        c->hs = malloc(c->hs_cap);
+        if (!c->hs) {
+            destroy(c, "out of memory");
+            return;
+        }
+    }
+    for (;;) {
+        ssize_t n = tx_read(c, c->hs + c->hs_len, c->hs_cap - c->hs_len);
+        if (n == -1)
+            return;
+        if (n <= 0) {
+            destroy(c, n == 0 ? "client went away during handshake" : "read failed");
+            return;
+        }
+        w->st.bytes_in += (uint64_t)n;
+        size_t last = c->hs_len;
+        c->hs_len += (size_t)n;
+        ws_http_limits lim = {w->cfg->max_header_size, (size_t)w->cfg->max_headers};
+        static ws_http_req req; /* one worker thread; too large for every stack frame */
+        int r = ws_http_parse(c->hs, c->hs_len, last, &lim, &req);
+        if (r == WS_HTTP_PARTIAL)
+            continue;
+        if (r == WS_HTTP_BAD || r == WS_HTTP_TOO_LARGE) {
+            w->st.handshakes_failed++;
+            int status = r == WS_HTTP_BAD ? 400 : 431;
+            log_info("client %llu: bad HTTP request: %d", (unsigned long long)c->id, status);
+            http_respond(c, status, NULL, status == 400 ? "malformed request\n" : "request head too large\n");
+            return;
+        }
+        route_request(c, &req);
+        return;
+    }
+}
+
+/* ---- reading ------------------------------------------------------------------------------ */
+
+static void ws_read(conn *c)
+{
+    worker *w = c->w;
+    /* Plain sockets: one read per readiness (level-triggered, fair to the others). TLS: drain
+     * what OpenSSL has decrypted, as the socket will not signal it again. */
+    for (int round = 0; round < (c->ssl ? 16 : 1); round++) {
+        ssize_t n = tx_read(c, w->rbuf, w->rbuf_size);
+        if (n == -1)
+            return;
+        if (n <= 0) {
+            destroy(c, n == 0 ? "client closed TCP" : "read failed");
+            return;
+        }
+        w->st.bytes_in += (uint64_t)n;
+        if (c->state == ST_OPEN && (c->tl != TL_OPEN || c->tstamp != ev_now(w->loop)))
+            tl_move(c, TL_OPEN); /* activity: restart its ping clock */
+        process(c, w->rbuf, (size_t)n);
+        if (c->state != ST_OPEN && c->state != ST_CLOSING)
+            return;
+    }
+    if (c->ssl && SSL_pending(c->ssl))
+        ev_feed_event(w->loop, &c->rio, EV_READ);
+}
+
+static void linger_read(conn *c)
+{
+    worker *w = c->w;
+    ssize_t n = tx_read(c, w->rbuf, w->rbuf_size);
+    if (n == 0 || n == -2)
+        destroy(c, "closed after error");
+}
+
+static void on_read(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn *c = (conn *)((char *)io - offsetof(conn, rio));
+    switch (c->state) {
+    case ST_HANDSHAKE:
+        handshake_read(c);
+        break;
+    case ST_OPEN:
+    case ST_CLOSING:
+        ws_read(c);
+        break;
+    case ST_LINGER:
+        linger_read(c);
+        break;
+    default:
+        break;
+    }
+}
+
+static void on_write(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn *c = (conn *)((char *)io - offsetof(conn, wio));
+    if (c->ssl && !c->tls_done) {
+        if (tls_step(c) == 1)
+            handshake_read(c); /* the request may already be decrypted and waiting */
+        return;
+    }
+    if (c->ssl && c->state == ST_OPEN && c->qlen == 0) {
+        want_write(c, false); /* SSL_read wanted to write; reading resumes it */
+        ws_read(c);
+        return;
+    }
+    flush(c);
+}
+
+/* ---- worker-facing ------------------------------------------------------------------------ */
+
+static void deliver(hub_member *m, wbuf *frame, void *ctx)
+{
+    (void)ctx;
+    conn *c = (conn *)((char *)m - offsetof(conn, subs));
+    worker *w = c->w;
+    if (c->state != ST_OPEN || c->slow) {
+        w->st.drops++;
+        return;
+    }
+    if (w->cfg->slow_policy == SLOW_DROP && c->qbytes >= w->cfg->outbuf_soft) {
+        w->st.drops++;
+        return;
+    }
+    enqueue(c, frame);
+}
+
+hub_deliver_fn conn_hub_deliver(void) { return deliver; }
+
+void conn_accept(worker *w, int fd)
+{
+    conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        log_error("out of memory accepting a connection");
+        close(fd);
+        return;
+    }
+    c->w = w;
+    c->fd = fd;
+    c->id = ++w->next_client;
+    c->state = ST_HANDSHAKE;
+    w->nconns++;
+    ev_io_init(&c->rio, on_read, fd, EV_READ);
+    ev_io_init(&c->wio, on_write, fd, EV_WRITE);
+    ev_io_start(w->loop, &c->rio);
+    tl_move(c, TL_HANDSHAKE);
+    if (w->tls) {
+        c->ssl = SSL_new(w->tls);
+        if (!c->ssl || !SSL_set_fd(c->ssl, fd)) {
+            log_error("SSL_new failed");
+            destroy(c, "TLS setup failed");
+            return;
+        }
+        SSL_set_accept_state(c->ssl);
+    }
+}
+
+void conn_flush_pending(worker *w)
+{
+    while (w->pending) {
+        conn *list = w->pending;
+        w->pending = NULL;
+        while (list) {
+            conn *c = list;
+            list = c->pnext;
+            c->pending = false;
+            c->pnext = NULL;
+            flush(c);
+        }
+    }
+    while (w->dead) {
+        conn *c = w->dead;
+        w->dead = c->tnext;
+        free(c);
+    }
+}
+
+void conn_tick(worker *w)
+{
+    double now = ev_now(w->loop);
+    tlist *l;
+    conn *c;
+
+    l = &w->lists[TL_HANDSHAKE];
+    while ((c = l->head) && now - c->tstamp >= l->timeout) {
+        w->st.timeouts++;
+        log_info("client %llu: handshake timeout", (unsigned long long)c->id);
+        destroy(c, "handshake timeout");
+    }
+    l = &w->lists[TL_CLOSING];
+    while ((c = l->head) && now - c->tstamp >= l->timeout) {
+        w->st.timeouts++;
+        destroy(c, "close timeout");
+    }
+    l = &w->lists[TL_PINGED];
+    while ((c = l->head) && now - c->tstamp >= l->timeout) {
+        w->st.timeouts++;
+        log_info("client %llu: no answer to ping: dropped", (unsigned long long)c->id);
+        destroy(c, "idle timeout");
+    }
+    l = &w->lists[TL_OPEN];
+    while ((c = l->head) && now - c->tstamp >= l->timeout) {
+        send_owned(c, wbuf_frame_copy(WS_OP_PING, NULL, 0));
+        if (c->state == ST_OPEN)
+            tl_move(c, TL_PINGED);
+    }
+}
+
+void conn_drain_all(worker *w)
+{
+    conn *c;
+    while ((c = w->lists[TL_HANDSHAKE].head))
+        destroy(c, "draining");
+    for (int l = TL_OPEN; l <= TL_PINGED; l++)
+        while ((c = w->lists[l].head)) {
+            close_with(c, WS_CLOSE_GOING_AWAY, "server shutting down");
+            if (c->tl == l)
+                destroy(c, "draining");
+        }
+}

@@ -1,0 +1,27 @@
+/* conn: one client connection: the state machine handshake -> open -> closing, reading and
+ * parsing in place, the outbound queue with its limits, and the timeouts. Plain and TLS
+ * sockets share every line of it but the two transport calls. */
+#ifndef CONN_H
+#define CONN_H
+
+#include "worker.h"
+
+/* Takes ownership of an accepted non-blocking socket and starts its handshake. */
+void conn_accept(worker *w, int fd);
+
+/* The hub's delivery callback: queues a shared frame on a subscriber, or drops it (counted)
+ * when the subscriber is closing or, under --slow-policy drop, over its soft limit. */
+hub_deliver_fn conn_hub_deliver(void);
+
+/* Writes out every connection with queued output (called before the loop sleeps), closes slow
+ * consumers, and frees connections closed since the last call. */
+void conn_flush_pending(worker *w);
+
+/* Expires handshakes, pings idle connections, drops those that never answered and those that
+ * never finished closing. Called from the worker's one periodic timer. */
+void conn_tick(worker *w);
+
+/* Drain: drops connections still in handshake and sends close 1001 to every open one. */
+void conn_drain_all(worker *w);
+
+#endif

@@ -1,0 +1,242 @@
+#include "hub.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "envelope.h"
+#include "ws_frame.h"
+
+typedef struct hub_ref {
+    hub_member *m;
+    uint32_t slot; /* index in m->subs */
+} hub_ref;
+
+struct hub_channel {
+    hub_channel *next;
+    uint64_t hash;
+    uint64_t seq;
+    hub_ref *refs;
+    uint32_t n, cap;
+    uint16_t name_len;
+    char name[];
+};
+
+static uint64_t hash_name(ws_span s)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < s.n; i++)
+        h = (h ^ (uint8_t)s.p[i]) * 1099511628211ULL;
+    return h;
+}
+
+void hub_init(hub *h, hub_deliver_fn deliver, void *ctx)
+{
+    memset(h, 0, sizeof *h);
+    h->deliver = deliver;
+    h->ctx = ctx;
+}
+
+void hub_free(hub *h)
+{
+    for (size_t i = 0; i < h->nbuckets; i++) {
+        hub_channel *c = h->buckets[i];
+        while (c) {
+            hub_channel *next = c->next;
+            free(c->refs);
+            free(c);
+            c = next;
+        }
+    }
+    free(h->buckets);
+    memset(h, 0, sizeof *h);
+}
+
+static hub_channel **find(const hub *h, ws_span name, uint64_t hash)
+{
+    if (!h->nbuckets)
+        return NULL;
+    hub_channel **pp = &h->buckets[hash & (h->nbuckets - 1)];
+    for (; *pp; pp = &(*pp)->next)
+        if ((*pp)->hash == hash && (*pp)->name_len == name.n && memcmp((*pp)->name, name.p, name.n) == 0)
+            return pp;
+    return pp;
+}
+
+static int grow_table(hub *h)
+{
+    size_t nb = h->nbuckets ? h->nbuckets * 2 : 64;
+    hub_channel **b = calloc(nb, sizeof *b);
+    if (!b)
+        return -1;
+    for (size_t i = 0; i < h->nbuckets; i++) {
+        hub_channel *c = h->buckets[i];
+        while (c) {
+            hub_channel *next = c->next;
+            c->next = b[c->hash & (nb - 1)];
+            b[c->hash & (nb - 1)] = c;
+            c = next;
+        }
+    }
+    free(h->buckets);
+    h->buckets = b;
+    h->nbuckets = nb;
+    return 0;
+}
+
+static hub_channel *lookup(const hub *h, ws_span name)
+{
+    hub_channel **pp = find(h, name, hash_name(name));
+    return pp ? *pp : NULL;
+}
+
+static void drop_channel(hub *h, hub_channel *c)
+{
+    hub_channel **pp = &h->buckets[c->hash & (h->nbuckets - 1)];
+    while (*pp != c)
+        pp = &(*pp)->next;
+    *pp = c->next;
+    free(c->refs);
+    free(c);
+    h->nchannels--;
+}
+
+int hub_subscribe(hub *h, hub_member *m, ws_span name)
+{
+    uint64_t hash = hash_name(name);
+    hub_channel **pp = find(h, name, hash);
+    hub_channel *c = pp ? *pp : NULL;
+    if (c)
+        for (uint32_t i = 0; i < m->n; i++)
+            if (m->subs[i].ch == c)
+                return 0;
+    if (m->n == m->cap) {
+        uint32_t cap = m->cap ? m->cap * 2 : 4;
+        hub_sub *s = realloc(m->subs, cap * sizeof *s);
+        if (!s)
+            return -1;
+        m->subs = s;
+        m->cap = cap;
+    }
+    if (!c) {
+        if (h->nchannels >= h->nbuckets && grow_table(h) < 0)
+            return -1;
+        c = calloc(1, sizeof *c + name.n);
+        if (!c)
+            return -1;
+        memcpy(c->name, name.p, name.n);
+        c->name_len = (uint16_t)name.n;
+        c->hash = hash;
+        pp = &h->buckets[hash & (h->nbuckets - 1)];
+        c->next = *pp;
+        *pp = c;
+        h->nchannels++;
+    }
+    if (c->n == c->cap) {
+        uint32_t cap = c->cap ? c->cap * 2 : 4;
+        hub_ref *r = realloc(c->refs, cap * sizeof *r);
+        if (!r) {
+            if (c->n == 0)
+                drop_channel(h, c);
+            return -1;
+        }
+        c->refs = r;
+        c->cap = cap;
+    }
+    c->refs[c->n] = (hub_ref){m, m->n};
+    m->subs[m->n] = (hub_sub){c, c->n};
+    c->n++;
+    m->n++;
+    return 1;
+}
+
+/* Removes subscription s of m by swapping the last one of each array into its place. */
+static void remove_sub(hub *h, hub_member *m, uint32_t slot)
+{
+    hub_channel *c = m->subs[slot].ch;
+    uint32_t idx = m->subs[slot].idx;
+
+    hub_ref last = c->refs[--c->n];
+    if (idx != c->n) {
+        c->refs[idx] = last;
+        last.m->subs[last.slot].idx = idx;
+    }
+    hub_sub mlast = m->subs[--m->n];
+    if (slot != m->n) {
+        m->subs[slot] = mlast;
+        mlast.ch->refs[mlast.idx].slot = slot;
+    }
+    if (c->n == 0)
+        drop_channel(h, c);
+}
+
+int hub_unsubscribe(hub *h, hub_member *m, ws_span name)
+{
+    hub_channel *c = lookup(h, name);
+    if (!c)
+        return 0;
+    for (uint32_t i = 0; i < m->n; i++) {
+        if (m->subs[i].ch == c) {
+            remove_sub(h, m, i);
+            if (m->n == 0) {
+                free(m->subs);
+                m->subs = NULL;
+                m->cap = 0;
+            }
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void hub_leave_all(hub *h, hub_member *m)
+{
+    while (m->n)
+        remove_sub(h, m, m->n - 1);
+    free(m->subs);
+    m->subs = NULL;
+    m->cap = 0;
+}
+
+uint64_t hub_publish(hub *h, ws_span name, ws_span data, size_t *delivered)
+{
+    *delivered = 0;
+    hub_channel *c = lookup(h, name);
+    if (!c)
+        return 0;
+    uint64_t seq = ++c->seq;
+    uint8_t *payload;
+    wbuf *b = wbuf_frame(WS_OP_TEXT, env_msg_size(name.n, data.n), &payload);
+    if (!b)
+        return 0;
+    size_t plen = env_write_msg((char *)payload, name, seq, data);
+    /* The header was sized for the upper bound; rewrite it for the exact length. */
+    size_t hlen = (size_t)(payload - b->data);
+    uint8_t hdr[WS_MAX_HEADER];
+    size_t exact = ws_frame_header(hdr, WS_OP_TEXT, true, false, plen, NULL);
+    if (exact != hlen) {
+        memmove(b->data + exact, payload, plen);
+    }
+    memcpy(b->data, hdr, exact);
+    b->len = (uint32_t)(exact + plen);
+    /* Deliver in subscription order; the callback never subscribes or unsubscribes. */
+    for (uint32_t i = 0; i < c->n; i++)
+        h->deliver(c->refs[i].m, b, h->ctx);
+    *delivered = c->n;
+    wbuf_unref(b);
+    return seq;
+}
+
+size_t hub_count(const hub *h, ws_span name)
+{
+    hub_channel *c = lookup(h, name);
+    return c ? c->n : 0;
+}
+
+bool hub_is_member(const hub *h, const hub_member *m, ws_span name)
+{
+    hub_channel *c = lookup(h, name);
+    for (uint32_t i = 0; c && i < m->n; i++)
+        if (m->subs[i].ch == c)
+            return true;
+    return false;
+}

@@ -1,0 +1,61 @@
+/* hub: a worker's channels and their local subscribers, and fan-out of one shared frame to
+ * all of them. No I/O: delivery goes through a callback that queues the frame. */
+#ifndef HUB_H
+#define HUB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wbuf.h"
+#include "ws_http.h"
+
+typedef struct hub_channel hub_channel;
+
+/* One subscription as the member sees it; idx is its place in the channel's array. */
+typedef struct hub_sub {
+    hub_channel *ch;
+    uint32_t idx;
+} hub_sub;
+
+/* Embed in whatever subscribes (a connection). Zero-initialise; owns its array while non-empty. */
+typedef struct hub_member {
+    hub_sub *subs;
+    uint32_t n, cap;
+} hub_member;
+
+/* Queues frame (the callee takes its own reference if it keeps it) for one subscriber. */
+typedef void (*hub_deliver_fn)(hub_member *m, wbuf *frame, void *ctx);
+
+typedef struct hub {
+    hub_channel **buckets;
+    size_t nbuckets, nchannels;
+    hub_deliver_fn deliver;
+    void *ctx;
+} hub;
+
+void hub_init(hub *h, hub_deliver_fn deliver, void *ctx);
+void hub_free(hub *h); /* every member must have left */
+
+/* Subscribes m to channel name: 1 newly subscribed, 0 already was, -1 out of memory. */
+int hub_subscribe(hub *h, hub_member *m, ws_span name);
+
+/* Unsubscribes m: 1 if it was subscribed, 0 if not. Empty channels are removed. */
+int hub_unsubscribe(hub *h, hub_member *m, ws_span name);
+
+/* True if m is subscribed to name. */
+bool hub_is_member(const hub *h, const hub_member *m, ws_span name);
+
+/* Removes every subscription of m and frees its array. */
+void hub_leave_all(hub *h, hub_member *m);
+
+/* Publishes data (valid JSON) on channel name: assigns the next seq, frames one msg frame and
+ * delivers it to every subscriber. Returns the seq, or 0 when nobody here subscribes (or out of
+ * memory). A channel with no subscriber keeps no state, so its seq restarts at 1 when it next
+ * has one; the Redis bus (cluster mode) keeps seq in Redis instead. */
+uint64_t hub_publish(hub *h, ws_span name, ws_span data, size_t *delivered);
+
+/* Number of subscribers of name on this hub. */
+size_t hub_count(const hub *h, ws_span name);
+
+#endif

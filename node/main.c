@@ -1,0 +1,169 @@
+/* wsnode master: parses the configuration, forks the workers, restarts any that die and, on
+ * SIGTERM or SIGINT, has them drain. Signals are taken synchronously (sigtimedwait), so no
+ * handler runs at an awkward moment. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "tls.h"
+#include "worker.h"
+
+#define MAX_WORKERS 256
+
+typedef struct slot {
+    pid_t pid;         /* 0: not running */
+    double started;    /* when it was last forked */
+    double restart_at; /* when to fork it again (0: not scheduled) */
+    double backoff;
+} slot;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static pid_t spawn(const config *cfg, int index, const sigset_t *old)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        sigprocmask(SIG_SETMASK, old, NULL);
+        _exit(worker_run(cfg, index));
+    }
+    if (pid < 0)
+        log_error("fork: %s", strerror(errno));
+    return pid;
+}
+
+static void describe(int status, char *out, size_t n)
+{
+    if (WIFSIGNALED(status))
+        snprintf(out, n, "killed by signal %d", WTERMSIG(status));
+    else
+        snprintf(out, n, "exited with status %d", WEXITSTATUS(status));
+}
+
+int main(int argc, char **argv)
+{
+    config cfg;
+    int rc = config_parse(&cfg, argc, argv);
+    if (rc != 0)
+        return rc > 0 ? 0 : 2;
+    log_setup(cfg.log_level, "master");
+    if (cfg.workers > MAX_WORKERS) {
+        log_error("--workers is at most %d", MAX_WORKERS);
+        return 2;
+    }
+    if (cfg.tls_cert) { /* fail here, once, rather than in every worker */
+        char err[512];
+        SSL_CTX *ctx = tls_server_ctx(cfg.tls_cert, cfg.tls_key, err, sizeof err);
+        if (!ctx) {
+            log_error("TLS: %s", err);
+            return 2;
+        }
+        SSL_CTX_free(ctx);
+    }
+
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigprocmask(SIG_BLOCK, &set, &old);
+
+    static slot slots[MAX_WORKERS];
+    for (int i = 0; i < cfg.workers; i++) {
+        slots[i].pid = spawn(&cfg, i, &old);
+        slots[i].started = now_s();
+        slots[i].backoff = 0.1;
+        if (slots[i].pid < 0)
+            return 1;
+    }
+    log_info("started %d worker%s on port %d", cfg.workers, cfg.workers == 1 ? "" : "s", cfg.port);
+
+    bool stopping = false;
+    double deadline = 0;
+    int exit_code = 0;
+    for (;;) {
+        struct timespec wait = {0, 100 * 1000 * 1000};
+        siginfo_t si;
+        int sig = sigtimedwait(&set, &si, &wait);
+        double now = now_s();
+
+        if ((sig == SIGTERM || sig == SIGINT) && !stopping) {
+            stopping = true;
+            deadline = now + cfg.drain_timeout + 2;
+            log_info("%s: draining workers", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            for (int i = 0; i < cfg.workers; i++)
+                if (slots[i].pid > 0)
+                    kill(slots[i].pid, SIGTERM);
+        }
+
+        int status;
+        pid_t pid;
+        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+            for (int i = 0; i < cfg.workers; i++) {
+                if (slots[i].pid != pid)
+                    continue;
+                slots[i].pid = 0;
+                char how[64];
+                describe(status, how, sizeof how);
+                if (stopping) {
+                    log_info("worker %d %s", i, how);
+                    break;
+                }
+                if (WIFEXITED(status) && WEXITSTATUS(status) == 2 && now - slots[i].started < 2) {
+                    log_error("worker %d could not start (%s): stopping", i, how);
+                    exit_code = 1;
+                    stopping = true;
+                    deadline = now + cfg.drain_timeout + 2;
+                    for (int j = 0; j < cfg.workers; j++)
+                        if (slots[j].pid > 0)
+                            kill(slots[j].pid, SIGTERM);
+                    break;
+                }
+                /* A worker that dies right after starting is restarted ever more slowly. */
+                slots[i].backoff = now - slots[i].started < 1 ? slots[i].backoff * 2 : 0.1;
+                if (slots[i].backoff > 10)
+                    slots[i].backoff = 10;
+                slots[i].restart_at = now + (now - slots[i].started < 1 ? slots[i].backoff : 0);
+                log_warn("worker %d (pid %d) %s: restarting", i, (int)pid, how);
+                break;
+            }
+        }
+
+        bool any = false;
+        for (int i = 0; i < cfg.workers; i++) {
+            if (!stopping && slots[i].pid == 0 && slots[i].restart_at && now >= slots[i].restart_at) {
+                slots[i].restart_at = 0;
+                slots[i].started = now;
+                slots[i].pid = spawn(&cfg, i, &old);
+                if (slots[i].pid < 0)
+                    slots[i].pid = 0, slots[i].restart_at = now + 1;
+                else
+                    log_info("worker %d restarted as pid %d", i, (int)slots[i].pid);
+            }
+            any = any || slots[i].pid > 0;
+        }
+        if (stopping && !any) {
+            log_info("all workers stopped");
+            return exit_code;
+        }
+        if (stopping && now > deadline) {
+            log_warn("workers did not stop in time: killing them");
+            for (int i = 0; i < cfg.workers; i++)
+                if (slots[i].pid > 0)
+                    kill(slots[i].pid, SIGKILL);
+            deadline = now + 5;
+        }
+    }
+}

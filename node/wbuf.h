@@ -1,0 +1,34 @@
+/* wbuf: a reference-counted byte buffer holding one outbound frame (or HTTP response). A
+ * broadcast is framed once into a wbuf and queued by pointer on every subscriber. */
+#ifndef WBUF_H
+#define WBUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct wbuf {
+    uint32_t refs;
+    uint32_t len; /* bytes of data in use */
+    uint8_t data[];
+} wbuf;
+
+/* A buffer of cap bytes with one reference and len 0; NULL when out of memory. */
+wbuf *wbuf_new(size_t cap);
+
+/* A server frame (unmasked, FIN set) with room for payload_len bytes: writes the header, sets
+ * len to the whole frame and *payload to where the caller writes the payload. */
+wbuf *wbuf_frame(uint8_t opcode, size_t payload_len, uint8_t **payload);
+
+/* A complete frame with a copy of payload. */
+wbuf *wbuf_frame_copy(uint8_t opcode, const void *payload, size_t len);
+
+static inline wbuf *wbuf_ref(wbuf *b)
+{
+    b->refs++;
+    return b;
+}
+
+/* Drops one reference; frees the buffer with the last one. */
+void wbuf_unref(wbuf *b);
+
+#endif

@@ -1,0 +1,240 @@
+#include "worker.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/rand.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "log.h"
+#include "tls.h"
+
+#define READ_BUFFER (64 * 1024)
+#define ACCEPTS_PER_WAKEUP 64
+
+/* Binds cfg->bind:port with SO_REUSEPORT; returns a non-blocking listening socket or -1. */
+static int listen_on(const config *cfg)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res;
+    char port[8];
+    snprintf(port, sizeof port, "%d", cfg->port);
+    int rc = getaddrinfo(cfg->bind, port, &hints, &res);
+    if (rc != 0) {
+        log_error("cannot resolve --bind %s: %s", cfg->bind, gai_strerror(rc));
+        return -1;
+    }
+    int fd = -1;
+    for (struct addrinfo *a = res; a; a = a->ai_next) {
+        fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            continue;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+        if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 4096) == 0)
+            break;
+        log_error("cannot listen on %s:%d: %s", cfg->bind, cfg->port, strerror(errno));
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)revents;
+    worker *w = io->data;
+    for (int i = 0; i < ACCEPTS_PER_WAKEUP; i++) {
+        int fd = accept4(w->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                log_warn("accept: %s: pausing accepts for 100 ms", strerror(errno));
+                ev_io_stop(loop, &w->accept_w);
+                ev_timer_set(&w->accept_pause, 0.1, 0);
+                ev_timer_start(loop, &w->accept_pause);
+            } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                log_warn("accept: %s", strerror(errno));
+            }
+            return;
+        }
+        if (w->nconns >= w->max_conns) {
+            w->st.rejected++;
+            log_warn("connection limit %zu reached: refusing a connection", w->max_conns);
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        w->st.accepted++;
+        conn_accept(w, fd);
+    }
+}
+
+static void on_accept_pause(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    worker *w = t->data;
+    if (!w->draining)
+        ev_io_start(loop, &w->accept_w);
+}
+
+static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn_tick(t->data);
+}
+
+static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn_flush_pending(p->data);
+}
+
+static void on_drain_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    worker *w = t->data;
+    log_info("drain timeout: %zu connections still open, exiting", w->nconns);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
+{
+    (void)revents;
+    worker *w = s->data;
+    if (w->draining)
+        return;
+    w->draining = true;
+    log_info("draining %zu connections (close 1001), at most %.1f s", w->nconns, w->cfg->drain_timeout);
+    ev_io_stop(loop, &w->accept_w);
+    ev_timer_stop(loop, &w->accept_pause);
+    close(w->lfd);
+    w->lfd = -1;
+    conn_drain_all(w);
+    if (w->nconns == 0) {
+        ev_break(loop, EVBREAK_ALL);
+        return;
+    }
+    ev_timer_init(&w->drain_w, on_drain_timeout, w->cfg->drain_timeout, 0);
+    w->drain_w.data = w;
+    ev_timer_start(loop, &w->drain_w);
+}
+
+static void make_node_id(worker *w)
+{
+    char host[64] = "wsnode";
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    unsigned char rnd[3] = {0};
+    if (RAND_bytes(rnd, sizeof rnd) != 1)
+        memcpy(rnd, &(int){getpid()}, sizeof rnd);
+    char prefix[80];
+    if (w->cfg->node_id)
+        snprintf(prefix, sizeof prefix, "%s", w->cfg->node_id);
+    else
+        snprintf(prefix, sizeof prefix, "%s-%d", host, w->cfg->port);
+    snprintf(w->node_id, sizeof w->node_id, "%s.w%d.%02x%02x%02x", prefix, w->index, rnd[0],
+             rnd[1], rnd[2]);
+}
+
+static double tick_interval(const config *c)
+{
+    double t = c->handshake_timeout;
+    if (c->ping_interval < t)
+        t = c->ping_interval;
+    if (c->idle_timeout < t)
+        t = c->idle_timeout;
+    if (c->close_timeout < t)
+        t = c->close_timeout;
+    t /= 4;
+    return t < 0.01 ? 0.01 : t > 1 ? 1 : t;
+}
+
+int worker_run(const config *cfg, int index)
+{
+    static worker w;
+    memset(&w, 0, sizeof w);
+    w.cfg = cfg;
+    w.index = index;
+    char who[16];
+    snprintf(who, sizeof who, "w%d", index);
+    log_setup(cfg->log_level, who);
+    signal(SIGPIPE, SIG_IGN);
+
+    w.loop = ev_default_loop(EVFLAG_AUTO);
+    make_node_id(&w);
+    if (cfg->tls_cert) {
+        char err[512];
+        w.tls = tls_server_ctx(cfg->tls_cert, cfg->tls_key, err, sizeof err);
+        if (!w.tls) {
+            log_error("TLS: %s", err);
+            return 2;
+        }
+    }
+    w.lfd = listen_on(cfg);
+    if (w.lfd < 0)
+        return 2;
+
+    struct rlimit rl;
+    size_t fd_cap = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 64 ? (size_t)rl.rlim_cur - 32 : 1024;
+    w.max_conns = cfg->max_connections ? (size_t)cfg->max_connections : fd_cap;
+    w.rbuf_size = READ_BUFFER;
+    w.rbuf = malloc(w.rbuf_size);
+    w.tlsbuf = malloc(16384);
+    if (!w.rbuf || !w.tlsbuf) {
+        log_error("out of memory");
+        return 1;
+    }
+    w.ws_opts = (ws_parser_opts){.max_frame = cfg->max_message, .max_message = cfg->max_message, .server = true};
+    w.echo_opts = (ws_parser_opts){.max_frame = cfg->echo_max_message,
+                                   .max_message = cfg->echo_max_message, .server = true};
+    w.lists[TL_HANDSHAKE].timeout = cfg->handshake_timeout;
+    w.lists[TL_OPEN].timeout = cfg->ping_interval;
+    w.lists[TL_PINGED].timeout = cfg->idle_timeout;
+    w.lists[TL_CLOSING].timeout = cfg->close_timeout;
+    hub_init(&w.hub, conn_hub_deliver(), &w);
+
+    ev_io_init(&w.accept_w, on_accept, w.lfd, EV_READ);
+    w.accept_w.data = &w;
+    ev_io_start(w.loop, &w.accept_w);
+    ev_init(&w.accept_pause, on_accept_pause);
+    w.accept_pause.data = &w;
+    double iv = tick_interval(cfg);
+    ev_timer_init(&w.tick, on_tick, iv, iv);
+    w.tick.data = &w;
+    ev_timer_start(w.loop, &w.tick);
+    ev_prepare_init(&w.flush_w, on_prepare);
+    w.flush_w.data = &w;
+    ev_prepare_start(w.loop, &w.flush_w);
+    ev_signal_init(&w.sigterm_w, on_stop_signal, SIGTERM);
+    w.sigterm_w.data = &w;
+    ev_signal_start(w.loop, &w.sigterm_w);
+    ev_signal_init(&w.sigint_w, on_stop_signal, SIGINT);
+    w.sigint_w.data = &w;
+    ev_signal_start(w.loop, &w.sigint_w);
+
+    log_info("listening on %s:%d%s as node %s%s", cfg->bind, cfg->port, w.tls ? " (TLS)" : "",
+             w.node_id, cfg->echo ? ", /echo on" : "");
+    ev_run(w.loop, 0);
+
+    conn_flush_pending(&w); /* frees connections closed in the last iteration */
+    log_info("worker exiting: %llu accepted, %llu messages in, %llu out",
+             (unsigned long long)w.st.accepted, (unsigned long long)w.st.messages_in,
+             (unsigned long long)w.st.messages_out);
+    return 0;
+}

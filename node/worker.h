@@ -1,0 +1,65 @@
+/* worker: one wsnode worker process: a libev loop, its listening socket, its connections and
+ * its channels. Everything here belongs to one process; nothing is shared between workers. */
+#ifndef WORKER_H
+#define WORKER_H
+
+#include <ev.h>
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "hub.h"
+#include "ws_frame.h"
+
+typedef struct conn conn;
+
+/* The timeout lists: each holds connections in the order their clock started, so the one
+ * that expires first is always at the head (libev's "be smart about timeouts", one list per
+ * duration instead of a timer per socket). */
+enum { TL_NONE, TL_HANDSHAKE, TL_OPEN, TL_PINGED, TL_CLOSING, TL_COUNT };
+
+typedef struct tlist {
+    conn *head, *tail;
+    double timeout;
+} tlist;
+
+typedef struct worker_stats {
+    uint64_t accepted, rejected, handshakes_failed, protocol_errors;
+    uint64_t messages_in, messages_out, bytes_in, bytes_out;
+    uint64_t publishes, deliveries, drops, slow_closes, timeouts;
+} worker_stats;
+
+typedef struct worker {
+    struct ev_loop *loop;
+    const config *cfg;
+    int index;
+    char node_id[128];
+    int lfd;
+    ev_io accept_w;
+    ev_timer accept_pause; /* out of descriptors: stop accepting for a moment */
+    ev_timer tick;         /* walks the timeout lists */
+    ev_prepare flush_w;    /* before the loop sleeps: write every pending connection */
+    ev_signal sigterm_w, sigint_w;
+    ev_timer drain_w;
+    SSL_CTX *tls;
+    uint8_t *rbuf; /* one read buffer for all connections; frames are parsed in place */
+    size_t rbuf_size;
+    uint8_t *tlsbuf; /* TLS writes coalesce queued frames here */
+    conn *pending;   /* connections with queued output, linked by conn.pnext */
+    conn *dead;      /* closed connections, freed once no callback can still see them */
+    tlist lists[TL_COUNT];
+    hub hub;
+    ws_parser_opts ws_opts, echo_opts;
+    uint64_t next_client;
+    size_t nconns;
+    size_t max_conns;
+    bool draining;
+    worker_stats st;
+} worker;
+
+/* Runs worker `index` until it is drained or fails; returns the process exit code
+ * (0 after a drain, 2 when the listening socket cannot be set up). */
+int worker_run(const config *cfg, int index);
+
+#endif
