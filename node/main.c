@@ -36,7 +36,7 @@ static pid_t spawn(const config *cfg, int index, const sigset_t *old)
     pid_t pid = fork();
     if (pid == 0) {
         sigprocmask(SIG_SETMASK, old, NULL);
-        _exit(worker_run(cfg, index));
+        exit(worker_run(cfg, index)); /* exit, not _exit: LeakSanitizer checks workers too */
     }
     if (pid < 0)
         log_error("fork: %s", strerror(errno));
