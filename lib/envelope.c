@@ -31,6 +31,16 @@ static bool key_is(const char *k, size_t kn, const char *z)
     return strlen(z) == kn && memcmp(k, z, kn) == 0;
 }
 
+/* Records the first fault and keeps walking, so an id after a bad member still names the
+ * request in the error reply. */
+static void fault(walk *w, const char *err, const char *why)
+{
+    if (!w->err) {
+        w->err = err;
+        w->why = why;
+    }
+}
+
 static int member(void *ctx, const char *k, size_t kn, const char *v, size_t vn)
 {
     walk *w = ctx;
@@ -38,24 +48,19 @@ static int member(void *ctx, const char *k, size_t kn, const char *v, size_t vn)
     ws_json_type t = ws_json_type_of(v, vn);
     ws_span inner = {v + 1, vn >= 2 ? vn - 2 : 0}; /* string contents, escapes kept */
     if (key_is(k, kn, "op")) {
-        if (t != WS_JSON_STRING) {
-            w->err = ENV_ERR_BAD_OP;
-            w->why = "op must be a string";
-            return 1;
-        }
-        w->op = inner;
         w->has_op = true;
+        if (t != WS_JSON_STRING)
+            fault(w, ENV_ERR_BAD_OP, "op must be a string");
+        w->op = inner;
     } else if (key_is(k, kn, "ch")) {
         w->has_ch = true;
         w->ch_string = t == WS_JSON_STRING;
         r->ch = inner;
     } else if (key_is(k, kn, "id")) {
-        if ((t != WS_JSON_NUMBER && t != WS_JSON_STRING) || vn > ENV_ID_MAX) {
-            w->err = ENV_ERR_BAD_REQUEST;
-            w->why = "id must be a number or a string of at most 64 bytes";
-            return 1;
-        }
-        r->id = (ws_span){v, vn};
+        if ((t != WS_JSON_NUMBER && t != WS_JSON_STRING) || vn > ENV_ID_MAX)
+            fault(w, ENV_ERR_BAD_REQUEST, "id must be a number or a string of at most 64 bytes");
+        else
+            r->id = (ws_span){v, vn};
     } else if (key_is(k, kn, "data")) {
         w->has_data = true;
         r->data = (ws_span){v, vn};
@@ -66,21 +71,18 @@ static int member(void *ctx, const char *k, size_t kn, const char *v, size_t vn)
     } else if (key_is(k, kn, "since")) {
         uint64_t s = 0;
         for (size_t i = 0; i < vn; i++) {
-            if (v[i] < '0' || v[i] > '9' || s > (UINT64_MAX - 9) / 10) {
-                w->err = ENV_ERR_BAD_REQUEST;
-                w->why = "since must be a non-negative integer";
-                return 1;
+            uint64_t d = (uint64_t)(v[i] - '0');
+            if (v[i] < '0' || v[i] > '9' || s > (UINT64_MAX - d) / 10) {
+                fault(w, ENV_ERR_BAD_REQUEST, "since must be an integer from 0 to 2^64-1");
+                return 0;
             }
-            s = s * 10 + (uint64_t)(v[i] - '0');
+            s = s * 10 + d;
         }
         r->has_since = true;
         r->since = s;
     } else if (key_is(k, kn, "events")) {
-        if (t != WS_JSON_TRUE && t != WS_JSON_FALSE) {
-            w->err = ENV_ERR_BAD_REQUEST;
-            w->why = "events must be true or false";
-            return 1;
-        }
+        if (t != WS_JSON_TRUE && t != WS_JSON_FALSE)
+            fault(w, ENV_ERR_BAD_REQUEST, "events must be true or false");
         r->events = t == WS_JSON_TRUE;
     }
     /* Unknown members are ignored, so newer clients can talk to older servers. */
@@ -102,7 +104,7 @@ int env_parse(const char *s, size_t n, size_t max_data, env_req *r, const char *
     int rc = ws_json_object(s, n, member, &w);
     if (rc < 0)
         return bad(err, why, ENV_ERR_BAD_JSON, "not a JSON object");
-    if (rc > 0)
+    if (w.err)
         return bad(err, why, w.err, w.why);
     if (!w.has_op)
         return bad(err, why, ENV_ERR_BAD_OP, "op is missing");

@@ -21,10 +21,20 @@ static int on_url(http_parser *hp, const char *at, size_t n)
     return 0;
 }
 
+/* RFC 9110 section 5.6.2 tchar: a field name is a token. */
+static bool tchar(unsigned char x)
+{
+    return (x >= 'a' && x <= 'z') || (x >= 'A' && x <= 'Z') || (x >= '0' && x <= '9') ||
+           (x && strchr("!#$%&'*+-.^_`|~", x));
+}
+
 static int on_field(http_parser *hp, const char *at, size_t n)
 {
     parse_ctx *c = hp->data;
     ws_http_req *r = c->req;
+    for (size_t i = 0; i < n; i++)
+        if (!tchar((unsigned char)at[i]))
+            return 1; /* e.g. "Host : x": whitespace before the colon (RFC 9112 section 5.1) */
     if (r->nheaders >= c->lim->max_headers) {
         c->too_many = true;
         return 1;
@@ -72,6 +82,12 @@ int ws_http_parse(const char *buf, size_t len, size_t last_len, const ws_http_li
         return len > lim->max_head ? WS_HTTP_TOO_LARGE : WS_HTTP_PARTIAL;
     if (end > lim->max_head)
         return WS_HTTP_TOO_LARGE;
+    /* A line starting with whitespace is obs-fold, or junk before the first header; refused
+     * (RFC 9112 sections 5.2, 2.2). http-parser skips the callback for an empty value, so the
+     * in_value check alone misses "X:\r\n y". */
+    for (size_t i = 0; i + 1 < end; i++)
+        if (buf[i] == '\n' && (buf[i + 1] == ' ' || buf[i + 1] == '\t'))
+            return WS_HTTP_BAD;
 
     memset(req, 0, offsetof(ws_http_req, headers));
     static const http_parser_settings settings = {
@@ -179,7 +195,8 @@ size_t ws_http_response(char *out, size_t cap, int status, const char *extra,
                      "Connection: close\r\n\r\n",
                      status, ws_http_reason(status), extra ? extra : "",
                      content_type ? content_type : "text/plain; charset=utf-8", body_len);
-    if (n < 0 || (size_t)n + body_len > cap)
+    /* n >= cap: snprintf cut the head short (its NUL took the last byte). */
+    if (n < 0 || (size_t)n >= cap || (size_t)n + body_len > cap)
         return 0;
     if (body_len)
         memcpy(out + n, body, body_len);
