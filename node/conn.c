@@ -734,6 +734,10 @@ static void handshake_read(conn *c)
             return;
         }
         route_request(c, &req);
+        /* Frames that came in the same TLS record as the head wait inside OpenSSL, where the
+         * socket's readiness will not announce them. */
+        if (c->ssl && c->state == ST_OPEN && SSL_pending(c->ssl))
+            ev_feed_event(w->loop, &c->rio, EV_READ);
         return;
     }
 }
