@@ -144,6 +144,16 @@ size_t env_msg_size(size_t ch_len, size_t data_len)
     return sizeof "{\"op\":\"msg\",\"ch\":\"\",\"seq\":,\"data\":}" + ch_len + 20 + data_len;
 }
 
+size_t env_msg_len(size_t ch_len, uint64_t seq, size_t data_len)
+{
+    size_t digits = 1;
+    while (seq >= 10) {
+        seq /= 10;
+        digits++;
+    }
+    return sizeof "{\"op\":\"msg\",\"ch\":\"\",\"seq\":,\"data\":}" - 1 + ch_len + digits + data_len;
+}
+
 static char *put(char *o, const char *s, size_t n)
 {
     memcpy(o, s, n);

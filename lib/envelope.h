@@ -53,6 +53,9 @@ bool env_channel_valid(ws_span c);
 /* Bytes env_write_msg needs for a channel of ch_len and data of data_len. */
 size_t env_msg_size(size_t ch_len, size_t data_len);
 
+/* Exact length env_write_msg writes for these sizes and this seq. */
+size_t env_msg_len(size_t ch_len, uint64_t seq, size_t data_len);
+
 /* Writes {"op":"msg","ch":..,"seq":..,"data":..} into out (env_msg_size bytes) and returns the
  * length written. ch must be a valid channel name and data valid JSON. */
 size_t env_write_msg(char *out, ws_span ch, uint64_t seq, ws_span data);

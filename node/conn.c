@@ -42,7 +42,9 @@ struct conn {
     wbuf **q;
     uint32_t qhead, qlen, qcap, qoff;
     size_t qbytes;
-    double soft_since;
+    double soft_since;   /* when qbytes went over --outbuf-soft (on w->soft) */
+    conn *sprev, *snext; /* w->soft: over the soft limit, oldest first (policy close only) */
+    bool in_soft;
     /* Handshake buffer (only during the handshake) and message assembly (only mid-message). */
     char *hs;
     size_t hs_len, hs_cap;
@@ -168,7 +170,47 @@ static void mark_pending(conn *c)
     }
 }
 
-/* Queues b (taking a reference) to be written before the loop next sleeps. */
+/* The soft list holds connections over --outbuf-soft in the order they went over, so the
+ * tick closes those that stayed there --outbuf-soft-seconds by looking at its head only. */
+static void soft_remove(conn *c)
+{
+    if (!c->in_soft)
+        return;
+    tlist *l = &c->w->soft;
+    if (c->sprev)
+        c->sprev->snext = c->snext;
+    else
+        l->head = c->snext;
+    if (c->snext)
+        c->snext->sprev = c->sprev;
+    else
+        l->tail = c->sprev;
+    c->sprev = c->snext = NULL;
+    c->in_soft = false;
+}
+
+static void soft_update(conn *c)
+{
+    worker *w = c->w;
+    if (c->in_soft && c->qbytes <= w->cfg->outbuf_soft) {
+        soft_remove(c);
+    } else if (!c->in_soft && c->qbytes > w->cfg->outbuf_soft && c->state == ST_OPEN &&
+               w->cfg->slow_policy == SLOW_CLOSE) {
+        c->in_soft = true;
+        c->soft_since = ev_now(w->loop);
+        c->sprev = w->soft.tail;
+        c->snext = NULL;
+        if (w->soft.tail)
+            w->soft.tail->snext = c;
+        else
+            w->soft.head = c;
+        w->soft.tail = c;
+    }
+}
+
+/* Queues b (taking a reference) to be written before the loop next sleeps. A frame larger
+ * than --outbuf-hard on its own can still be sent (a 16 MiB echo); what is queued behind it
+ * counts against the limits. */
 static void enqueue(conn *c, wbuf *b)
 {
     if (c->state == ST_DEAD)
@@ -188,12 +230,14 @@ static void enqueue(conn *c, wbuf *b)
         c->qcap = cap;
         c->qhead = 0;
     }
+    if (c->qbytes > c->w->cfg->outbuf_hard)
+        c->slow = true;
     c->q[(c->qhead + c->qlen) & (c->qcap - 1)] = wbuf_ref(b);
     c->qlen++;
     c->qbytes += b->len;
     c->w->st.messages_out++;
-    if (c->qbytes > c->w->cfg->outbuf_hard)
-        c->slow = true;
+    if (c->qlen > 1)
+        soft_update(c);
     mark_pending(c);
 }
 
@@ -228,6 +272,7 @@ static void release_queue(conn *c, uint32_t keep)
         c->qcap = c->qhead = c->qoff = 0;
         c->qbytes = 0;
     }
+    soft_update(c);
 }
 
 /* ---- closing ------------------------------------------------------------------------------ */
@@ -262,6 +307,7 @@ static void destroy(conn *c, const char *why)
     c->fd = -1;
     hub_leave_all(&w->hub, &c->subs);
     release_queue(c, 0);
+    soft_remove(c);
     free_buffers(c);
     c->state = ST_DEAD;
     c->tnext = w->dead;
@@ -285,11 +331,9 @@ static void close_with(conn *c, uint16_t code, const char *reason)
         return;
     hub_leave_all(&c->w->hub, &c->subs);
     free_buffers(c);
-    queue_close_frame(c, code, reason);
-    if (c->state == ST_DEAD)
-        return;
     c->state = ST_CLOSING;
     tl_move(c, TL_CLOSING);
+    queue_close_frame(c, code, reason);
 }
 
 /* Fail the WebSocket connection (RFC 6455 section 7.1.7): close frame, then stop writing and
@@ -299,17 +343,15 @@ static void fail(conn *c, uint16_t code, const char *reason)
     worker *w = c->w;
     w->st.protocol_errors++;
     log_info("client %llu: protocol error: %s: closing %u", (unsigned long long)c->id, reason, code);
-    if (c->state == ST_OPEN) {
-        hub_leave_all(&w->hub, &c->subs);
-        queue_close_frame(c, code, reason);
-    }
-    if (c->state == ST_DEAD)
-        return;
+    bool was_open = c->state == ST_OPEN;
+    hub_leave_all(&w->hub, &c->subs);
     free_buffers(c);
     c->state = ST_LINGER;
     c->after_flush = AF_SHUTDOWN;
     tl_move(c, TL_CLOSING);
     mark_pending(c);
+    if (was_open)
+        queue_close_frame(c, code, reason);
 }
 
 /* An HTTP answer that ends the connection (errors, /healthz). */
@@ -347,6 +389,7 @@ static void slow_close(conn *c)
         keep++;
     }
     release_queue(c, keep);
+    soft_remove(c);
     c->slow = false;
     close_with(c, WS_CLOSE_POLICY, "slow consumer");
 }
@@ -358,16 +401,8 @@ static void flush(conn *c)
     worker *w = c->w;
     if (c->state == ST_DEAD)
         return;
-    if (c->state == ST_OPEN) {
-        if (c->slow) {
-            slow_close(c);
-        } else if (c->qbytes > w->cfg->outbuf_soft && w->cfg->slow_policy == SLOW_CLOSE) {
-            double now = ev_now(w->loop);
-            if (c->soft_since == 0)
-                c->soft_since = now;
-            else if (now - c->soft_since >= w->cfg->outbuf_soft_seconds)
-                slow_close(c);
-        }
+    if (c->state == ST_OPEN && c->slow) {
+        slow_close(c);
         if (c->state == ST_DEAD)
             return;
     }
@@ -410,6 +445,7 @@ static void flush(conn *c)
             c->qlen--;
             c->qoff = 0;
         }
+        soft_update(c);
         if ((size_t)r < total && !c->ssl) {
             want_write(c, true); /* the socket buffer is full */
             return;
@@ -417,7 +453,6 @@ static void flush(conn *c)
     }
     release_queue(c, 0); /* frees the ring: an idle connection owns no buffer */
     want_write(c, false);
-    c->soft_since = 0;
     if (c->after_flush == AF_DESTROY) {
         destroy(c, "closed");
     } else if (c->after_flush == AF_SHUTDOWN) {
@@ -546,11 +581,9 @@ static void on_close_frame(conn *c, const ws_event *ev)
         uint16_t code = ev->code == WS_CLOSE_NO_STATUS ? WS_CLOSE_NORMAL : ev->code;
         hub_leave_all(&c->w->hub, &c->subs);
         free_buffers(c);
-        queue_close_frame(c, code, NULL);
-        if (c->state == ST_DEAD)
-            return;
         c->state = ST_CLOSING;
         tl_move(c, TL_CLOSING);
+        queue_close_frame(c, code, NULL);
     }
     c->after_flush = AF_DESTROY;
     mark_pending(c);
@@ -906,6 +939,8 @@ void conn_tick(worker *w)
         log_info("client %llu: no answer to ping: dropped", (unsigned long long)c->id);
         destroy(c, "idle timeout");
     }
+    while ((c = w->soft.head) && now - c->soft_since >= w->cfg->outbuf_soft_seconds)
+        slow_close(c);
     l = &w->lists[TL_OPEN];
     while ((c = l->head) && now - c->tstamp >= l->timeout) {
         send_owned(c, wbuf_frame_copy(WS_OP_PING, NULL, 0));

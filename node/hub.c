@@ -12,7 +12,8 @@ typedef struct hub_ref {
 } hub_ref;
 
 struct hub_channel {
-    hub_channel *next;
+    hub_channel *next;               /* hash chain */
+    hub_channel *iprev, *inext;      /* idle list, while n == 0 */
     uint64_t hash;
     uint64_t seq;
     hub_ref *refs;
@@ -29,11 +30,12 @@ static uint64_t hash_name(ws_span s)
     return h;
 }
 
-void hub_init(hub *h, hub_deliver_fn deliver, void *ctx)
+void hub_init(hub *h, hub_deliver_fn deliver, void *ctx, size_t max_idle)
 {
     memset(h, 0, sizeof *h);
     h->deliver = deliver;
     h->ctx = ctx;
+    h->max_idle = max_idle;
 }
 
 void hub_free(hub *h)
@@ -51,15 +53,14 @@ void hub_free(hub *h)
     memset(h, 0, sizeof *h);
 }
 
-static hub_channel **find(const hub *h, ws_span name, uint64_t hash)
+static hub_channel *lookup(const hub *h, ws_span name, uint64_t hash)
 {
     if (!h->nbuckets)
         return NULL;
-    hub_channel **pp = &h->buckets[hash & (h->nbuckets - 1)];
-    for (; *pp; pp = &(*pp)->next)
-        if ((*pp)->hash == hash && (*pp)->name_len == name.n && memcmp((*pp)->name, name.p, name.n) == 0)
-            return pp;
-    return pp;
+    for (hub_channel *c = h->buckets[hash & (h->nbuckets - 1)]; c; c = c->next)
+        if (c->hash == hash && c->name_len == name.n && memcmp(c->name, name.p, name.n) == 0)
+            return c;
+    return NULL;
 }
 
 static int grow_table(hub *h)
@@ -83,14 +84,23 @@ static int grow_table(hub *h)
     return 0;
 }
 
-static hub_channel *lookup(const hub *h, ws_span name)
+static void idle_remove(hub *h, hub_channel *c)
 {
-    hub_channel **pp = find(h, name, hash_name(name));
-    return pp ? *pp : NULL;
+    if (c->iprev)
+        c->iprev->inext = c->inext;
+    else
+        h->idle_head = c->inext;
+    if (c->inext)
+        c->inext->iprev = c->iprev;
+    else
+        h->idle_tail = c->iprev;
+    c->iprev = c->inext = NULL;
+    h->nidle--;
 }
 
 static void drop_channel(hub *h, hub_channel *c)
 {
+    idle_remove(h, c);
     hub_channel **pp = &h->buckets[c->hash & (h->nbuckets - 1)];
     while (*pp != c)
         pp = &(*pp)->next;
@@ -100,15 +110,54 @@ static void drop_channel(hub *h, hub_channel *c)
     h->nchannels--;
 }
 
-int hub_subscribe(hub *h, hub_member *m, ws_span name)
+/* c has just lost its last subscriber (or was created without one): keep it, newest last,
+ * and forget the oldest idle channel beyond max_idle. */
+static void idle_push(hub *h, hub_channel *c)
+{
+    free(c->refs);
+    c->refs = NULL;
+    c->cap = 0;
+    c->iprev = h->idle_tail;
+    c->inext = NULL;
+    if (h->idle_tail)
+        h->idle_tail->inext = c;
+    else
+        h->idle_head = c;
+    h->idle_tail = c;
+    h->nidle++;
+    if (h->nidle > h->max_idle)
+        drop_channel(h, h->idle_head);
+}
+
+/* The channel called name, created idle if it does not exist; NULL when out of memory. */
+static hub_channel *get(hub *h, ws_span name)
 {
     uint64_t hash = hash_name(name);
-    hub_channel **pp = find(h, name, hash);
-    hub_channel *c = pp ? *pp : NULL;
+    hub_channel *c = lookup(h, name, hash);
     if (c)
-        for (uint32_t i = 0; i < m->n; i++)
-            if (m->subs[i].ch == c)
-                return 0;
+        return c;
+    if (h->nchannels >= h->nbuckets && grow_table(h) < 0)
+        return NULL;
+    c = calloc(1, sizeof *c + name.n);
+    if (!c)
+        return NULL;
+    memcpy(c->name, name.p, name.n);
+    c->name_len = (uint16_t)name.n;
+    c->hash = hash;
+    hub_channel **pp = &h->buckets[hash & (h->nbuckets - 1)];
+    c->next = *pp;
+    *pp = c;
+    h->nchannels++;
+    idle_push(h, c);
+    return c;
+}
+
+int hub_subscribe(hub *h, hub_member *m, ws_span name)
+{
+    hub_channel *c = lookup(h, name, hash_name(name));
+    for (uint32_t i = 0; c && i < m->n; i++)
+        if (m->subs[i].ch == c)
+            return 0;
     if (m->n == m->cap) {
         uint32_t cap = m->cap ? m->cap * 2 : 4;
         hub_sub *s = realloc(m->subs, cap * sizeof *s);
@@ -117,31 +166,18 @@ int hub_subscribe(hub *h, hub_member *m, ws_span name)
         m->subs = s;
         m->cap = cap;
     }
-    if (!c) {
-        if (h->nchannels >= h->nbuckets && grow_table(h) < 0)
-            return -1;
-        c = calloc(1, sizeof *c + name.n);
-        if (!c)
-            return -1;
-        memcpy(c->name, name.p, name.n);
-        c->name_len = (uint16_t)name.n;
-        c->hash = hash;
-        pp = &h->buckets[hash & (h->nbuckets - 1)];
-        c->next = *pp;
-        *pp = c;
-        h->nchannels++;
-    }
+    if (!c && !(c = get(h, name)))
+        return -1;
     if (c->n == c->cap) {
         uint32_t cap = c->cap ? c->cap * 2 : 4;
         hub_ref *r = realloc(c->refs, cap * sizeof *r);
-        if (!r) {
-            if (c->n == 0)
-                drop_channel(h, c);
+        if (!r)
             return -1;
-        }
         c->refs = r;
         c->cap = cap;
     }
+    if (c->n == 0)
+        idle_remove(h, c);
     c->refs[c->n] = (hub_ref){m, m->n};
     m->subs[m->n] = (hub_sub){c, c->n};
     c->n++;
@@ -149,7 +185,7 @@ int hub_subscribe(hub *h, hub_member *m, ws_span name)
     return 1;
 }
 
-/* Removes subscription s of m by swapping the last one of each array into its place. */
+/* Removes subscription `slot` of m by swapping the last one of each array into its place. */
 static void remove_sub(hub *h, hub_member *m, uint32_t slot)
 {
     hub_channel *c = m->subs[slot].ch;
@@ -166,15 +202,13 @@ static void remove_sub(hub *h, hub_member *m, uint32_t slot)
         mlast.ch->refs[mlast.idx].slot = slot;
     }
     if (c->n == 0)
-        drop_channel(h, c);
+        idle_push(h, c);
 }
 
 int hub_unsubscribe(hub *h, hub_member *m, ws_span name)
 {
-    hub_channel *c = lookup(h, name);
-    if (!c)
-        return 0;
-    for (uint32_t i = 0; i < m->n; i++) {
+    hub_channel *c = lookup(h, name, hash_name(name));
+    for (uint32_t i = 0; c && i < m->n; i++) {
         if (m->subs[i].ch == c) {
             remove_sub(h, m, i);
             if (m->n == 0) {
@@ -197,28 +231,34 @@ void hub_leave_all(hub *h, hub_member *m)
     m->cap = 0;
 }
 
+bool hub_is_member(const hub *h, const hub_member *m, ws_span name)
+{
+    hub_channel *c = lookup(h, name, hash_name(name));
+    for (uint32_t i = 0; c && i < m->n; i++)
+        if (m->subs[i].ch == c)
+            return true;
+    return false;
+}
+
 uint64_t hub_publish(hub *h, ws_span name, ws_span data, size_t *delivered)
 {
     *delivered = 0;
-    hub_channel *c = lookup(h, name);
+    hub_channel *c = get(h, name);
     if (!c)
         return 0;
     uint64_t seq = ++c->seq;
+    if (c->n == 0)
+        return seq;
+    /* Framed once, at its exact size, the payload written in place after the header. */
+    size_t plen = env_msg_len(name.n, seq, data.n);
     uint8_t *payload;
-    wbuf *b = wbuf_frame(WS_OP_TEXT, env_msg_size(name.n, data.n), &payload);
+    wbuf *b = wbuf_frame(WS_OP_TEXT, plen, &payload);
     if (!b)
         return 0;
-    size_t plen = env_write_msg((char *)payload, name, seq, data);
-    /* The header was sized for the upper bound; rewrite it for the exact length. */
-    size_t hlen = (size_t)(payload - b->data);
-    uint8_t hdr[WS_MAX_HEADER];
-    size_t exact = ws_frame_header(hdr, WS_OP_TEXT, true, false, plen, NULL);
-    if (exact != hlen) {
-        memmove(b->data + exact, payload, plen);
-    }
-    memcpy(b->data, hdr, exact);
-    b->len = (uint32_t)(exact + plen);
-    /* Deliver in subscription order; the callback never subscribes or unsubscribes. */
+    size_t written = env_write_msg((char *)payload, name, seq, data);
+    if (written != plen)
+        abort(); /* env_msg_len and env_write_msg disagree: a programming error */
+    /* The same buffer to every subscriber; the callback never subscribes or unsubscribes. */
     for (uint32_t i = 0; i < c->n; i++)
         h->deliver(c->refs[i].m, b, h->ctx);
     *delivered = c->n;
@@ -228,15 +268,6 @@ uint64_t hub_publish(hub *h, ws_span name, ws_span data, size_t *delivered)
 
 size_t hub_count(const hub *h, ws_span name)
 {
-    hub_channel *c = lookup(h, name);
+    hub_channel *c = lookup(h, name, hash_name(name));
     return c ? c->n : 0;
-}
-
-bool hub_is_member(const hub *h, const hub_member *m, ws_span name)
-{
-    hub_channel *c = lookup(h, name);
-    for (uint32_t i = 0; c && i < m->n; i++)
-        if (m->subs[i].ch == c)
-            return true;
-    return false;
 }

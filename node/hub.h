@@ -30,17 +30,20 @@ typedef void (*hub_deliver_fn)(hub_member *m, wbuf *frame, void *ctx);
 typedef struct hub {
     hub_channel **buckets;
     size_t nbuckets, nchannels;
+    hub_channel *idle_head, *idle_tail; /* channels without subscribers, oldest first */
+    size_t nidle, max_idle;
     hub_deliver_fn deliver;
     void *ctx;
 } hub;
 
-void hub_init(hub *h, hub_deliver_fn deliver, void *ctx);
+/* max_idle: channels without subscribers kept (with their seq) before the oldest is forgotten. */
+void hub_init(hub *h, hub_deliver_fn deliver, void *ctx, size_t max_idle);
 void hub_free(hub *h); /* every member must have left */
 
 /* Subscribes m to channel name: 1 newly subscribed, 0 already was, -1 out of memory. */
 int hub_subscribe(hub *h, hub_member *m, ws_span name);
 
-/* Unsubscribes m: 1 if it was subscribed, 0 if not. Empty channels are removed. */
+/* Unsubscribes m: 1 if it was subscribed, 0 if not. */
 int hub_unsubscribe(hub *h, hub_member *m, ws_span name);
 
 /* True if m is subscribed to name. */
@@ -49,10 +52,10 @@ bool hub_is_member(const hub *h, const hub_member *m, ws_span name);
 /* Removes every subscription of m and frees its array. */
 void hub_leave_all(hub *h, hub_member *m);
 
-/* Publishes data (valid JSON) on channel name: assigns the next seq, frames one msg frame and
- * delivers it to every subscriber. Returns the seq, or 0 when nobody here subscribes (or out of
- * memory). A channel with no subscriber keeps no state, so its seq restarts at 1 when it next
- * has one; the Redis bus (cluster mode) keeps seq in Redis instead. */
+/* Publishes data (valid JSON) on channel name: assigns the next seq, frames one msg frame (only
+ * if someone subscribes) and delivers it to every subscriber. Returns the seq, 0 when out of
+ * memory. A channel's seq survives while it has subscribers and, after the last leaves, while
+ * it is among the max_idle most recently emptied channels. */
 uint64_t hub_publish(hub *h, ws_span name, ws_span data, size_t *delivered);
 
 /* Number of subscribers of name on this hub. */

@@ -19,6 +19,7 @@
 
 #define READ_BUFFER (64 * 1024)
 #define ACCEPTS_PER_WAKEUP 64
+#define HUB_MAX_IDLE 65536 /* channels without subscribers whose seq is remembered */
 
 /* Binds cfg->bind:port with SO_REUSEPORT; returns a non-blocking listening socket or -1. */
 static int listen_on(const config *cfg)
@@ -207,7 +208,7 @@ int worker_run(const config *cfg, int index)
     w.lists[TL_OPEN].timeout = cfg->ping_interval;
     w.lists[TL_PINGED].timeout = cfg->idle_timeout;
     w.lists[TL_CLOSING].timeout = cfg->close_timeout;
-    hub_init(&w.hub, conn_hub_deliver(), &w);
+    hub_init(&w.hub, conn_hub_deliver(), &w, HUB_MAX_IDLE);
 
     ev_io_init(&w.accept_w, on_accept, w.lfd, EV_READ);
     w.accept_w.data = &w;

@@ -49,6 +49,7 @@ typedef struct worker {
     conn *pending;   /* connections with queued output, linked by conn.pnext */
     conn *dead;      /* closed connections, freed once no callback can still see them */
     tlist lists[TL_COUNT];
+    tlist soft; /* connections over --outbuf-soft, linked by conn.snext (timeout unused) */
     hub hub;
     ws_parser_opts ws_opts, echo_opts;
     uint64_t next_client;

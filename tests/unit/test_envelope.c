@@ -437,6 +437,18 @@ static void test_write_msg_exact_text(void **state)
     assert_true(ws_json_valid(out, n));
 }
 
+static void test_msg_len_is_exact(void **state)
+{
+    (void)state;
+    const uint64_t seqs[] = {0, 1, 9, 10, 99, 100, 12345, UINT64_MAX};
+    char out[128];
+    for (size_t i = 0; i < sizeof seqs / sizeof seqs[0]; i++) {
+        size_t n = env_write_msg(out, (ws_span){"c", 1}, seqs[i], (ws_span){"null", 4});
+        assert_int_equal(n, env_msg_len(1, seqs[i], 4));
+        assert_true(n <= env_msg_size(1, 4));
+    }
+}
+
 static void check_msg_in_exact_buffer(uint64_t seq, const char *seq_text)
 {
     const char *ch = "c";
@@ -595,6 +607,7 @@ int main(void)
         cmocka_unit_test(test_bad_request_events),
         cmocka_unit_test(test_data_over_max_is_too_large),
         cmocka_unit_test(test_write_msg_exact_text),
+        cmocka_unit_test(test_msg_len_is_exact),
         cmocka_unit_test(test_write_msg_seq_extremes_fit_env_msg_size),
         cmocka_unit_test(test_pub_data_round_trips_into_msg),
         cmocka_unit_test(test_write_ack),
