@@ -138,10 +138,10 @@ int main(int argc, char **argv)
     memset(tick_c, 0, sizeof tick_c);
     static report r;
 
+    struct pollfd pf[MAX_WORKERS];
+    for (int i = 0; i < W; i++)
+        pf[i] = (struct pollfd){.fd = rfd[i], .events = POLLIN};
     while (finals < W) {
-        struct pollfd pf[MAX_WORKERS];
-        for (int i = 0; i < W; i++)
-            pf[i] = (struct pollfd){.fd = rfd[i], .events = POLLIN};
         int n = poll(pf, (nfds_t)W, 250);
         double elapsed = (double)(now_ns() - t0) / 1e9;
         bool overdue = went ? (double)(now_ns() - t_go) / 1e9 > run + o.drain + 15 : elapsed > setup_bound;
@@ -161,7 +161,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "wsload: worker %d died\n", i);
                 res.interrupted = true;
                 finals++;
-                rfd[i] = -1;
+                pf[i].fd = -1;
                 continue;
             }
             switch (r.kind) {
@@ -176,6 +176,7 @@ int main(int argc, char **argv)
                 break;
             case R_FINAL:
                 finals++;
+                pf[i].fd = -1; /* its pipe will hang up: not a death */
                 add_counters(&res.c, &r.c);
                 hist_merge(&res.lat, &r.lat);
                 hist_merge(&res.hs, &r.hs);

@@ -1096,16 +1096,20 @@ static void on_control(struct ev_loop *loop, ev_io *io, int revents)
 
 /* ---- setup -------------------------------------------------------------------------------- */
 
-/* The literal (at most 15 bytes) just before placeholder ph in the template, or NULL. */
+/* The literal just before placeholder ph in the template, back to the previous '{', ',' or
+ * '}' (a JSON key such as "ts": or text such as ts=), so that the receiver can find the value
+ * however the server wraps the data. NULL if there is none. */
 static char *prefix_of(const char *tpl, const char *ph)
 {
     const char *p = strstr(tpl, ph);
     if (!p || p == tpl)
         return NULL;
     const char *s = p;
-    while (s > tpl && p - s < 15 && s[-1] != '}')
+    while (s > tpl && p - s < 32 && !strchr("{,}", s[-1]))
         s--;
-    return p == s ? NULL : strndup(s, (size_t)(p - s));
+    if (s == p) /* e.g. [{ts},{seq}]: the separator itself is all there is */
+        s = p - 1;
+    return strndup(s, (size_t)(p - s));
 }
 
 int worker_main(const opts *o, int index, int report_fd, int control_fd)

@@ -1,0 +1,149 @@
+"""wsload against wsnode (loss-free runs must count every delivery exactly once) and against a
+deliberately faulty server (its drops, repeats and swaps must be counted exactly)."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import free_port
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+WSLOAD = os.environ.get("WSLOAD", str(ROOT / "build" / "loadtest" / "wsload"))
+FAULTY = ROOT / "tests" / "loadtest" / "faulty_server.py"
+
+
+def wsload(tmp_path, *args, timeout=90):
+    out = tmp_path / "result.json"
+    p = subprocess.run([WSLOAD, *map(str, args), "--quiet", "--json", str(out)],
+                       capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return json.loads(out.read_text()), p.stdout
+
+
+def assert_exactly_once(r):
+    m = r["messages"]
+    assert r["connections"]["failed"] == 0, r["connections"]
+    assert m["expected"] > 0
+    assert m["received"] == m["expected"] == m["unique"], m
+    assert m["lost"] == m["duplicates"] == m["reordered"] == 0, m
+
+
+def test_fanout_delivers_every_message_once_to_every_subscriber(node, tmp_path):
+    n = node()
+    r, table = wsload(tmp_path, "fanout", "--subscribers", 60, "--channels", 3, "--publishers", 2,
+                      "--rate", 600, "--duration", 2, f"ws://127.0.0.1:{n.port}/ws")
+    assert_exactly_once(r)
+    # 60 subscribers over 3 channels: each publish reaches 20 of them.
+    assert r["messages"]["expected"] == r["messages"]["sent"] * 20
+    assert r["latency"]["count"] == r["messages"]["received"]
+    assert "0 lost" in table
+
+
+def test_fanout_over_two_workers_and_source_addresses(node, tmp_path):
+    n = node()
+    r, _ = wsload(tmp_path, "fanout", "--subscribers", 40, "--publishers", 3, "--rate", 300,
+                  "--duration", 1.5, "--workers", 2, "--source-range", "127.0.0.2-127.0.0.4",
+                  f"ws://127.0.0.1:{n.port}/ws")
+    assert r["workers"] == 2
+    assert_exactly_once(r)
+    assert r["messages"]["expected"] == r["messages"]["sent"] * 40
+
+
+def test_template_mode_measures_without_protocol_knowledge(node, tmp_path):
+    n = node()
+    r, _ = wsload(tmp_path, "fanout", "--proto", "template", "--subscribers", 20, "--publishers", 2,
+                  "--rate", 200, "--duration", 1.5,
+                  "--sub-template", '{"op":"sub","ch":"{ch}"}',
+                  "--pub-template", '{"op":"pub","ch":"{ch}","data":{"ts":{ts},"n":{seq}}}',
+                  f"ws://127.0.0.1:{n.port}/ws")
+    assert_exactly_once(r)
+
+
+def test_echo_round_trips_all_come_back(node, tmp_path):
+    n = node("--echo")
+    r, _ = wsload(tmp_path, "echo", "--connections", 8, "--rate", 50, "--size", 300,
+                  "--duration", 1.5, f"ws://127.0.0.1:{n.port}/echo")
+    assert_exactly_once(r)
+    assert r["messages"]["sent"] >= 8 * 50  # 1.5 s at 50/s each, less start-up jitter
+
+
+def test_connect_counts_connections_and_server_memory(node, tmp_path):
+    n = node()
+    r, table = wsload(tmp_path, "connect", "--connections", 2000, "--hold", 0.5,
+                      "--server-pid", n.proc.pid, f"ws://127.0.0.1:{n.port}/ws")
+    assert r["connections"]["opened"] == 2000
+    assert r["connections"]["open_at_start"] == 2000
+    assert r["handshake"]["count"] == 2000
+    mem = r["server_memory_kib"]
+    per_conn = (mem["rss_after"] - mem["rss_before"]) * 1024 / 2000
+    assert 0 < per_conn < 1024, f"an idle connection costs {per_conn:.0f} bytes of wsnode RSS"
+    assert "per connection" in table
+
+
+def test_connect_failures_are_counted_by_reason(tmp_path):
+    port = free_port()  # nothing listens there
+    r, _ = wsload(tmp_path, "connect", "--connections", 5, "--hold", 0.1,
+                  f"ws://127.0.0.1:{port}/ws")
+    assert r["connections"]["opened"] == 0
+    assert r["connections"]["failures"]["connect_refused"] == 5
+
+
+def test_churn_reconnects(node, tmp_path):
+    n = node()
+    r, _ = wsload(tmp_path, "churn", "--connections", 50, "--rate", 100, "--duration", 1.5,
+                  f"ws://127.0.0.1:{n.port}/ws")
+    assert r["messages"]["reconnects"] >= 100
+    assert r["connections"]["failed"] == 0
+    assert r["latency"]["count"] == r["messages"]["reconnects"]
+
+
+@pytest.fixture
+def faulty():
+    procs = []
+
+    def start(*flags):
+        p = subprocess.Popen(["/usr/bin/python3", str(FAULTY), "--port", "0", *map(str, flags)],
+                             stdout=subprocess.PIPE, text=True)
+        line = p.stdout.readline()
+        assert line.startswith("listening on "), line
+        procs.append(p)
+        return p, int(line.split()[-1])
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def stop_and_count(p):
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=10)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("fault,field,server_field", [
+    ("--drop-every", "lost", "dropped"),
+    ("--dup-every", "duplicates", "duplicated"),
+    ("--swap-every", "reordered", "swapped"),
+])
+def test_faults_are_detected_exactly(faulty, tmp_path, fault, field, server_field):
+    # One publisher: a swap of two adjacent deliveries is then a swap within its sequence.
+    p, port = faulty(fault, 7)
+    r, _ = wsload(tmp_path, "fanout", "--subscribers", 10, "--publishers", 1, "--rate", 200,
+                  "--duration", 1.5, f"ws://127.0.0.1:{port}/ws")
+    did = stop_and_count(p)
+    m = r["messages"]
+    assert did[server_field] > 0
+    assert m[field] == did[server_field], (m, did)
+    for other in {"lost", "duplicates", "reordered"} - {field}:
+        assert m[other] == 0, (other, m, did)
+    assert m["expected"] == did["deliveries_intended"]
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
