@@ -36,35 +36,35 @@ static int read_all(int fd, void *p, size_t n)
     return 0;
 }
 
-/* RSS and PSS in KiB of pid and its direct children. */
+/* RSS and PSS in KiB of each pid and all its descendants (a start script's server, a
+ * master's workers). */
 static void memory_of(const int *pids, int n, uint64_t *rss, uint64_t *pss)
 {
     *rss = *pss = 0;
-    for (int i = 0; i < n; i++) {
-        int list[256], nl = 0;
+    int list[512], nl = 0;
+    for (int i = 0; i < n && nl < 512; i++)
         list[nl++] = pids[i];
+    for (int k = 0; k < nl; k++) { /* breadth first: children are appended as found */
         char path[64];
-        snprintf(path, sizeof path, "/proc/%d/task/%d/children", pids[i], pids[i]);
+        snprintf(path, sizeof path, "/proc/%d/task/%d/children", list[k], list[k]);
         FILE *f = fopen(path, "r");
         int child;
-        while (f && nl < 256 && fscanf(f, "%d", &child) == 1)
+        while (f && nl < 512 && fscanf(f, "%d", &child) == 1)
             list[nl++] = child;
         if (f)
             fclose(f);
-        for (int k = 0; k < nl; k++) {
-            snprintf(path, sizeof path, "/proc/%d/smaps_rollup", list[k]);
-            if (!(f = fopen(path, "r")))
-                continue;
-            char line[256];
-            unsigned long long v;
-            while (fgets(line, sizeof line, f)) {
-                if (sscanf(line, "Rss: %llu", &v) == 1)
-                    *rss += v;
-                else if (sscanf(line, "Pss: %llu", &v) == 1)
-                    *pss += v;
-            }
-            fclose(f);
+        snprintf(path, sizeof path, "/proc/%d/smaps_rollup", list[k]);
+        if (!(f = fopen(path, "r")))
+            continue;
+        char line[256];
+        unsigned long long v;
+        while (fgets(line, sizeof line, f)) {
+            if (sscanf(line, "Rss: %llu", &v) == 1)
+                *rss += v;
+            else if (sscanf(line, "Pss: %llu", &v) == 1)
+                *pss += v;
         }
+        fclose(f);
     }
 }
 

@@ -47,7 +47,7 @@ static const char usage[] =
     "                         repeatable. Needed beyond ~28,000 connections to one address\n"
     "  --max-connections N    refuse to open more than this many in total (200000)\n"
     "  --pipeline N           HTTP publish requests in flight per connection (8)\n"
-    "  --server-pid PID       measure this process and its children's memory (repeatable)\n"
+    "  --server-pid PID       measure this process and its descendants' memory (repeatable)\n"
     "\n"
     "Output\n"
     "  --json FILE            every figure and the latency histogram\n"

@@ -44,7 +44,7 @@ struct lc {
     wk *w;
     int fd;
     uint8_t state, role;
-    bool pending, writing, ready, http;
+    bool pending, writing, ready, http, use_pub_url;
     ev_io rio, wio;
     SSL *ssl;
     uint32_t gid;     /* publisher number, echo connection number, subscriber number */
@@ -321,7 +321,7 @@ static size_t expand_ch(char *out, size_t cap, const char *tpl, uint32_t ch)
 
 static void send_handshake(lc *c)
 {
-    const url *u = c->http ? &O->pub_url : &O->target;
+    const url *u = c->use_pub_url ? &O->pub_url : &O->target;
     unsigned char raw[16];
     for (int i = 0; i < 16; i += 8) {
         uint64_t r = rnd(c->w);
@@ -681,7 +681,7 @@ static void on_io(struct ev_loop *loop, ev_io *io, int revents)
 
 static void lc_start(wk *w, lc *c)
 {
-    const url *u = c->http ? &O->pub_url : &O->target;
+    const url *u = c->use_pub_url ? &O->pub_url : &O->target;
     c->w = w;
     c->t_start = now_ns();
     c->fd = socket(u->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -1168,6 +1168,7 @@ int worker_main(const opts *o, int index, int report_fd, int control_fd)
         lc *c = &w.conns[k++];
         c->role = ROLE_PUB;
         c->gid = (uint32_t)g;
+        c->use_pub_url = o->has_pub_url;
         c->http = o->has_pub_url && o->pub_url.http;
         c->next_ch = (uint32_t)(g % o->channels);
         c->pubseq = calloc((size_t)o->channels, sizeof *c->pubseq);
