@@ -80,8 +80,11 @@ def test_connect_counts_connections_and_server_memory(node, tmp_path):
     assert r["handshake"]["count"] == 2000
     mem = r["server_memory_kib"]
     per_conn = (mem["rss_after"] - mem["rss_before"]) * 1024 / 2000
-    assert 0 < per_conn < 1024, f"an idle connection costs {per_conn:.0f} bytes of wsnode RSS"
+    assert per_conn > 0, mem
     assert "per connection" in table
+    # An idle plain connection owns no buffer; sanitizer builds pad every allocation.
+    if os.environ.get("WSFAN_SANITIZE") != "1":
+        assert per_conn < 1024, f"an idle connection costs {per_conn:.0f} bytes of wsnode RSS"
 
 
 def test_connect_failures_are_counted_by_reason(tmp_path):
