@@ -1,0 +1,145 @@
+#!/bin/bash
+# Runs the same scenarios against wsnode and each peer server, alternating within every round so
+# a noisy machine treats them alike, and prints medians and ratios against wsnode.
+#   loadtest/compare.sh [--rounds N] [--peers "nchan node-ws python-websockets node-ws-redis"]
+#                       [--subscribers S] [--seconds T] [--out DIR]
+# Needs: a build (./scripts/build.sh), the peers' packages (loadtest/peers/install.sh), and for
+# node-ws-redis and nchan-redis a redis-server binary (one is started on a free port).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=3
+PEERS="nchan node-ws python-websockets"
+SUBS=1000
+SECONDS_RUN=5
+OUT=$(mktemp -d /tmp/wsfan-compare.XXXXXX)
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --peers) PEERS=$2; shift 2 ;;
+    --subscribers) SUBS=$2; shift 2 ;;
+    --seconds) SECONDS_RUN=$2; shift 2 ;;
+    --out) OUT=$2; mkdir -p "$OUT"; shift 2 ;;
+    *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+WSLOAD=./build/loadtest/wsload
+WSNODE=./build/node/wsnode
+[ -x $WSLOAD ] && [ -x $WSNODE ] || { echo "build first: ./scripts/build.sh" >&2; exit 1; }
+
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+    for _ in $(seq 100); do
+        (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+REDIS_PID=""
+REDIS_PORT=""
+need_redis() {
+    [ -n "$REDIS_PID" ] && return
+    REDIS_PORT=$(free_port)
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$OUT/redis.log" 2>&1 &
+    REDIS_PID=$!
+    wait_port "$REDIS_PORT"
+}
+
+SERVER_PID=""
+stop_server() {
+    [ -n "$SERVER_PID" ] || return 0
+    kill -TERM -- -"$SERVER_PID" 2>/dev/null || kill -TERM "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+trap 'stop_server; [ -n "$REDIS_PID" ] && kill $REDIS_PID 2>/dev/null; true' EXIT
+
+# start TARGET: sets PORT, PORT2, SERVER_PID (a process group), SUB_ARGS, ECHO_URL.
+start() {
+    PORT=$(free_port); PORT2=""
+    local cmd
+    case "$1" in
+    wsnode) cmd="$WSNODE --bind 127.0.0.1 --port $PORT --echo --log-level warn" ;;
+    node-ws|python-websockets) cmd="loadtest/peers/$1/start.sh --port $PORT" ;;
+    node-ws-redis) need_redis; PORT2=$(free_port)
+        cmd="loadtest/peers/node-ws-redis/start.sh --port $PORT --port2 $PORT2 --redis 127.0.0.1:$REDIS_PORT" ;;
+    nchan) cmd="loadtest/peers/nchan/start.sh --port $PORT" ;;
+    nchan-redis) need_redis; cmd="loadtest/peers/nchan/start.sh --port $PORT --redis 127.0.0.1:$REDIS_PORT" ;;
+    esac
+    setsid $cmd >"$OUT/$1.log" 2>&1 &
+    SERVER_PID=$!
+    wait_port "$PORT" || { echo "$1 did not start; see $OUT/$1.log" >&2; return 1; }
+    [ -z "$PORT2" ] || wait_port "$PORT2"
+    sleep 0.3
+    case "$1" in
+    nchan|nchan-redis)
+        SUB_ARGS=(--proto template --pub-template '{"ts":{ts},"seq":{seq}}'
+                  --pub-url "http://127.0.0.1:$PORT/pub/{ch}" "ws://127.0.0.1:$PORT/sub/{ch}")
+        ECHO_URL="" ;;
+    node-ws-redis)
+        SUB_ARGS=(--pub-url "ws://127.0.0.1:$PORT/ws" "ws://127.0.0.1:$PORT2/ws")
+        ECHO_URL="ws://127.0.0.1:$PORT/echo" ;;
+    *)  SUB_ARGS=("ws://127.0.0.1:$PORT/ws")
+        ECHO_URL="ws://127.0.0.1:$PORT/echo" ;;
+    esac
+}
+
+# run NAME TARGET ROUND wsload-args...: one measurement into $OUT/NAME.TARGET.ROUND.json
+run() {
+    local name=$1 target=$2 round=$3; shift 3
+    $WSLOAD "$@" --quiet --json "$OUT/$name.$target.$round.json" >"$OUT/$name.$target.$round.txt" 2>&1 ||
+        echo "  ($name against $target failed: $OUT/$name.$target.$round.txt)" >&2
+}
+
+TARGETS="wsnode $PEERS"
+for round in $(seq "$ROUNDS"); do
+    for t in $TARGETS; do
+        echo "round $round: $t" >&2
+        start "$t" || continue
+        run fanout_max "$t" "$round" fanout --subscribers "$SUBS" --publishers 1 --rate max \
+            --duration "$SECONDS_RUN" --drain 3 "${SUB_ARGS[@]}"
+        run fanout_20 "$t" "$round" fanout --subscribers "$SUBS" --publishers 1 --rate 20 \
+            --duration "$SECONDS_RUN" "${SUB_ARGS[@]}"
+        [ -z "$ECHO_URL" ] || run echo "$t" "$round" echo --connections 10 --rate 100 \
+            --duration "$SECONDS_RUN" "$ECHO_URL"
+        run idle "$t" "$round" connect --connections 5000 --hold 1 --server-pid "$SERVER_PID" \
+            "${SUB_ARGS[@]: -1}"
+        stop_server
+    done
+done
+
+/usr/bin/python3 - "$OUT" "$TARGETS" <<'PY'
+import json, pathlib, statistics, sys
+out, targets = pathlib.Path(sys.argv[1]), sys.argv[2].split()
+def runs(name, t):
+    return [json.loads(p.read_text()) for p in sorted(out.glob(f"{name}.{t}.*.json"))]
+def median(xs):
+    return statistics.median(xs) if xs else None
+metrics = [
+    ("fanout_max", "deliveries/s (1 pub -> subs, max)", lambda r: r["messages"]["per_second"], True),
+    ("fanout_max", "lost at max rate (%)", lambda r: 100.0 * r["messages"]["lost"] / max(1, r["messages"]["expected"]), False),
+    ("fanout_20", "p99 ms at 20 msgs/s", lambda r: r["latency"]["p99_us"] / 1000, False),
+    ("fanout_20", "lost at 20 msgs/s", lambda r: r["messages"]["lost"], False),
+    ("echo", "echo p99 ms", lambda r: r["latency"]["p99_us"] / 1000, False),
+    ("idle", "idle connection bytes (RSS)", lambda r: (r["server_memory_kib"]["rss_after"] - r["server_memory_kib"]["rss_before"]) * 1024 / max(1, r["connections"]["open_at_start"]), False),
+    ("fanout_max", "wsload ns per delivery", lambda r: r["cpu"]["ns_per_message"], False),
+]
+print(f"{'metric':38}" + "".join(f"{t:>18}" for t in targets))
+for name, label, f, higher in metrics:
+    vals = {t: median([f(r) for r in runs(name, t)]) for t in targets}
+    row = f"{label:38}"
+    for t in targets:
+        v = vals[t]
+        row += f"{'-':>18}" if v is None else f"{v:>18.3f}" if v < 100 else f"{v:>18.0f}"
+    print(row)
+    base = vals.get("wsnode")
+    if base:
+        ratios = []
+        for t in targets[1:]:
+            v = vals[t]
+            if v:
+                ratios.append(f"{t} {base / v if higher else v / base:.2f}x")
+        if ratios:
+            print(f"{'  wsnode better by':38}" + "  ".join(ratios))
+print(f"\nraw results: {out}")
+PY
