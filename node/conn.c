@@ -354,23 +354,34 @@ static void fail(conn *c, uint16_t code, const char *reason)
         queue_close_frame(c, code, reason);
 }
 
-/* An HTTP answer that ends the connection (errors, /healthz). */
-static void http_respond(conn *c, int status, const char *extra, const char *body)
+/* Queues n raw bytes (an HTTP response) as one buffer. */
+static void send_bytes(conn *c, const void *p, size_t n)
 {
-    char out[1024];
-    size_t n = ws_http_response(out, sizeof out, status, extra, NULL, body, strlen(body));
     wbuf *b = wbuf_new(n);
     if (b) {
-        memcpy(b->data, out, n);
+        memcpy(b->data, p, n);
         b->len = (uint32_t)n;
     }
     send_owned(c, b);
+}
+
+/* Sends an HTTP answer that ends the connection: write it, shut down, linger for the FIN. */
+static void http_end(conn *c, const char *out, size_t n)
+{
+    send_bytes(c, out, n);
     if (c->state == ST_DEAD)
         return;
     free_buffers(c);
     c->state = ST_LINGER;
     c->after_flush = AF_SHUTDOWN;
     tl_move(c, TL_CLOSING);
+}
+
+/* An HTTP answer that ends the connection (errors, /healthz). */
+static void http_respond(conn *c, int status, const char *extra, const char *body)
+{
+    char out[1024];
+    http_end(c, out, ws_http_response(out, sizeof out, status, extra, NULL, body, strlen(body)));
 }
 
 /* Drops what a slow consumer has not started to receive and closes it with 1008. */
@@ -630,12 +641,7 @@ static void open_ws(conn *c, int route, const ws_hs_result *hs, const char *prot
     worker *w = c->w;
     char out[256];
     size_t n = ws_handshake_response(out, sizeof out, hs->accept, protocol);
-    wbuf *b = wbuf_new(n);
-    if (b) {
-        memcpy(b->data, out, n);
-        b->len = (uint32_t)n;
-    }
-    send_owned(c, b);
+    send_bytes(c, out, n);
     if (c->state == ST_DEAD)
         return;
     c->route = (uint8_t)route;
@@ -687,19 +693,7 @@ static void route_request(conn *c, const ws_http_req *req)
         w->st.handshakes_failed++;
         log_info("client %llu: handshake refused %d: %s", (unsigned long long)c->id, r.status, r.reason);
         char out[1024];
-        size_t n = ws_handshake_error(out, sizeof out, &r);
-        wbuf *b = wbuf_new(n);
-        if (b) {
-            memcpy(b->data, out, n);
-            b->len = (uint32_t)n;
-        }
-        send_owned(c, b);
-        if (c->state == ST_DEAD)
-            return;
-        free_buffers(c);
-        c->state = ST_LINGER;
-        c->after_flush = AF_SHUTDOWN;
-        tl_move(c, TL_CLOSING);
+        http_end(c, out, ws_handshake_error(out, sizeof out, &r));
         return;
     }
     open_ws(c, route, &r, r.protocol >= 0 ? o.protocols[r.protocol] : NULL, req->head_len);

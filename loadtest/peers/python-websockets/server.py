@@ -41,10 +41,13 @@ def check(m):
     return None
 
 
-def with_id(reply, m):
+def reply(m, op, **fields):
+    """The text of an ack or err for request m, carrying m's id when it has a valid one."""
+    r = {"op": op}
     if "id" in m and valid_id(m["id"]):
-        reply["id"] = m["id"]
-    return json.dumps(reply, separators=(",", ":"), ensure_ascii=False)
+        r["id"] = m["id"]
+    r.update(fields)
+    return json.dumps(r, separators=(",", ":"), ensure_ascii=False)
 
 
 def publish(ch, data):
@@ -85,17 +88,17 @@ async def protocol_v1(ws, node_id):
                 continue
             bad = check(m)
             if bad:
-                await ws.send(with_id({"op": "err", "code": bad[0], "reason": bad[1]}, m))
+                await ws.send(reply(m, "err", code=bad[0], reason=bad[1]))
             elif m["op"] == "sub":
                 channels.setdefault(m["ch"], set()).add(ws)
                 mine.add(m["ch"])
-                await ws.send(with_id({"op": "ack"}, m))
+                await ws.send(reply(m, "ack"))
             elif m["op"] == "unsub":
                 unsubscribe(ws, m["ch"], mine)
-                await ws.send(with_id({"op": "ack"}, m))
+                await ws.send(reply(m, "ack"))
             else:
                 seq = publish(m["ch"], m["data"])
-                await ws.send(with_id({"op": "ack", "seq": seq}, m))
+                await ws.send(reply(m, "ack", seq=seq))
     finally:
         for ch in list(mine):
             unsubscribe(ws, ch, mine)
