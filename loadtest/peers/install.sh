@@ -11,6 +11,7 @@ for p in $pkgs; do
 done
 if [ -n "$missing" ]; then
     export DEBIAN_FRONTEND=noninteractive
+    # shellcheck disable=SC2086 # a list of packages
     apt-get install -y $missing || { apt-get update && apt-get install -y $missing; }
 fi
 for d in node-ws node-ws-redis; do

@@ -17,6 +17,7 @@ nchan_module() { dpkg -L libnginx-mod-nchan 2>/dev/null | grep '/ngx_nchan_modul
 if ! command -v nginx >/dev/null || [ -z "$(nchan_module)" ]; then
     pkgs="nginx-light libnginx-mod-nchan"
     export DEBIAN_FRONTEND=noninteractive
+    # shellcheck disable=SC2086 # a list of packages
     apt-get install -y $pkgs || { apt-get update && apt-get install -y $pkgs; } || exit 1
 fi
 module=$(nchan_module)

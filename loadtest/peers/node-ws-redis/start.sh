@@ -3,7 +3,7 @@
 # through Redis pub/sub. Runs in the foreground; SIGTERM stops both. Redis is not started here.
 # Usage: start.sh --port N [--port2 M (default N+1)] [--redis HOST:PORT (default 127.0.0.1:6379)]
 cd "$(dirname "$0")" || exit 1
-port=8080 port2= redis=127.0.0.1:6379
+port=8080 port2='' redis=127.0.0.1:6379
 while [ $# -gt 0 ]; do
     case $1 in
         --port) port=$2; shift 2 ;;
