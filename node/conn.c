@@ -32,6 +32,7 @@ struct conn {
     bool writing;  /* wio started */
     bool slow;     /* over the hard limit: close at the next flush */
     bool tls_done; /* TLS handshake finished */
+    bool write_wants_read; /* a TLS write waits for bytes from the peer */
     ev_io rio, wio;
     conn *tprev, *tnext; /* timeout list (tnext also links w->dead) */
     double tstamp;
@@ -154,6 +155,7 @@ static ssize_t tx_writev(conn *c, const struct iovec *iov, int n)
     int e = SSL_get_error(c->ssl, r);
     if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
         c->tls_retry = len; /* OpenSSL wants the same bytes again */
+        c->write_wants_read = e == SSL_ERROR_WANT_READ;
         return -1;
     }
     return -2;
@@ -189,13 +191,16 @@ static void soft_remove(conn *c)
     c->in_soft = false;
 }
 
+/* Puts c on the soft list or takes it off after its queue changed. Only an open connection
+ * with more than one frame queued can be over the limit: one frame larger than the limit on
+ * its own (a 16 MiB echo) is not a slow consumer. */
 static void soft_update(conn *c)
 {
     worker *w = c->w;
-    if (c->in_soft && c->qbytes <= w->cfg->outbuf_soft) {
+    bool over = c->qlen > 1 && c->qbytes > w->cfg->outbuf_soft && c->state == ST_OPEN;
+    if (c->in_soft && !over) {
         soft_remove(c);
-    } else if (!c->in_soft && c->qbytes > w->cfg->outbuf_soft && c->state == ST_OPEN &&
-               w->cfg->slow_policy == SLOW_CLOSE) {
+    } else if (!c->in_soft && over && w->cfg->slow_policy == SLOW_CLOSE) {
         c->in_soft = true;
         c->soft_since = ev_now(w->loop);
         c->sprev = w->soft.tail;
@@ -213,7 +218,7 @@ static void soft_update(conn *c)
  * counts against the limits. */
 static void enqueue(conn *c, wbuf *b)
 {
-    if (c->state == ST_DEAD)
+    if (c->state == ST_DEAD || b->len == 0) /* an empty buffer would never leave the queue */
         return;
     if (c->qlen == c->qcap) {
         uint32_t cap = c->qcap ? c->qcap * 2 : 8;
@@ -236,8 +241,7 @@ static void enqueue(conn *c, wbuf *b)
     c->qlen++;
     c->qbytes += b->len;
     c->w->st.messages_out++;
-    if (c->qlen > 1)
-        soft_update(c);
+    soft_update(c);
     mark_pending(c);
 }
 
@@ -332,6 +336,7 @@ static void close_with(conn *c, uint16_t code, const char *reason)
     hub_leave_all(&c->w->hub, &c->subs);
     free_buffers(c);
     c->state = ST_CLOSING;
+    soft_remove(c);
     tl_move(c, TL_CLOSING);
     queue_close_frame(c, code, reason);
 }
@@ -347,6 +352,7 @@ static void fail(conn *c, uint16_t code, const char *reason)
     hub_leave_all(&w->hub, &c->subs);
     free_buffers(c);
     c->state = ST_LINGER;
+    soft_remove(c);
     c->after_flush = AF_SHUTDOWN;
     tl_move(c, TL_CLOSING);
     mark_pending(c);
@@ -357,6 +363,11 @@ static void fail(conn *c, uint16_t code, const char *reason)
 /* Queues n raw bytes (an HTTP response) as one buffer. */
 static void send_bytes(conn *c, const void *p, size_t n)
 {
+    if (n == 0) { /* the response did not fit its buffer: a programming error, not the client's */
+        log_error("client %llu: response did not fit its buffer", (unsigned long long)c->id);
+        destroy(c, "response too large");
+        return;
+    }
     wbuf *b = wbuf_new(n);
     if (b) {
         memcpy(b->data, p, n);
@@ -388,6 +399,9 @@ static void http_respond(conn *c, int status, const char *extra, const char *bod
 static void slow_close(conn *c)
 {
     worker *w = c->w;
+    soft_remove(c);
+    if (c->state != ST_OPEN) /* already closing: its close frame must not be dropped */
+        return;
     w->st.slow_closes++;
     log_info("client %llu: slow consumer (%zu bytes queued): closing 1008",
              (unsigned long long)c->id, c->qbytes);
@@ -432,7 +446,9 @@ static void flush(conn *c)
         }
         ssize_t r = tx_writev(c, iov, n);
         if (r == -1) {
-            want_write(c, true);
+            /* A TLS write that waits for the peer's bytes resumes from ws_read, not from
+             * writability, which would spin. */
+            want_write(c, !c->write_wants_read);
             return;
         }
         if (r < 0) {
@@ -593,6 +609,7 @@ static void on_close_frame(conn *c, const ws_event *ev)
         hub_leave_all(&c->w->hub, &c->subs);
         free_buffers(c);
         c->state = ST_CLOSING;
+        soft_remove(c);
         tl_move(c, TL_CLOSING);
         queue_close_frame(c, code, NULL);
     }
@@ -785,6 +802,10 @@ static void ws_read(conn *c)
             return;
         }
         w->st.bytes_in += (uint64_t)n;
+        if (c->write_wants_read) {
+            c->write_wants_read = false;
+            mark_pending(c);
+        }
         if (c->state == ST_OPEN && (c->tl != TL_OPEN || c->tstamp != ev_now(w->loop)))
             tl_move(c, TL_OPEN); /* activity: restart its ping clock */
         process(c, w->rbuf, (size_t)n);

@@ -22,20 +22,58 @@ struct hub_channel {
     char name[];
 };
 
-static uint64_t hash_name(ws_span s)
+/* SipHash-1-3 keyed per process: channel names come from clients, and an unkeyed hash would
+ * let one of them fill a bucket with colliding names and stall the worker on every lookup. */
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                                   \
+    do {                                                                                           \
+        v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);                                  \
+        v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                                                     \
+        v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                                                     \
+        v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);                                  \
+    } while (0)
+
+static uint64_t le64(const uint8_t *p)
 {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (size_t i = 0; i < s.n; i++)
-        h = (h ^ (uint8_t)s.p[i]) * 1099511628211ULL;
-    return h;
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
 }
 
-void hub_init(hub *h, hub_deliver_fn deliver, void *ctx, size_t max_idle)
+static uint64_t hash_key(const hub *h, ws_span s)
+{
+    const uint8_t *in = (const uint8_t *)s.p;
+    uint64_t v0 = 0x736f6d6570736575ULL ^ h->key[0], v1 = 0x646f72616e646f6dULL ^ h->key[1];
+    uint64_t v2 = 0x6c7967656e657261ULL ^ h->key[0], v3 = 0x7465646279746573ULL ^ h->key[1];
+    size_t full = s.n & ~(size_t)7;
+    for (size_t i = 0; i < full; i += 8) {
+        uint64_t m = le64(in + i);
+        v3 ^= m;
+        SIPROUND;
+        v0 ^= m;
+    }
+    uint64_t b = (uint64_t)s.n << 56;
+    for (size_t i = 0; i < (s.n & 7); i++)
+        b |= (uint64_t)in[full + i] << (8 * i);
+    v3 ^= b;
+    SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+void hub_init(hub *h, hub_deliver_fn deliver, void *ctx, size_t max_idle, const uint8_t key[16])
 {
     memset(h, 0, sizeof *h);
     h->deliver = deliver;
     h->ctx = ctx;
     h->max_idle = max_idle;
+    h->key[0] = le64(key);
+    h->key[1] = le64(key + 8);
 }
 
 void hub_free(hub *h)
@@ -132,7 +170,7 @@ static void idle_push(hub *h, hub_channel *c)
 /* The channel called name, created idle if it does not exist; NULL when out of memory. */
 static hub_channel *get(hub *h, ws_span name)
 {
-    uint64_t hash = hash_name(name);
+    uint64_t hash = hash_key(h, name);
     hub_channel *c = lookup(h, name, hash);
     if (c)
         return c;
@@ -154,7 +192,7 @@ static hub_channel *get(hub *h, ws_span name)
 
 int hub_subscribe(hub *h, hub_member *m, ws_span name)
 {
-    hub_channel *c = lookup(h, name, hash_name(name));
+    hub_channel *c = lookup(h, name, hash_key(h, name));
     for (uint32_t i = 0; c && i < m->n; i++)
         if (m->subs[i].ch == c)
             return 0;
@@ -207,7 +245,7 @@ static void remove_sub(hub *h, hub_member *m, uint32_t slot)
 
 int hub_unsubscribe(hub *h, hub_member *m, ws_span name)
 {
-    hub_channel *c = lookup(h, name, hash_name(name));
+    hub_channel *c = lookup(h, name, hash_key(h, name));
     for (uint32_t i = 0; c && i < m->n; i++) {
         if (m->subs[i].ch == c) {
             remove_sub(h, m, i);
@@ -233,7 +271,7 @@ void hub_leave_all(hub *h, hub_member *m)
 
 bool hub_is_member(const hub *h, const hub_member *m, ws_span name)
 {
-    hub_channel *c = lookup(h, name, hash_name(name));
+    hub_channel *c = lookup(h, name, hash_key(h, name));
     for (uint32_t i = 0; c && i < m->n; i++)
         if (m->subs[i].ch == c)
             return true;
@@ -268,6 +306,6 @@ uint64_t hub_publish(hub *h, ws_span name, ws_span data, size_t *delivered)
 
 size_t hub_count(const hub *h, ws_span name)
 {
-    hub_channel *c = lookup(h, name, hash_name(name));
+    hub_channel *c = lookup(h, name, hash_key(h, name));
     return c ? c->n : 0;
 }

@@ -32,12 +32,14 @@ typedef struct hub {
     size_t nbuckets, nchannels;
     hub_channel *idle_head, *idle_tail; /* channels without subscribers, oldest first */
     size_t nidle, max_idle;
+    uint64_t key[2]; /* SipHash key: channel names are chosen by clients */
     hub_deliver_fn deliver;
     void *ctx;
 } hub;
 
-/* max_idle: channels without subscribers kept (with their seq) before the oldest is forgotten. */
-void hub_init(hub *h, hub_deliver_fn deliver, void *ctx, size_t max_idle);
+/* max_idle: channels without subscribers kept (with their seq) before the oldest is forgotten.
+ * key: 16 random bytes for the channel hash, so clients cannot aim names at one bucket. */
+void hub_init(hub *h, hub_deliver_fn deliver, void *ctx, size_t max_idle, const uint8_t key[16]);
 void hub_free(hub *h); /* every member must have left */
 
 /* Subscribes m to channel name: 1 newly subscribed, 0 already was, -1 out of memory. */

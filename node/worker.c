@@ -208,7 +208,12 @@ int worker_run(const config *cfg, int index)
     w.lists[TL_OPEN].timeout = cfg->ping_interval;
     w.lists[TL_PINGED].timeout = cfg->idle_timeout;
     w.lists[TL_CLOSING].timeout = cfg->close_timeout;
-    hub_init(&w.hub, conn_hub_deliver(), &w, HUB_MAX_IDLE);
+    uint8_t key[16];
+    if (RAND_bytes(key, sizeof key) != 1) {
+        log_error("no randomness for the channel hash key");
+        return 1;
+    }
+    hub_init(&w.hub, conn_hub_deliver(), &w, HUB_MAX_IDLE, key);
 
     ev_io_init(&w.accept_w, on_accept, w.lfd, EV_READ);
     w.accept_w.data = &w;
