@@ -234,6 +234,12 @@ static double log_y(double ns, double top, double h)
     return top + h - (v - lo) / (hi - lo) * h;
 }
 
+static double log_density(const hist *h, size_t i)
+{
+    double lo = (double)hist_bucket_low(i), hi = (double)hist_bucket_high(i) + 1;
+    return (double)h->b[i] * (lo + hi) / 2 / (hi - lo);
+}
+
 static const char *const decade_labels[] = {"1 us", "10 us", "100 us", "1 ms", "10 ms", "100 ms", "1 s", "10 s"};
 
 int result_svg(const result *r, const char *path)
@@ -275,10 +281,12 @@ int result_svg(const result *r, const char *path)
 
     fprintf(f, "<text x='%d' y='%.0f' font-size='15'>latency histogram (%llu samples)</text>\n", PLOT_L,
             top2 - 20, (unsigned long long)r->lat.count);
-    uint64_t peak = 1;
+    /* Bars are drawn on a log axis, so each is the bucket's count per unit of log latency
+     * (count x value / width): linear sub-buckets would otherwise show steps at every octave. */
+    double peak = 1e-300;
     for (size_t i = 0; i < HIST_BUCKETS; i++)
-        if (r->lat.b[i] > peak)
-            peak = r->lat.b[i];
+        if (r->lat.b[i] && log_density(&r->lat, i) > peak)
+            peak = log_density(&r->lat, i);
     /* x: log latency from 1 us to 10 s; each bucket a bar at its position. */
     for (int d = 0; d < 8; d++) {
         double x = PLOT_L + (double)d / 7 * (PLOT_R - PLOT_L);
@@ -292,7 +300,7 @@ int result_svg(const result *r, const char *path)
         double lo = (double)hist_bucket_low(i), hi = (double)hist_bucket_high(i) + 1;
         double x0 = PLOT_L + (log10(lo < 1e3 ? 1e3 : lo) - 3) / 7 * (PLOT_R - PLOT_L);
         double x1 = PLOT_L + (log10(hi < 1e3 ? 1e3 : hi) - 3) / 7 * (PLOT_R - PLOT_L);
-        double bh = (double)r->lat.b[i] / (double)peak * h2;
+        double bh = log_density(&r->lat, i) / peak * h2;
         fprintf(f, "<rect x='%.1f' y='%.1f' width='%.2f' height='%.1f' fill='#47c'/>\n", x0,
                 top2 + h2 - bh, x1 - x0 > 0.5 ? x1 - x0 : 0.5, bh);
     }
