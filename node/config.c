@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -29,9 +30,9 @@ typedef struct option_def {
 static const option_def defs[] = {
     {"bind", K_STRING, O(bind), "ADDR", "0.0.0.0", "address to listen on"},
     {"port", K_INT, O(port), "N", "8080", "TCP port (every worker binds it with SO_REUSEPORT)"},
-    {"workers", K_INT, O(workers), "K", "1",
-     "worker processes; more than 1 needs a Redis bus (a later release), since workers without "
-     "one would split channels between them"},
+    {"workers", K_INT, O(workers), "K", NULL,
+     "worker processes (default: 1, or the CPU count with --redis); more than 1 needs --redis, "
+     "since workers without a bus would split channels between them"},
     {"echo", K_FLAG, O(echo), NULL, NULL, "serve /echo: every message echoed back"},
     {"echo-max-message", K_SIZE, O(echo_max_message), "SIZE", "16m",
      "largest message on /echo (close 1009 above)"},
@@ -70,6 +71,12 @@ static const option_def defs[] = {
      "connections per worker (0: as many as file descriptors allow)"},
     {"node-id", K_STRING, O(node_id), "PREFIX", NULL,
      "node id prefix; workers are PREFIX.wK.<random> (default: hostname-port)"},
+    {"redis", K_STRING, O(redis), "HOST:PORT", NULL,
+     "Redis for the cluster bus (or a unix socket path): every worker and node on it is one "
+     "pub/sub system"},
+    {"redis-password", K_STRING, O(redis_password), "PASSWORD", NULL, "Redis AUTH password"},
+    {"redis-prefix", K_STRING, O(redis_prefix), "PREFIX", "wsfan:",
+     "prefix of every Redis key and channel, so several clusters can share one Redis"},
     {"log-level", K_LEVEL, O(log_level), "LEVEL", "info", "debug, info, warn or error"},
 };
 
@@ -206,15 +213,14 @@ int config_parse(config *c, int argc, char **argv)
         fprintf(stderr, "wsnode: --port must be 1-65535\n");
         return -1;
     }
-    if (c->workers < 1) {
-        fprintf(stderr, "wsnode: --workers must be at least 1\n");
-        return -1;
+    if (c->workers == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        c->workers = c->redis && cpus > 0 ? (int)cpus : 1;
     }
-    if (c->workers > 1) {
-        fprintf(stderr, "wsnode: --workers %d needs a Redis bus, which this build does not have "
-                        "yet: without one, workers would split channels between them and "
-                        "subscribers on one worker would miss messages published on another. "
-                        "Run --workers 1, or several nodes behind a balancer per channel.\n",
+    if (c->workers > 1 && !c->redis) {
+        fprintf(stderr, "wsnode: --workers %d needs --redis: without the bus, workers would split "
+                        "channels between them and subscribers on one worker would miss messages "
+                        "published on another. Give --redis HOST:PORT, or run --workers 1.\n",
                 c->workers);
         return -1;
     }

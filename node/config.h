@@ -36,6 +36,7 @@ typedef struct config {
     int norigins;
     int max_connections; /* per worker; 0: as many as file descriptors allow */
     const char *node_id;
+    const char *redis, *redis_password, *redis_prefix;
     int log_level;
 } config;
 

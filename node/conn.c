@@ -10,6 +10,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "bus.h"
 #include "envelope.h"
 #include "log.h"
 #include "wbuf.h"
@@ -53,6 +54,7 @@ struct conn {
     size_t msg_len, msg_cap;
     hub_member subs;
     uint64_t id;
+    uint32_t refs; /* publishes awaiting Redis's answer: the struct outlives them */
     ws_parser parser;
 };
 
@@ -512,6 +514,50 @@ static void reply_ack(conn *c, ws_span id, bool has_seq, uint64_t seq)
 }
 
 
+/* A publish waiting for Redis: who asked, and the request id to ack. */
+typedef struct pub_wait {
+    conn *c;
+    uint8_t id_len;
+    char id[ENV_ID_MAX];
+} pub_wait;
+
+static void published(void *arg, uint64_t seq)
+{
+    pub_wait *p = arg;
+    conn *c = p->c;
+    c->refs--;
+    if (c->state == ST_OPEN) {
+        ws_span id = {p->id, p->id_len};
+        if (seq)
+            reply_ack(c, id, true, seq);
+        else
+            reply_err(c, id, "unavailable", "the Redis bus did not take the message");
+    }
+    free(p);
+}
+
+/* Cluster mode: Redis assigns the seq and brings the message back to every node, this one
+ * included, so all subscribers everywhere see one order. */
+static void publish_via_bus(conn *c, const env_req *r)
+{
+    worker *w = c->w;
+    pub_wait *p = malloc(sizeof *p);
+    if (!p) {
+        reply_err(c, r->id, "internal", "out of memory");
+        return;
+    }
+    p->c = c;
+    p->id_len = (uint8_t)r->id.n;
+    memcpy(p->id, r->id.p, r->id.n);
+    if (bus_publish(w->bus, r->ch, r->data, published, p) < 0) {
+        free(p);
+        reply_err(c, r->id, "unavailable", "the Redis bus is down; try again");
+        return;
+    }
+    c->refs++;
+    w->st.publishes++;
+}
+
 static void ws_request(conn *c, uint8_t opcode, const uint8_t *data, size_t len)
 {
     worker *w = c->w;
@@ -544,6 +590,10 @@ static void ws_request(conn *c, uint8_t opcode, const uint8_t *data, size_t len)
         reply_ack(c, r.id, false, 0);
         return;
     case ENV_OP_PUB: {
+        if (w->bus) {
+            publish_via_bus(c, &r);
+            return;
+        }
         size_t delivered;
         uint64_t seq = hub_publish(&w->hub, r.ch, r.data, &delivered);
         w->st.publishes++;
@@ -924,11 +974,18 @@ void conn_flush_pending(worker *w)
             flush(c);
         }
     }
+    conn *keep = NULL;
     while (w->dead) {
         conn *c = w->dead;
         w->dead = c->tnext;
-        free(c);
+        if (c->refs) { /* a Redis reply will still look at it */
+            c->tnext = keep;
+            keep = c;
+        } else {
+            free(c);
+        }
     }
+    w->dead = keep;
 }
 
 void conn_tick(worker *w)

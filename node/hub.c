@@ -214,8 +214,11 @@ int hub_subscribe(hub *h, hub_member *m, ws_span name)
         c->refs = r;
         c->cap = cap;
     }
-    if (c->n == 0)
+    if (c->n == 0) {
         idle_remove(h, c);
+        if (h->on_active)
+            h->on_active(h->ctx, (ws_span){c->name, c->name_len}, true);
+    }
     c->refs[c->n] = (hub_ref){m, m->n};
     m->subs[m->n] = (hub_sub){c, c->n};
     c->n++;
@@ -239,8 +242,11 @@ static void remove_sub(hub *h, hub_member *m, uint32_t slot)
         m->subs[slot] = mlast;
         mlast.ch->refs[mlast.idx].slot = slot;
     }
-    if (c->n == 0)
+    if (c->n == 0) {
+        if (h->on_active)
+            h->on_active(h->ctx, (ws_span){c->name, c->name_len}, false);
         idle_push(h, c);
+    }
 }
 
 int hub_unsubscribe(hub *h, hub_member *m, ws_span name)
@@ -278,6 +284,24 @@ bool hub_is_member(const hub *h, const hub_member *m, ws_span name)
     return false;
 }
 
+/* Frames one msg for c at its exact size and hands the same buffer to every subscriber. */
+static size_t fan_out(hub *h, hub_channel *c, uint64_t seq, ws_span data)
+{
+    ws_span name = {c->name, c->name_len};
+    size_t plen = env_msg_len(name.n, seq, data.n);
+    uint8_t *payload;
+    wbuf *b = wbuf_frame(WS_OP_TEXT, plen, &payload);
+    if (!b)
+        return 0;
+    if (env_write_msg((char *)payload, name, seq, data) != plen)
+        abort(); /* env_msg_len and env_write_msg disagree: a programming error */
+    /* The callback never subscribes or unsubscribes, so the array holds still. */
+    for (uint32_t i = 0; i < c->n; i++)
+        h->deliver(c->refs[i].m, b, h->ctx);
+    wbuf_unref(b);
+    return c->n;
+}
+
 uint64_t hub_publish(hub *h, ws_span name, ws_span data, size_t *delivered)
 {
     *delivered = 0;
@@ -285,23 +309,23 @@ uint64_t hub_publish(hub *h, ws_span name, ws_span data, size_t *delivered)
     if (!c)
         return 0;
     uint64_t seq = ++c->seq;
-    if (c->n == 0)
-        return seq;
-    /* Framed once, at its exact size, the payload written in place after the header. */
-    size_t plen = env_msg_len(name.n, seq, data.n);
-    uint8_t *payload;
-    wbuf *b = wbuf_frame(WS_OP_TEXT, plen, &payload);
-    if (!b)
-        return 0;
-    size_t written = env_write_msg((char *)payload, name, seq, data);
-    if (written != plen)
-        abort(); /* env_msg_len and env_write_msg disagree: a programming error */
-    /* The same buffer to every subscriber; the callback never subscribes or unsubscribes. */
-    for (uint32_t i = 0; i < c->n; i++)
-        h->deliver(c->refs[i].m, b, h->ctx);
-    *delivered = c->n;
-    wbuf_unref(b);
+    if (c->n)
+        *delivered = fan_out(h, c, seq, data);
     return seq;
+}
+
+size_t hub_deliver(hub *h, ws_span name, uint64_t seq, ws_span data)
+{
+    hub_channel *c = lookup(h, name, hash_key(h, name));
+    return c && c->n ? fan_out(h, c, seq, data) : 0;
+}
+
+void hub_each_active(const hub *h, void (*fn)(void *ctx, ws_span name), void *ctx)
+{
+    for (size_t i = 0; i < h->nbuckets; i++)
+        for (hub_channel *c = h->buckets[i]; c; c = c->next)
+            if (c->n)
+                fn(ctx, (ws_span){c->name, c->name_len});
 }
 
 size_t hub_count(const hub *h, ws_span name)

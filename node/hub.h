@@ -27,6 +27,9 @@ typedef struct hub_member {
 /* Queues frame (the callee takes its own reference if it keeps it) for one subscriber. */
 typedef void (*hub_deliver_fn)(hub_member *m, wbuf *frame, void *ctx);
 
+/* A channel got its first local subscriber (active true) or lost its last (false). */
+typedef void (*hub_active_fn)(void *ctx, ws_span name, bool active);
+
 typedef struct hub {
     hub_channel **buckets;
     size_t nbuckets, nchannels;
@@ -34,6 +37,7 @@ typedef struct hub {
     size_t nidle, max_idle;
     uint64_t key[2]; /* SipHash key: channel names are chosen by clients */
     hub_deliver_fn deliver;
+    hub_active_fn on_active; /* optional: set after hub_init */
     void *ctx;
 } hub;
 
@@ -59,6 +63,13 @@ void hub_leave_all(hub *h, hub_member *m);
  * memory. A channel's seq survives while it has subscribers and, after the last leaves, while
  * it is among the max_idle most recently emptied channels. */
 uint64_t hub_publish(hub *h, ws_span name, ws_span data, size_t *delivered);
+
+/* Frames one msg with a seq assigned elsewhere (the Redis bus) and delivers it to every local
+ * subscriber of name. Returns how many it reached. */
+size_t hub_deliver(hub *h, ws_span name, uint64_t seq, ws_span data);
+
+/* Calls fn(ctx, name) for every channel with at least one local subscriber. */
+void hub_each_active(const hub *h, void (*fn)(void *ctx, ws_span name), void *ctx);
 
 /* Number of subscribers of name on this hub. */
 size_t hub_count(const hub *h, ws_span name);

@@ -136,6 +136,31 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
     ev_timer_start(loop, &w->drain_w);
 }
 
+/* ---- the Redis bus ---- */
+
+static void on_bus_message(void *ctx, ws_span ch, uint64_t seq, ws_span data)
+{
+    worker *w = ctx;
+    w->st.deliveries += hub_deliver(&w->hub, ch, seq, data);
+}
+
+static void subscribe_one(void *ctx, ws_span ch) { bus_subscribe(((worker *)ctx)->bus, ch); }
+
+static void on_bus_resubscribe(void *ctx)
+{
+    worker *w = ctx;
+    hub_each_active(&w->hub, subscribe_one, w);
+}
+
+static void on_channel_active(void *ctx, ws_span ch, bool active)
+{
+    worker *w = ctx;
+    if (active)
+        bus_subscribe(w->bus, ch);
+    else
+        bus_unsubscribe(w->bus, ch);
+}
+
 static void make_node_id(worker *w)
 {
     char host[64] = "wsnode";
@@ -214,6 +239,13 @@ int worker_run(const config *cfg, int index)
         return 1;
     }
     hub_init(&w.hub, conn_hub_deliver(), &w, HUB_MAX_IDLE, key);
+    if (cfg->redis) {
+        w.bus = bus_new(w.loop, cfg->redis, cfg->redis_password, cfg->redis_prefix, w.node_id,
+                        on_bus_message, on_bus_resubscribe, &w);
+        if (!w.bus)
+            return 2;
+        w.hub.on_active = on_channel_active;
+    }
 
     ev_io_init(&w.accept_w, on_accept, w.lfd, EV_READ);
     w.accept_w.data = &w;

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "bus.h"
 #include "config.h"
 #include "hub.h"
 #include "ws_frame.h"
@@ -51,6 +52,7 @@ typedef struct worker {
     tlist lists[TL_COUNT];
     tlist soft; /* connections over --outbuf-soft, linked by conn.snext (timeout unused) */
     hub hub;
+    bus *bus; /* NULL without --redis: this worker is the whole pub/sub system */
     ws_parser_opts ws_opts, echo_opts;
     uint64_t next_client;
     size_t nconns;

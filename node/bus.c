@@ -1,0 +1,338 @@
+#include "bus.h"
+
+#include <hiredis/adapters/libev.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "cluster.pb-c.h"
+#include "envelope.h"
+#include "log.h"
+#include "ws_json.h"
+#include "ws_utf8.h"
+
+/* KEYS[1] seq key, KEYS[2] Redis channel, ARGV[1] the Envelope without seq. Appends field 4
+ * (seq, varint) to the Envelope: protobuf lets a field follow the others. */
+static const char SCRIPT[] =
+    "local seq = redis.call('INCR', KEYS[1])\n"
+    "local v, t = seq, {}\n"
+    "while v >= 128 do t[#t + 1] = string.char(v % 128 + 128); v = math.floor(v / 128) end\n"
+    "t[#t + 1] = string.char(v)\n"
+    "redis.call('PUBLISH', KEYS[2], ARGV[1] .. '\\32' .. table.concat(t))\n"
+    "return seq\n";
+
+struct bus {
+    struct ev_loop *loop;
+    char host[256];
+    int port; /* 0: unix socket at host */
+    char *password, *prefix, *node_id;
+    redisAsyncContext *sub, *cmd;
+    bool sub_up, cmd_up;
+    ev_timer retry;
+    double backoff;
+    char sha[41];
+    bus_message_fn on_message;
+    bus_resubscribe_fn resubscribe;
+    void *ctx;
+    bus_stats st;
+};
+
+typedef struct pub_req {
+    bus *b;
+    bus_published_fn done;
+    void *arg;
+    char *payload; /* kept for a NOSCRIPT retry with EVAL */
+    size_t payload_len;
+    char keys[2][300];
+    bool retried;
+} pub_req;
+
+static void connect_links(bus *b);
+
+static void schedule_retry(bus *b)
+{
+    if (ev_is_active(&b->retry))
+        return;
+    double jitter = b->backoff * (0.5 + (double)rand() / RAND_MAX / 2);
+    ev_timer_set(&b->retry, jitter, 0);
+    ev_timer_start(b->loop, &b->retry);
+    b->backoff = b->backoff * 2 > 5 ? 5 : b->backoff * 2;
+}
+
+static void on_retry(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    bus *b = t->data;
+    b->st.reconnects++;
+    connect_links(b);
+}
+
+static void update_up(bus *b)
+{
+    bool up = b->sub_up && b->cmd_up;
+    if (up && !b->st.up) {
+        log_info("redis %s:%d: connected", b->host, b->port);
+        b->backoff = 0.1;
+    }
+    b->st.up = up;
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    bus *b = ac->data;
+    bool is_sub = ac == b->sub;
+    if (status != REDIS_OK) {
+        log_warn("redis %s:%d: %s link: %s", b->host, b->port, is_sub ? "subscribe" : "command",
+                 ac->errstr);
+        if (is_sub)
+            b->sub = NULL;
+        else
+            b->cmd = NULL;
+        schedule_retry(b); /* hiredis frees the context */
+        return;
+    }
+    if (is_sub) {
+        b->sub_up = true;
+        b->resubscribe(b->ctx);
+    } else {
+        b->cmd_up = true;
+    }
+    update_up(b);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    bus *b = ac->data;
+    bool is_sub = ac == b->sub;
+    (void)status;
+    log_warn("redis %s:%d: %s link lost: %s; reconnecting", b->host, b->port,
+             is_sub ? "subscribe" : "command", ac->errstr[0] ? ac->errstr : "closed");
+    if (is_sub) {
+        b->sub = NULL;
+        b->sub_up = false;
+    } else {
+        b->cmd = NULL;
+        b->cmd_up = false;
+    }
+    b->st.up = false;
+    schedule_retry(b);
+}
+
+/* Checks and delivers one PUBLISH envelope that arrived on Redis channel rch. */
+static void deliver(bus *b, const char *rch, size_t rch_len, const uint8_t *p, size_t n)
+{
+    Wsfan__Envelope *e = wsfan__envelope__unpack(NULL, n, p);
+    size_t plen = strlen(b->prefix) + 3;
+    const char *why = NULL;
+    if (!e)
+        why = "not an Envelope";
+    else if (e->kind != WSFAN__ENVELOPE__KIND__PUBLISH)
+        why = "not a PUBLISH";
+    else if (!e->channel || rch_len <= plen || strlen(e->channel) != rch_len - plen ||
+             memcmp(e->channel, rch + plen, rch_len - plen) != 0)
+        why = "channel does not match the Redis channel";
+    else if (!env_channel_valid((ws_span){e->channel, strlen(e->channel)}))
+        why = "bad channel name";
+    else if (e->seq == 0)
+        why = "no seq";
+    else if (!ws_utf8_valid(e->payload.data, e->payload.len) ||
+             !ws_json_valid((const char *)e->payload.data, e->payload.len))
+        why = "payload is not valid JSON";
+    if (why) {
+        b->st.malformed++;
+        log_warn("redis: dropped a malformed message on %.*s: %s", (int)rch_len, rch, why);
+    } else {
+        b->st.received++;
+        b->on_message(b->ctx, (ws_span){e->channel, strlen(e->channel)}, e->seq,
+                      (ws_span){(const char *)e->payload.data, e->payload.len});
+    }
+    if (e)
+        wsfan__envelope__free_unpacked(e, NULL);
+}
+
+static void on_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    (void)privdata;
+    bus *b = ac->data;
+    redisReply *reply = r;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3)
+        return;
+    redisReply *kind = reply->element[0], *ch = reply->element[1], *msg = reply->element[2];
+    if (kind->type == REDIS_REPLY_STRING && strcmp(kind->str, "message") == 0 &&
+        ch->type == REDIS_REPLY_STRING && msg->type == REDIS_REPLY_STRING)
+        deliver(b, ch->str, ch->len, (const uint8_t *)msg->str, msg->len);
+}
+
+static void on_ignore(redisAsyncContext *ac, void *r, void *privdata)
+{
+    (void)privdata;
+    redisReply *reply = r;
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        bus *b = ac->data;
+        log_warn("redis %s:%d: %s", b->host, b->port, reply->str);
+    }
+}
+
+static redisAsyncContext *open_link(bus *b)
+{
+    redisAsyncContext *ac = b->port ? redisAsyncConnect(b->host, b->port) : redisAsyncConnectUnix(b->host);
+    if (!ac)
+        return NULL;
+    if (ac->err) {
+        log_warn("redis %s:%d: %s", b->host, b->port, ac->errstr);
+        redisAsyncFree(ac);
+        return NULL;
+    }
+    ac->data = b;
+    redisLibevAttach(b->loop, ac);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    if (b->password)
+        redisAsyncCommand(ac, on_ignore, NULL, "AUTH %s", b->password);
+    return ac;
+}
+
+static void connect_links(bus *b)
+{
+    if (!b->sub && !(b->sub = open_link(b)))
+        schedule_retry(b);
+    if (!b->cmd && !(b->cmd = open_link(b)))
+        schedule_retry(b);
+}
+
+bus *bus_new(struct ev_loop *loop, const char *addr, const char *password, const char *prefix,
+             const char *node_id, bus_message_fn on_message, bus_resubscribe_fn resubscribe,
+             void *ctx)
+{
+    bus *b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    if (addr[0] == '/') {
+        snprintf(b->host, sizeof b->host, "%s", addr);
+    } else {
+        const char *colon = strrchr(addr, ':');
+        snprintf(b->host, sizeof b->host, "%.*s", colon ? (int)(colon - addr) : (int)strlen(addr), addr);
+        b->port = colon ? atoi(colon + 1) : 6379;
+        if (b->port <= 0 || b->port > 65535 || !b->host[0]) {
+            log_error("bad --redis address '%s' (host:port or /path/to/socket)", addr);
+            free(b);
+            return NULL;
+        }
+    }
+    b->loop = loop;
+    b->password = password ? strdup(password) : NULL;
+    b->prefix = strdup(prefix);
+    b->node_id = strdup(node_id);
+    b->on_message = on_message;
+    b->resubscribe = resubscribe;
+    b->ctx = ctx;
+    b->backoff = 0.1;
+    unsigned char md[SHA_DIGEST_LENGTH];
+    SHA1((const unsigned char *)SCRIPT, sizeof SCRIPT - 1, md);
+    for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
+        snprintf(b->sha + 2 * i, 3, "%02x", md[i]);
+    ev_init(&b->retry, on_retry);
+    b->retry.data = b;
+    srand((unsigned)(uintptr_t)b ^ (unsigned)ev_now(loop));
+    connect_links(b);
+    return b;
+}
+
+bool bus_up(const bus *b) { return b->st.up; }
+
+const bus_stats *bus_get_stats(const bus *b) { return &b->st; }
+
+void bus_subscribe(bus *b, ws_span ch)
+{
+    if (b->sub_up)
+        redisAsyncCommand(b->sub, on_sub_reply, NULL, "SUBSCRIBE %sch:%b", b->prefix, ch.p, ch.n);
+}
+
+void bus_unsubscribe(bus *b, ws_span ch)
+{
+    if (b->sub_up)
+        redisAsyncCommand(b->sub, on_sub_reply, NULL, "UNSUBSCRIBE %sch:%b", b->prefix, ch.p, ch.n);
+}
+
+static void send_publish(pub_req *q, bool eval);
+
+static void on_published(redisAsyncContext *ac, void *r, void *privdata)
+{
+    (void)ac;
+    pub_req *q = privdata;
+    bus *b = q->b;
+    redisReply *reply = r;
+    if (reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0 &&
+        !q->retried && b->cmd_up) {
+        q->retried = true;
+        send_publish(q, true); /* EVAL also caches the script for the next EVALSHA */
+        return;
+    }
+    b->st.pending--;
+    uint64_t seq = 0;
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0) {
+        seq = (uint64_t)reply->integer;
+        b->st.published++;
+    } else {
+        b->st.publish_failures++;
+        if (reply && reply->type == REDIS_REPLY_ERROR)
+            log_warn("redis: publish refused: %s", reply->str);
+    }
+    q->done(q->arg, seq);
+    free(q->payload);
+    free(q);
+}
+
+static void send_publish(pub_req *q, bool eval)
+{
+    bus *b = q->b;
+    const char *argv[6];
+    size_t argvlen[6];
+    argv[0] = eval ? "EVAL" : "EVALSHA";
+    argv[1] = eval ? SCRIPT : b->sha;
+    argv[2] = "2";
+    argv[3] = q->keys[0];
+    argv[4] = q->keys[1];
+    argv[5] = q->payload;
+    for (int i = 0; i < 5; i++)
+        argvlen[i] = strlen(argv[i]);
+    argvlen[5] = q->payload_len;
+    redisAsyncCommandArgv(b->cmd, on_published, q, 6, argv, argvlen);
+}
+
+int bus_publish(bus *b, ws_span ch, ws_span data, bus_published_fn done, void *arg)
+{
+    if (!b->st.up)
+        return -1;
+    Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
+    char chan[ENV_CHANNEL_MAX + 1];
+    snprintf(chan, sizeof chan, "%.*s", (int)ch.n, ch.p);
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    e.kind = WSFAN__ENVELOPE__KIND__PUBLISH;
+    e.origin = b->node_id;
+    e.channel = chan;
+    e.payload.data = (uint8_t *)data.p;
+    e.payload.len = data.n;
+    e.sent_us = (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
+    pub_req *q = calloc(1, sizeof *q);
+    size_t n = wsfan__envelope__get_packed_size(&e);
+    if (!q || !(q->payload = malloc(n))) {
+        free(q);
+        return -1;
+    }
+    q->payload_len = wsfan__envelope__pack(&e, (uint8_t *)q->payload);
+    q->b = b;
+    q->done = done;
+    q->arg = arg;
+    snprintf(q->keys[0], sizeof q->keys[0], "%sseq:%s", b->prefix, chan);
+    snprintf(q->keys[1], sizeof q->keys[1], "%sch:%s", b->prefix, chan);
+    b->st.pending++;
+    send_publish(q, false);
+    return 0;
+}

@@ -1,0 +1,54 @@
+/* bus: a worker's two Redis links (hiredis async on the worker's libev loop): one SUBSCRIBEs
+ * the channels that have local subscribers, one publishes. A publish is one EVALSHA of a script
+ * that INCRs the channel's seq and PUBLISHes the Envelope with that seq appended, so every
+ * node sees every channel's messages in one order with one numbering. Links that drop are
+ * reconnected with backoff and jitter, and every active channel is subscribed again. */
+#ifndef BUS_H
+#define BUS_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ws_http.h"
+
+typedef struct bus bus;
+
+/* A channel message arrived from Redis (already checked: valid name, valid JSON data). */
+typedef void (*bus_message_fn)(void *ctx, ws_span ch, uint64_t seq, ws_span data);
+
+/* The subscription link (re)connected: call bus_subscribe for every channel with local
+ * subscribers. */
+typedef void (*bus_resubscribe_fn)(void *ctx);
+
+/* A publish finished: seq > 0, or 0 when Redis was unavailable or refused it. */
+typedef void (*bus_published_fn)(void *arg, uint64_t seq);
+
+typedef struct bus_stats {
+    uint64_t reconnects, published, publish_failures, received, malformed;
+    uint64_t pending; /* publishes sent, not yet answered */
+    bool up;
+} bus_stats;
+
+/* Connects to addr ("host:port" or a unix socket path starting with '/'), with an optional
+ * password, on loop. Channels are named <prefix>ch:<name>, seq keys <prefix>seq:<name>.
+ * Returns NULL (logged) for a bad address. The links come up asynchronously. */
+bus *bus_new(struct ev_loop *loop, const char *addr, const char *password, const char *prefix,
+             const char *node_id, bus_message_fn on_message, bus_resubscribe_fn resubscribe,
+             void *ctx);
+
+/* True while both links are connected. */
+bool bus_up(const bus *b);
+
+/* Starts or stops the Redis subscription of a channel (call on its first subscriber / after
+ * its last leaves). While the link is down this only updates what is resubscribed later. */
+void bus_subscribe(bus *b, ws_span ch);
+void bus_unsubscribe(bus *b, ws_span ch);
+
+/* Publishes data on ch; done(arg, seq) is called exactly once, later, from the loop — unless
+ * this returns -1 (Redis unavailable), in which case done is never called. */
+int bus_publish(bus *b, ws_span ch, ws_span data, bus_published_fn done, void *arg);
+
+const bus_stats *bus_get_stats(const bus *b);
+
+#endif

@@ -1,0 +1,212 @@
+"""Cluster fan-out through a real Redis: several wsnode processes with several workers each act
+as one pub/sub server, and survive Redis going away."""
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+import websockets
+
+from conftest import free_port, tcp_accepts
+
+REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
+STEP = 5
+
+
+class Redis:
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while not tcp_accepts(self.port):
+            assert time.time() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def cli(self, *args):
+        out = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.split()
+
+
+@pytest.fixture
+def redis():
+    r = Redis()
+    r.start()
+    yield r
+    r.stop()
+
+
+OPEN = []
+
+
+async def client(port):
+    ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws", open_timeout=STEP, close_timeout=1)
+    OPEN.append(ws)
+    hello = json.loads(await asyncio.wait_for(ws.recv(), STEP))
+    return ws, hello["node"]
+
+
+def run(coro):
+    """Runs a scenario, then closes every client it opened (instead of waiting for them)."""
+    async def wrapped():
+        try:
+            await coro
+        finally:
+            await asyncio.gather(*(ws.close() for ws in OPEN), return_exceptions=True)
+            OPEN.clear()
+    asyncio.run(wrapped())
+
+
+async def request(ws, msg):
+    await ws.send(json.dumps(msg))
+    return json.loads(await asyncio.wait_for(ws.recv(), STEP))
+
+
+async def subscribers_on_every_worker(ports, workers_each, ch):
+    """Connects until every worker of every node holds at least one subscriber of ch."""
+    subs, nodes = [], set()
+    for _ in range(200):
+        if len(nodes) == len(ports) * workers_each:
+            break
+        ws, node = await client(ports[len(subs) % len(ports)])
+        assert await request(ws, {"op": "sub", "ch": ch, "id": 1}) == {"op": "ack", "id": 1}
+        subs.append(ws)
+        nodes.add(node)
+    assert len(nodes) == len(ports) * workers_each, nodes
+    return subs
+
+
+def test_every_worker_of_every_node_receives_every_message_once_in_one_order(node, redis):
+    a = node("--workers", "2", "--redis", f"127.0.0.1:{redis.port}")
+    b = node("--workers", "2", "--redis", f"127.0.0.1:{redis.port}")
+
+    async def main():
+        subs = await subscribers_on_every_worker([a.port, b.port], 2, "room.1")
+        # Publish from several connections on both nodes, interleaved.
+        pubs = [(await client(p))[0] for p in (a.port, b.port, a.port, b.port)]
+        acked = []
+        for i in range(40):
+            ack = await request(pubs[i % 4], {"op": "pub", "ch": "room.1", "data": {"i": i}, "id": i})
+            assert ack["op"] == "ack" and ack["id"] == i
+            acked.append(ack["seq"])
+        assert sorted(acked) == list(range(acked[0], acked[0] + 40))
+        orders = []
+        for ws in subs:
+            got = [json.loads(await asyncio.wait_for(ws.recv(), STEP)) for _ in range(40)]
+            assert all(m["op"] == "msg" and m["ch"] == "room.1" for m in got)
+            orders.append([(m["seq"], m["data"]["i"]) for m in got])
+        assert all(o == orders[0] for o in orders), "subscribers disagree on the order"
+        assert [s for s, _ in orders[0]] == sorted(acked)
+        for ws in subs:  # exactly once: nothing more arrives
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(ws.recv(), 0.3)
+
+    run(main())
+
+
+def test_unsubscribe_stops_delivery_and_the_redis_subscription(node, redis):
+    n = node("--redis", f"127.0.0.1:{redis.port}", "--workers", "1")
+
+    async def main():
+        ws, _ = await client(n.port)
+        await request(ws, {"op": "sub", "ch": "solo", "id": 1})
+        deadline = time.time() + STEP
+        while "wsfan:ch:solo" not in redis.cli("PUBSUB", "CHANNELS"):
+            assert time.time() < deadline, "no Redis subscription"
+            await asyncio.sleep(0.05)
+        assert await request(ws, {"op": "unsub", "ch": "solo", "id": 2}) == {"op": "ack", "id": 2}
+        deadline = time.time() + STEP
+        while "wsfan:ch:solo" in redis.cli("PUBSUB", "CHANNELS"):
+            assert time.time() < deadline, "Redis subscription left behind"
+            await asyncio.sleep(0.05)
+        pub, _ = await client(n.port)
+        assert (await request(pub, {"op": "pub", "ch": "solo", "data": 1, "id": 3}))["op"] == "ack"
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(ws.recv(), 0.5)
+
+    run(main())
+
+
+def test_redis_restart_nodes_survive_resubscribe_and_delivery_resumes(node, redis):
+    n = node("--redis", f"127.0.0.1:{redis.port}", "--workers", "2")
+
+    async def main():
+        subs = await subscribers_on_every_worker([n.port], 2, "feed")
+        pub, _ = await client(n.port)
+        assert (await request(pub, {"op": "pub", "ch": "feed", "data": "before", "id": 1}))["op"] == "ack"
+        for ws in subs:
+            assert json.loads(await asyncio.wait_for(ws.recv(), STEP))["data"] == "before"
+
+        redis.stop()
+        # While Redis is away a publish is refused out loud, and clients stay connected.
+        reply = await request(pub, {"op": "pub", "ch": "feed", "data": "lost", "id": 2})
+        assert reply["op"] == "err" and reply["code"] == "unavailable", reply
+        redis.start()
+
+        deadline = time.time() + 15
+        while True:
+            reply = await request(pub, {"op": "pub", "ch": "feed", "data": "after", "id": 3})
+            if reply["op"] == "ack":
+                break
+            assert reply["code"] == "unavailable", reply
+            assert time.time() < deadline, "the bus did not come back"
+            await asyncio.sleep(0.2)
+        # Resubscribed: every subscriber gets messages again (retry: resubscription is async).
+        for ws in subs:
+            m = json.loads(await asyncio.wait_for(ws.recv(), STEP))
+            assert m["data"] == "after", m
+
+    run(main())
+    assert "reconnecting" in n.log()
+
+
+def test_malformed_envelopes_from_redis_are_dropped_and_logged(node, redis):
+    n = node("--redis", f"127.0.0.1:{redis.port}", "--workers", "1")
+
+    async def main():
+        ws, _ = await client(n.port)
+        await request(ws, {"op": "sub", "ch": "x", "id": 1})
+        deadline = time.time() + STEP
+        while "wsfan:ch:x" not in redis.cli("PUBSUB", "CHANNELS"):
+            assert time.time() < deadline
+            await asyncio.sleep(0.05)
+        redis.cli("PUBLISH", "wsfan:ch:x", "not a protobuf \xff")
+        pub, _ = await client(n.port)
+        assert (await request(pub, {"op": "pub", "ch": "x", "data": [1], "id": 2}))["op"] == "ack"
+        m = json.loads(await asyncio.wait_for(ws.recv(), STEP))
+        assert m["op"] == "msg" and m["data"] == [1]  # the garbage never reached the client
+
+    run(main())
+    assert "malformed" in n.log()
+
+
+def test_prefix_separates_clusters_on_one_redis(node, redis):
+    a = node("--redis", f"127.0.0.1:{redis.port}", "--redis-prefix", "one:", "--workers", "1")
+    b = node("--redis", f"127.0.0.1:{redis.port}", "--redis-prefix", "two:", "--workers", "1")
+
+    async def main():
+        wa, _ = await client(a.port)
+        wb, _ = await client(b.port)
+        await request(wa, {"op": "sub", "ch": "c", "id": 1})
+        await request(wb, {"op": "sub", "ch": "c", "id": 1})
+        pub, _ = await client(a.port)
+        ack = await request(pub, {"op": "pub", "ch": "c", "data": 7, "id": 2})
+        assert ack == {"op": "ack", "id": 2, "seq": 1}
+        assert json.loads(await asyncio.wait_for(wa.recv(), STEP))["data"] == 7
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(wb.recv(), 0.5)
+
+    run(main())
