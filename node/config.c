@@ -77,6 +77,8 @@ static const option_def defs[] = {
     {"redis-password", K_STRING, O(redis_password), "PASSWORD", NULL, "Redis AUTH password"},
     {"redis-prefix", K_STRING, O(redis_prefix), "PREFIX", "wsfan:",
      "prefix of every Redis key and channel, so several clusters can share one Redis"},
+    {"publish-key", K_STRING, O(publish_key), "KEY", NULL,
+     "enable POST /publish/<channel> for backends, authorized by Authorization: Bearer KEY"},
     {"log-level", K_LEVEL, O(log_level), "LEVEL", "info", "debug, info, warn or error"},
 };
 

@@ -37,6 +37,7 @@ typedef struct config {
     int max_connections; /* per worker; 0: as many as file descriptors allow */
     const char *node_id;
     const char *redis, *redis_password, *redis_prefix;
+    const char *publish_key;
     int log_level;
 } config;
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -16,8 +17,10 @@
 #include "wbuf.h"
 #include "ws_handshake.h"
 #include "ws_http.h"
+#include "ws_json.h"
+#include "ws_utf8.h"
 
-enum { ST_HANDSHAKE, ST_OPEN, ST_CLOSING, ST_LINGER, ST_DEAD };
+enum { ST_HANDSHAKE, ST_BODY, ST_OPEN, ST_CLOSING, ST_LINGER, ST_DEAD };
 enum { R_NONE, R_WS, R_ECHO };
 enum { AF_NONE, AF_SHUTDOWN, AF_DESTROY };
 
@@ -50,8 +53,10 @@ struct conn {
     /* Handshake buffer (only during the handshake) and message assembly (only mid-message). */
     char *hs;
     size_t hs_len, hs_cap;
-    uint8_t *msg;
+    uint8_t *msg; /* message assembly; for POST /publish: channel name, then the body */
     size_t msg_len, msg_cap;
+    uint8_t pub_ch_len; /* POST /publish: bytes of msg that are the channel name */
+    bool pub_waiting;   /* POST /publish: the body is complete, Redis has not answered yet */
     hub_member subs;
     uint64_t id;
     uint32_t refs; /* publishes awaiting Redis's answer: the struct outlives them */
@@ -517,16 +522,22 @@ static void reply_ack(conn *c, ws_span id, bool has_seq, uint64_t seq)
 /* A publish waiting for Redis: who asked, and the request id to ack. */
 typedef struct pub_wait {
     conn *c;
+    bool http; /* POST /publish: answer 202 or 503 instead of ack or err */
     uint8_t id_len;
     char id[ENV_ID_MAX];
 } pub_wait;
+
+static void http_published(conn *c, uint64_t seq);
 
 static void published(void *arg, uint64_t seq)
 {
     pub_wait *p = arg;
     conn *c = p->c;
     c->refs--;
-    if (c->state == ST_OPEN) {
+    if (p->http) {
+        if (c->state == ST_BODY)
+            http_published(c, seq);
+    } else if (c->state == ST_OPEN) {
         ws_span id = {p->id, p->id_len};
         if (seq)
             reply_ack(c, id, true, seq);
@@ -547,6 +558,7 @@ static void publish_via_bus(conn *c, const env_req *r)
         return;
     }
     p->c = c;
+    p->http = false;
     p->id_len = (uint8_t)r->id.n;
     memcpy(p->id, r->id.p, r->id.n);
     if (bus_publish(w->bus, r->ch, r->data, published, p) < 0) {
@@ -731,6 +743,128 @@ static void open_ws(conn *c, int route, const ws_hs_result *hs, const char *prot
     free(hsbuf);
 }
 
+/* ---- POST /publish/<channel>: backends publish without a WebSocket ------------------------ */
+
+static void http_published(conn *c, uint64_t seq)
+{
+    if (!seq) {
+        http_respond(c, 503, "Retry-After: 1\r\n", "the Redis bus is unavailable; try again\n");
+        return;
+    }
+    char body[48], out[256];
+    int bn = snprintf(body, sizeof body, "{\"seq\":%llu}\n", (unsigned long long)seq);
+    http_end(c, out, ws_http_response(out, sizeof out, 202, NULL, "application/json", body, (size_t)bn));
+}
+
+/* The body is complete: check it is JSON and publish it. */
+static void publish_body(conn *c)
+{
+    worker *w = c->w;
+    ws_span ch = {(const char *)c->msg, c->pub_ch_len};
+    ws_span data = {(const char *)c->msg + c->pub_ch_len, c->msg_len - c->pub_ch_len};
+    if (!ws_utf8_valid((const uint8_t *)data.p, data.n) || !ws_json_valid(data.p, data.n)) {
+        log_info("client %llu: POST /publish body is not JSON", (unsigned long long)c->id);
+        http_respond(c, 400, NULL, "the body must be one JSON value (UTF-8)\n");
+        return;
+    }
+    w->st.publishes++;
+    if (!w->bus) {
+        size_t delivered;
+        uint64_t seq = hub_publish(&w->hub, ch, data, &delivered);
+        w->st.deliveries += delivered;
+        http_published(c, seq);
+        return;
+    }
+    pub_wait *p = malloc(sizeof *p);
+    if (!p || bus_publish(w->bus, ch, data, published, p) < 0) {
+        free(p);
+        http_published(c, 0);
+        return;
+    }
+    p->c = c;
+    p->http = true;
+    p->id_len = 0;
+    c->refs++;
+    c->pub_waiting = true;
+}
+
+static bool key_matches(ws_span got, const char *key)
+{
+    size_t n = strlen(key);
+    if (got.n != n + 7 || strncasecmp(got.p, "Bearer ", 7) != 0)
+        return false;
+    unsigned char diff = 0; /* constant time over the key */
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned char)(got.p[7 + i] ^ key[i]);
+    return diff == 0;
+}
+
+static void publish_request(conn *c, const ws_http_req *req, ws_span ch)
+{
+    const config *cfg = c->w->cfg;
+    const ws_span *auth = ws_http_get(req, "Authorization");
+    if (!ws_span_eq(req->method, "POST")) {
+        http_respond(c, 405, "Allow: POST\r\n", "POST the data\n");
+    } else if (!cfg->publish_key) {
+        http_respond(c, 403, NULL, "HTTP publish is off: start wsnode with --publish-key\n");
+    } else if (!auth || !key_matches(*auth, cfg->publish_key)) {
+        log_info("client %llu: POST /publish with a wrong or missing key", (unsigned long long)c->id);
+        http_respond(c, 401, "WWW-Authenticate: Bearer\r\n", "a valid Authorization: Bearer key is required\n");
+    } else if (!env_channel_valid(ch)) {
+        http_respond(c, 400, NULL, "channel names are 1-200 bytes of [A-Za-z0-9._:-]\n");
+    } else if (req->chunked || req->content_length < 0) {
+        http_respond(c, 411, NULL, "Content-Length is required\n");
+    } else if ((uint64_t)req->content_length > cfg->max_data) {
+        http_respond(c, 413, NULL, "the body is larger than --max-data\n");
+    } else if (req->content_length == 0) {
+        http_respond(c, 400, NULL, "the body must be one JSON value\n");
+    } else {
+        size_t len = (size_t)req->content_length;
+        uint8_t *m = malloc(ch.n + len);
+        if (!m) {
+            destroy(c, "out of memory");
+            return;
+        }
+        memcpy(m, ch.p, ch.n);
+        size_t have = c->hs_len - req->head_len;
+        if (have > len)
+            have = len;
+        memcpy(m + ch.n, c->hs + req->head_len, have);
+        free(c->hs);
+        c->hs = NULL;
+        c->hs_len = c->hs_cap = 0;
+        c->msg = m;
+        c->pub_ch_len = (uint8_t)ch.n;
+        c->msg_len = ch.n + have;
+        c->msg_cap = ch.n + len;
+        c->state = ST_BODY; /* still on the handshake clock: a slow body is dropped in time */
+        if (c->msg_len == c->msg_cap)
+            publish_body(c);
+    }
+}
+
+static void body_read(conn *c)
+{
+    worker *w = c->w;
+    if (c->pub_waiting) { /* nothing more is expected: drain and drop */
+        ssize_t n = tx_read(c, w->rbuf, w->rbuf_size);
+        if (n == 0 || n == -2)
+            destroy(c, "client went away");
+        return;
+    }
+    ssize_t n = tx_read(c, c->msg + c->msg_len, c->msg_cap - c->msg_len);
+    if (n == -1)
+        return;
+    if (n <= 0) {
+        destroy(c, "client went away during the body");
+        return;
+    }
+    w->st.bytes_in += (uint64_t)n;
+    c->msg_len += (size_t)n;
+    if (c->msg_len == c->msg_cap)
+        publish_body(c);
+}
+
 static void route_request(conn *c, const ws_http_req *req)
 {
     worker *w = c->w;
@@ -741,6 +875,10 @@ static void route_request(conn *c, const ws_http_req *req)
             http_respond(c, 405, "Allow: GET\r\n", "method not allowed\n");
         else
             http_respond(c, 200, NULL, "ok\n");
+        return;
+    }
+    if (path.n > 9 && memcmp(path.p, "/publish/", 9) == 0) {
+        publish_request(c, req, (ws_span){path.p + 9, path.n - 9});
         return;
     }
     int route = ws_span_eq(path, "/ws") ? R_WS : cfg->echo && ws_span_eq(path, "/echo") ? R_ECHO : R_NONE;
@@ -882,6 +1020,9 @@ static void on_read(struct ev_loop *loop, ev_io *io, int revents)
     switch (c->state) {
     case ST_HANDSHAKE:
         handshake_read(c);
+        break;
+    case ST_BODY:
+        body_read(c);
         break;
     case ST_OPEN:
     case ST_CLOSING:

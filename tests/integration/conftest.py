@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -597,3 +598,41 @@ async def expect_server_close(ws, timeout=STEP):
             await asyncio.wait_for(ws.recv(), timeout)
     except websockets.ConnectionClosed as e:
         return e.rcvd
+
+
+# ---- a real redis-server on a free port (cluster tests) ----
+
+REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+class Redis:
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while not tcp_accepts(self.port):
+            assert time.time() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def cli(self, *args):
+        out = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.split()
+
+
+@pytest.fixture
+def redis():
+    r = Redis()
+    r.start()
+    yield r
+    r.stop()

@@ -2,51 +2,13 @@
 as one pub/sub server, and survive Redis going away."""
 import asyncio
 import json
-import os
-import shutil
-import subprocess
 import time
 
 import pytest
 import websockets
 
-from conftest import free_port, tcp_accepts
+from conftest import STEP
 
-REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
-STEP = 5
-
-
-class Redis:
-    def __init__(self, port=None):
-        self.port = port or free_port()
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 10
-        while not tcp_accepts(self.port):
-            assert time.time() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def cli(self, *args):
-        out = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True,
-                             text=True, timeout=10)
-        return out.stdout.split()
-
-
-@pytest.fixture
-def redis():
-    r = Redis()
-    r.start()
-    yield r
-    r.stop()
 
 
 OPEN = []
