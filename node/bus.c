@@ -149,7 +149,7 @@ static void deliver(bus *b, const char *rch, size_t rch_len, const uint8_t *p, s
     } else {
         b->st.received++;
         b->on_message(b->ctx, (ws_span){e->channel, strlen(e->channel)}, e->seq,
-                      (ws_span){(const char *)e->payload.data, e->payload.len});
+                      (ws_span){(const char *)e->payload.data, e->payload.len}, e->sent_us);
     }
     if (e)
         wsfan__envelope__free_unpacked(e, NULL);

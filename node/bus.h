@@ -14,8 +14,9 @@
 
 typedef struct bus bus;
 
-/* A channel message arrived from Redis (already checked: valid name, valid JSON data). */
-typedef void (*bus_message_fn)(void *ctx, ws_span ch, uint64_t seq, ws_span data);
+/* A channel message arrived from Redis (already checked: valid name, valid JSON data);
+ * sent_us is the publisher's wall clock at publish (0 if unknown). */
+typedef void (*bus_message_fn)(void *ctx, ws_span ch, uint64_t seq, ws_span data, uint64_t sent_us);
 
 /* The subscription link (re)connected: call bus_subscribe for every channel with local
  * subscribers. */

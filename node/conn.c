@@ -14,6 +14,7 @@
 #include "bus.h"
 #include "envelope.h"
 #include "log.h"
+#include "metrics.h"
 #include "wbuf.h"
 #include "ws_handshake.h"
 #include "ws_http.h"
@@ -247,7 +248,7 @@ static void enqueue(conn *c, wbuf *b)
     c->q[(c->qhead + c->qlen) & (c->qcap - 1)] = wbuf_ref(b);
     c->qlen++;
     c->qbytes += b->len;
-    c->w->st.messages_out++;
+    c->w->st->messages_out++;
     soft_update(c);
     mark_pending(c);
 }
@@ -353,7 +354,7 @@ static void close_with(conn *c, uint16_t code, const char *reason)
 static void fail(conn *c, uint16_t code, const char *reason)
 {
     worker *w = c->w;
-    w->st.protocol_errors++;
+    w->st->protocol_errors++;
     log_info("client %llu: protocol error: %s: closing %u", (unsigned long long)c->id, reason, code);
     bool was_open = c->state == ST_OPEN;
     hub_leave_all(&w->hub, &c->subs);
@@ -409,7 +410,7 @@ static void slow_close(conn *c)
     soft_remove(c);
     if (c->state != ST_OPEN) /* already closing: its close frame must not be dropped */
         return;
-    w->st.slow_closes++;
+    w->st->slow_closes++;
     log_info("client %llu: slow consumer (%zu bytes queued): closing 1008",
              (unsigned long long)c->id, c->qbytes);
     /* Keep the frame being written, and whatever a waiting TLS write must be retried with. */
@@ -462,7 +463,7 @@ static void flush(conn *c)
             destroy(c, "write failed");
             return;
         }
-        w->st.bytes_out += (uint64_t)r;
+        w->st->bytes_out += (uint64_t)r;
         size_t left = (size_t)r;
         while (left) {
             wbuf *b = c->q[c->qhead];
@@ -567,7 +568,7 @@ static void publish_via_bus(conn *c, const env_req *r)
         return;
     }
     c->refs++;
-    w->st.publishes++;
+    w->st->publishes++;
 }
 
 static void ws_request(conn *c, uint8_t opcode, const uint8_t *data, size_t len)
@@ -608,8 +609,8 @@ static void ws_request(conn *c, uint8_t opcode, const uint8_t *data, size_t len)
         }
         size_t delivered;
         uint64_t seq = hub_publish(&w->hub, r.ch, r.data, &delivered);
-        w->st.publishes++;
-        w->st.deliveries += delivered;
+        w->st->publishes++;
+        w->st->deliveries += delivered;
         if (c->state == ST_OPEN)
             reply_ack(c, r.id, seq != 0, seq);
         return;
@@ -625,7 +626,7 @@ static void ws_request(conn *c, uint8_t opcode, const uint8_t *data, size_t len)
 
 static void deliver_message(conn *c, uint8_t opcode, const uint8_t *data, size_t len)
 {
-    c->w->st.messages_in++;
+    c->w->st->messages_in++;
     if (c->route == R_ECHO)
         send_owned(c, wbuf_frame_copy(opcode, data, len));
     else
@@ -767,11 +768,11 @@ static void publish_body(conn *c)
         http_respond(c, 400, NULL, "the body must be one JSON value (UTF-8)\n");
         return;
     }
-    w->st.publishes++;
+    w->st->publishes++;
     if (!w->bus) {
         size_t delivered;
         uint64_t seq = hub_publish(&w->hub, ch, data, &delivered);
-        w->st.deliveries += delivered;
+        w->st->deliveries += delivered;
         http_published(c, seq);
         return;
     }
@@ -859,7 +860,7 @@ static void body_read(conn *c)
         destroy(c, "client went away during the body");
         return;
     }
-    w->st.bytes_in += (uint64_t)n;
+    w->st->bytes_in += (uint64_t)n;
     c->msg_len += (size_t)n;
     if (c->msg_len == c->msg_cap)
         publish_body(c);
@@ -875,6 +876,16 @@ static void route_request(conn *c, const ws_http_req *req)
             http_respond(c, 405, "Allow: GET\r\n", "method not allowed\n");
         else
             http_respond(c, 200, NULL, "ok\n");
+        return;
+    }
+    if (ws_span_eq(path, "/metrics")) {
+        if (!ws_span_eq(req->method, "GET")) {
+            http_respond(c, 405, "Allow: GET\r\n", "method not allowed\n");
+            return;
+        }
+        static char body[16384], out[17000];
+        size_t bn = metrics_render(w->all, cfg->workers, body, sizeof body);
+        http_end(c, out, ws_http_response(out, sizeof out, 200, NULL, "text/plain; version=0.0.4", body, bn));
         return;
     }
     if (path.n > 9 && memcmp(path.p, "/publish/", 9) == 0) {
@@ -895,7 +906,7 @@ static void route_request(conn *c, const ws_http_req *req)
     };
     ws_hs_result r;
     if (ws_handshake_check(req, &o, &r) != 101) {
-        w->st.handshakes_failed++;
+        w->st->handshakes_failed++;
         log_info("client %llu: handshake refused %d: %s", (unsigned long long)c->id, r.status, r.reason);
         char out[1024];
         http_end(c, out, ws_handshake_error(out, sizeof out, &r));
@@ -923,7 +934,7 @@ static int tls_step(conn *c)
     unsigned long code = ERR_get_error();
     if (code)
         ERR_error_string_n(code, err, sizeof err);
-    c->w->st.handshakes_failed++;
+    c->w->st->handshakes_failed++;
     log_info("client %llu: TLS handshake failed: %s", (unsigned long long)c->id, err);
     destroy(c, "TLS handshake failed");
     return -1;
@@ -950,7 +961,7 @@ static void handshake_read(conn *c)
             destroy(c, n == 0 ? "client went away during handshake" : "read failed");
             return;
         }
-        w->st.bytes_in += (uint64_t)n;
+        w->st->bytes_in += (uint64_t)n;
         size_t last = c->hs_len;
         c->hs_len += (size_t)n;
         ws_http_limits lim = {w->cfg->max_header_size, (size_t)w->cfg->max_headers};
@@ -959,7 +970,7 @@ static void handshake_read(conn *c)
         if (r == WS_HTTP_PARTIAL)
             continue;
         if (r == WS_HTTP_BAD || r == WS_HTTP_TOO_LARGE) {
-            w->st.handshakes_failed++;
+            w->st->handshakes_failed++;
             int status = r == WS_HTTP_BAD ? 400 : 431;
             log_info("client %llu: bad HTTP request: %d", (unsigned long long)c->id, status);
             http_respond(c, status, NULL, status == 400 ? "malformed request\n" : "request head too large\n");
@@ -989,7 +1000,7 @@ static void ws_read(conn *c)
             destroy(c, n == 0 ? "client closed TCP" : "read failed");
             return;
         }
-        w->st.bytes_in += (uint64_t)n;
+        w->st->bytes_in += (uint64_t)n;
         if (c->write_wants_read) {
             c->write_wants_read = false;
             mark_pending(c);
@@ -1062,11 +1073,11 @@ static void deliver(hub_member *m, wbuf *frame, void *ctx)
     conn *c = (conn *)((char *)m - offsetof(conn, subs));
     worker *w = c->w;
     if (c->state != ST_OPEN || c->slow) {
-        w->st.drops++;
+        w->st->drops++;
         return;
     }
     if (w->cfg->slow_policy == SLOW_DROP && c->qbytes >= w->cfg->outbuf_soft) {
-        w->st.drops++;
+        w->st->drops++;
         return;
     }
     enqueue(c, frame);
@@ -1137,18 +1148,18 @@ void conn_tick(worker *w)
 
     l = &w->lists[TL_HANDSHAKE];
     while ((c = l->head) && now - c->tstamp >= l->timeout) {
-        w->st.timeouts++;
+        w->st->timeouts++;
         log_info("client %llu: handshake timeout", (unsigned long long)c->id);
         destroy(c, "handshake timeout");
     }
     l = &w->lists[TL_CLOSING];
     while ((c = l->head) && now - c->tstamp >= l->timeout) {
-        w->st.timeouts++;
+        w->st->timeouts++;
         destroy(c, "close timeout");
     }
     l = &w->lists[TL_PINGED];
     while ((c = l->head) && now - c->tstamp >= l->timeout) {
-        w->st.timeouts++;
+        w->st->timeouts++;
         log_info("client %llu: no answer to ping: dropped", (unsigned long long)c->id);
         destroy(c, "idle timeout");
     }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,12 +32,14 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static worker_stats *shared_stats;
+
 static pid_t spawn(const config *cfg, int index, const sigset_t *old)
 {
     pid_t pid = fork();
     if (pid == 0) {
         sigprocmask(SIG_SETMASK, old, NULL);
-        exit(worker_run(cfg, index)); /* exit, not _exit: LeakSanitizer checks workers too */
+        exit(worker_run(cfg, index, shared_stats)); /* exit, not _exit: LeakSanitizer checks workers */
     }
     if (pid < 0)
         log_error("fork: %s", strerror(errno));
@@ -70,6 +73,14 @@ int main(int argc, char **argv)
             return 2;
         }
         SSL_CTX_free(ctx);
+    }
+
+    /* Counters every worker writes to its own slot of and /metrics sums. */
+    shared_stats = mmap(NULL, sizeof(worker_stats) * (size_t)cfg.workers, PROT_READ | PROT_WRITE,
+                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shared_stats == MAP_FAILED) {
+        log_error("mmap: %s", strerror(errno));
+        return 1;
     }
 
     sigset_t set, old;

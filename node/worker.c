@@ -72,14 +72,14 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
             return;
         }
         if (w->nconns >= w->max_conns) {
-            w->st.rejected++;
+            w->st->rejected++;
             log_warn("connection limit %zu reached: refusing a connection", w->max_conns);
             close(fd);
             continue;
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        w->st.accepted++;
+        w->st->accepted++;
         conn_accept(w, fd);
     }
 }
@@ -96,7 +96,19 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)revents;
-    conn_tick(t->data);
+    worker *w = t->data;
+    conn_tick(w);
+    w->st->conns_open = w->nconns;
+    if (w->bus) {
+        const bus_stats *b = bus_get_stats(w->bus);
+        w->st->bus_up = b->up;
+        w->st->bus_reconnects = b->reconnects;
+        w->st->bus_published = b->published;
+        w->st->bus_publish_failures = b->publish_failures;
+        w->st->bus_received = b->received;
+        w->st->bus_malformed = b->malformed;
+        w->st->bus_pending = b->pending;
+    }
 }
 
 static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
@@ -138,11 +150,26 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
 
 /* ---- the Redis bus ---- */
 
-static void on_bus_message(void *ctx, ws_span ch, uint64_t seq, ws_span data)
+static const double lat_bounds[LAT_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                                0.01,   0.025,   0.05,   0.1,   0.25,   0.5, 1, 2.5};
+
+static void on_bus_message(void *ctx, ws_span ch, uint64_t seq, ws_span data, uint64_t sent_us)
 {
     worker *w = ctx;
-    w->st.deliveries += hub_deliver(&w->hub, ch, seq, data);
+    w->st->deliveries += hub_deliver(&w->hub, ch, seq, data);
+    if (sent_us) { /* publish to delivery, on the publisher's and this host's wall clocks */
+        double lat = ev_time() - (double)sent_us / 1e6;
+        if (lat < 0)
+            lat = 0;
+        w->st->lat_count++;
+        w->st->lat_sum_us += (uint64_t)(lat * 1e6);
+        for (int i = 0; i < LAT_BUCKETS; i++)
+            if (lat <= lat_bounds[i])
+                w->st->lat_bucket[i]++; /* cumulative, as Prometheus wants */
+    }
 }
+
+const double *worker_lat_bounds(void) { return lat_bounds; }
 
 static void subscribe_one(void *ctx, ws_span ch) { bus_subscribe(((worker *)ctx)->bus, ch); }
 
@@ -191,12 +218,14 @@ static double tick_interval(const config *c)
     return t < 0.01 ? 0.01 : t > 1 ? 1 : t;
 }
 
-int worker_run(const config *cfg, int index)
+int worker_run(const config *cfg, int index, worker_stats *shared)
 {
     static worker w;
     memset(&w, 0, sizeof w);
     w.cfg = cfg;
     w.index = index;
+    w.all = shared;
+    w.st = &shared[index];
     char who[16];
     snprintf(who, sizeof who, "w%d", index);
     log_setup(cfg->log_level, who);
@@ -272,7 +301,7 @@ int worker_run(const config *cfg, int index)
 
     conn_flush_pending(&w); /* frees connections closed in the last iteration */
     log_info("worker exiting: %llu accepted, %llu messages in, %llu out",
-             (unsigned long long)w.st.accepted, (unsigned long long)w.st.messages_in,
-             (unsigned long long)w.st.messages_out);
+             (unsigned long long)w.st->accepted, (unsigned long long)w.st->messages_in,
+             (unsigned long long)w.st->messages_out);
     return 0;
 }

@@ -25,10 +25,19 @@ typedef struct tlist {
     double timeout;
 } tlist;
 
+#define LAT_BUCKETS 14 /* publish-to-delivery latency, Prometheus buckets (seconds) */
+
+/* A worker's counters. They live in memory the master shares with every worker, one slot per
+ * worker, so whichever worker answers GET /metrics reports the whole node, and a restarted
+ * worker continues its predecessor's counters. */
 typedef struct worker_stats {
     uint64_t accepted, rejected, handshakes_failed, protocol_errors;
     uint64_t messages_in, messages_out, bytes_in, bytes_out;
     uint64_t publishes, deliveries, drops, slow_closes, timeouts;
+    uint64_t conns_open; /* gauge */
+    uint64_t bus_up, bus_reconnects, bus_published, bus_publish_failures, bus_received,
+        bus_malformed, bus_pending; /* copied from the bus by the tick */
+    uint64_t lat_count, lat_sum_us, lat_bucket[LAT_BUCKETS];
 } worker_stats;
 
 typedef struct worker {
@@ -58,11 +67,16 @@ typedef struct worker {
     size_t nconns;
     size_t max_conns;
     bool draining;
-    worker_stats st;
+    worker_stats *st;  /* this worker's slot of the shared array */
+    worker_stats *all; /* every worker's slot, for /metrics */
 } worker;
 
 /* Runs worker `index` until it is drained or fails; returns the process exit code
- * (0 after a drain, 2 when the listening socket cannot be set up). */
-int worker_run(const config *cfg, int index);
+ * (0 after a drain, 2 when the listening socket cannot be set up). shared holds cfg->workers
+ * stat slots in memory shared with the other workers. */
+int worker_run(const config *cfg, int index, worker_stats *shared);
+
+/* Upper bounds (seconds) of the publish-to-delivery latency buckets, LAT_BUCKETS of them. */
+const double *worker_lat_bounds(void);
 
 #endif

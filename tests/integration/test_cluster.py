@@ -172,3 +172,45 @@ def test_prefix_separates_clusters_on_one_redis(node, redis):
             await asyncio.wait_for(wb.recv(), 0.5)
 
     run(main())
+
+
+def metrics(port):
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=STEP).read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def test_metrics_move_and_sum_over_workers(node, redis):
+    n = node("--redis", f"127.0.0.1:{redis.port}", "--workers", "2")
+
+    async def main():
+        subs = await subscribers_on_every_worker([n.port], 2, "m")
+        before = metrics(n.port)
+        pub, _ = await client(n.port)
+        for i in range(5):
+            assert (await request(pub, {"op": "pub", "ch": "m", "data": i, "id": i}))["op"] == "ack"
+        for ws in subs:
+            for _ in range(5):
+                await asyncio.wait_for(ws.recv(), STEP)
+        deadline = time.time() + STEP
+        while True:  # the tick copies the bus counters into shared memory
+            after = metrics(n.port)
+            if after["wsfan_redis_published_total"] - before["wsfan_redis_published_total"] >= 5:
+                break
+            assert time.time() < deadline, after
+            await asyncio.sleep(0.1)
+        assert after["wsfan_workers"] == 2
+        assert after["wsfan_redis_up"] == 2
+        assert after["wsfan_deliveries_total"] - before["wsfan_deliveries_total"] == 5 * len(subs)
+        assert after["wsfan_publishes_total"] - before["wsfan_publishes_total"] == 5
+        assert after["wsfan_connections"] >= len(subs) + 1
+        assert after["wsfan_publish_delivery_seconds_count"] >= 10  # 5 messages x 2 workers
+        assert after['wsfan_publish_delivery_seconds_bucket{le="+Inf"}'] == \
+            after["wsfan_publish_delivery_seconds_count"]
+
+    run(main())

@@ -1,0 +1,81 @@
+#include "metrics.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct out {
+    char *p;
+    size_t cap, len;
+    int overflow;
+} out;
+
+static void put(out *o, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(o->p + o->len, o->cap - o->len, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= o->cap - o->len)
+        o->overflow = 1;
+    else
+        o->len += (size_t)n;
+}
+
+/* The sum over workers of the uint64_t at byte offset off of worker_stats. */
+static unsigned long long sum_at(const worker_stats *all, int n, size_t off)
+{
+    unsigned long long s = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t v;
+        memcpy(&v, (const char *)&all[i] + off, sizeof v);
+        s += v;
+    }
+    return s;
+}
+
+#define SUM(field) sum_at(all, n, offsetof(worker_stats, field))
+
+static void metric(out *o, const char *name, const char *type, const char *help,
+                   unsigned long long v)
+{
+    put(o, "# HELP wsfan_%s %s\n# TYPE wsfan_%s %s\nwsfan_%s %llu\n", name, help, name, type, name, v);
+}
+
+size_t metrics_render(const worker_stats *all, int n, char *buf, size_t cap)
+{
+    out o = {buf, cap, 0, 0};
+    metric(&o, "connections", "gauge", "Open client connections.", SUM(conns_open));
+    metric(&o, "connections_accepted_total", "counter", "Connections accepted.", SUM(accepted));
+    metric(&o, "connections_rejected_total", "counter", "Connections refused at --max-connections.", SUM(rejected));
+    metric(&o, "handshakes_failed_total", "counter", "Upgrades and HTTP requests refused.", SUM(handshakes_failed));
+    metric(&o, "protocol_errors_total", "counter", "Connections failed for a protocol error.", SUM(protocol_errors));
+    metric(&o, "messages_in_total", "counter", "WebSocket messages received.", SUM(messages_in));
+    metric(&o, "messages_out_total", "counter", "Frames queued to clients.", SUM(messages_out));
+    metric(&o, "bytes_in_total", "counter", "Bytes read from clients.", SUM(bytes_in));
+    metric(&o, "bytes_out_total", "counter", "Bytes written to clients.", SUM(bytes_out));
+    metric(&o, "publishes_total", "counter", "Publishes accepted (WebSocket and HTTP).", SUM(publishes));
+    metric(&o, "deliveries_total", "counter", "Channel messages queued to subscribers.", SUM(deliveries));
+    metric(&o, "drops_total", "counter", "Channel messages dropped for slow or closing subscribers.", SUM(drops));
+    metric(&o, "slow_consumer_closes_total", "counter", "Connections closed 1008 as slow consumers.", SUM(slow_closes));
+    metric(&o, "timeouts_total", "counter", "Connections dropped by a handshake, idle or close timeout.", SUM(timeouts));
+    metric(&o, "redis_up", "gauge", "Workers whose Redis links are both up.", SUM(bus_up));
+    metric(&o, "redis_reconnects_total", "counter", "Redis reconnection attempts.", SUM(bus_reconnects));
+    metric(&o, "redis_published_total", "counter", "Publishes Redis accepted.", SUM(bus_published));
+    metric(&o, "redis_publish_failures_total", "counter", "Publishes Redis refused or lost.", SUM(bus_publish_failures));
+    metric(&o, "redis_pending_publishes", "gauge", "Publishes sent to Redis, not yet answered.", SUM(bus_pending));
+    metric(&o, "redis_received_total", "counter", "Channel messages received from Redis.", SUM(bus_received));
+    metric(&o, "redis_malformed_total", "counter", "Messages from Redis dropped as malformed.", SUM(bus_malformed));
+    put(&o, "# HELP wsfan_publish_delivery_seconds Publish (publisher's clock) to fan-out on this node.\n"
+            "# TYPE wsfan_publish_delivery_seconds histogram\n");
+    const double *bounds = worker_lat_bounds();
+    for (int b = 0; b < LAT_BUCKETS; b++)
+        put(&o, "wsfan_publish_delivery_seconds_bucket{le=\"%g\"} %llu\n", bounds[b], SUM(lat_bucket[b]));
+    put(&o, "wsfan_publish_delivery_seconds_bucket{le=\"+Inf\"} %llu\n", SUM(lat_count));
+    put(&o, "wsfan_publish_delivery_seconds_sum %.6f\n", (double)SUM(lat_sum_us) / 1e6);
+    put(&o, "wsfan_publish_delivery_seconds_count %llu\n", SUM(lat_count));
+    put(&o, "# HELP wsfan_workers Worker processes.\n# TYPE wsfan_workers gauge\nwsfan_workers %d\n", n);
+    return o.overflow ? 0 : o.len;
+}
