@@ -2,13 +2,16 @@
 # Runs the same scenarios against wsnode and each peer server, alternating within every round so
 # a noisy machine treats them alike, and prints medians and ratios against wsnode.
 #   loadtest/compare.sh [--rounds N] [--peers "nchan node-ws python-websockets node-ws-redis"]
-#                       [--subscribers S] [--seconds T] [--out DIR]
+#                       [--base wsnode|wsnode-redis] [--subscribers S] [--seconds T] [--out DIR]
+# wsnode-redis is two wsnode processes on one Redis, publisher on the first, subscribers on the
+# second: the layout of node-ws-redis and nchan-redis.
 # Needs: a build (./scripts/build.sh), the peers' packages (loadtest/peers/install.sh), and for
 # node-ws-redis and nchan-redis a redis-server binary (one is started on a free port).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=3
 PEERS="nchan node-ws python-websockets"
+BASE=wsnode
 SUBS=1000
 SECONDS_RUN=5
 OUT=$(mktemp -d /tmp/wsfan-compare.XXXXXX)
@@ -16,6 +19,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
     --peers) PEERS=$2; shift 2 ;;
+    --base) BASE=$2; shift 2 ;;
     --subscribers) SUBS=$2; shift 2 ;;
     --seconds) SECONDS_RUN=$2; shift 2 ;;
     --out) OUT=$2; mkdir -p "$OUT"; shift 2 ;;
@@ -60,13 +64,15 @@ start() {
     local cmd
     case "$1" in
     wsnode) cmd="$WSNODE --bind 127.0.0.1 --port $PORT --echo --log-level warn" ;;
+    wsnode-redis) need_redis; PORT2=$(free_port)
+        cmd="sh -c '$WSNODE --bind 127.0.0.1 --port $PORT --echo --log-level warn --workers 1 --redis 127.0.0.1:$REDIS_PORT & exec $WSNODE --bind 127.0.0.1 --port $PORT2 --log-level warn --workers 1 --redis 127.0.0.1:$REDIS_PORT'" ;;
     node-ws|python-websockets) cmd="loadtest/peers/$1/start.sh --port $PORT" ;;
     node-ws-redis) need_redis; PORT2=$(free_port)
         cmd="loadtest/peers/node-ws-redis/start.sh --port $PORT --port2 $PORT2 --redis 127.0.0.1:$REDIS_PORT" ;;
     nchan) cmd="loadtest/peers/nchan/start.sh --port $PORT" ;;
     nchan-redis) need_redis; cmd="loadtest/peers/nchan/start.sh --port $PORT --redis 127.0.0.1:$REDIS_PORT" ;;
     esac
-    setsid $cmd >"$OUT/$1.log" 2>&1 &
+    setsid sh -c "$cmd" >"$OUT/$1.log" 2>&1 &
     SERVER_PID=$!
     wait_port "$PORT" || { echo "$1 did not start; see $OUT/$1.log" >&2; return 1; }
     [ -z "$PORT2" ] || wait_port "$PORT2"
@@ -76,7 +82,7 @@ start() {
         SUB_ARGS=(--proto template --pub-template '{"ts":{ts},"seq":{seq}}'
                   --pub-url "http://127.0.0.1:$PORT/pub/{ch}" "ws://127.0.0.1:$PORT/sub/{ch}")
         ECHO_URL="" ;;
-    node-ws-redis)
+    node-ws-redis|wsnode-redis)
         SUB_ARGS=(--pub-url "ws://127.0.0.1:$PORT/ws" "ws://127.0.0.1:$PORT2/ws")
         ECHO_URL="ws://127.0.0.1:$PORT/echo" ;;
     *)  SUB_ARGS=("ws://127.0.0.1:$PORT/ws")
@@ -91,19 +97,21 @@ run() {
         echo "  ($name against $target failed: $OUT/$name.$target.$round.txt)" >&2
 }
 
-TARGETS="wsnode $PEERS"
+TARGETS="$BASE $PEERS"
 for round in $(seq "$ROUNDS"); do
     for t in $TARGETS; do
         echo "round $round: $t" >&2
         start "$t" || continue
-        run fanout_max "$t" "$round" fanout --subscribers "$SUBS" --publishers 1 --rate max \
-            --duration "$SECONDS_RUN" --drain 3 "${SUB_ARGS[@]}"
+        # Saturation last: a backlog it leaves (in the server, Redis or the kernel) must not
+        # delay the latency runs.
         run fanout_20 "$t" "$round" fanout --subscribers "$SUBS" --publishers 1 --rate 20 \
             --duration "$SECONDS_RUN" "${SUB_ARGS[@]}"
         [ -z "$ECHO_URL" ] || run echo "$t" "$round" echo --connections 10 --rate 100 \
             --duration "$SECONDS_RUN" "$ECHO_URL"
         run idle "$t" "$round" connect --connections 5000 --hold 1 --server-pid "$SERVER_PID" \
             "${SUB_ARGS[@]: -1}"
+        run fanout_max "$t" "$round" fanout --subscribers "$SUBS" --publishers 1 --rate max \
+            --duration "$SECONDS_RUN" --drain 3 "${SUB_ARGS[@]}"
         stop_server
     done
 done
@@ -132,7 +140,7 @@ for name, label, f, higher in metrics:
         v = vals[t]
         row += f"{'-':>18}" if v is None else f"{v:>18.3f}" if v < 100 else f"{v:>18.0f}"
     print(row)
-    base = vals.get("wsnode")
+    base = vals.get(targets[0])
     if base:
         ratios = []
         for t in targets[1:]:
@@ -140,6 +148,6 @@ for name, label, f, higher in metrics:
             if v:
                 ratios.append(f"{t} {base / v if higher else v / base:.2f}x")
         if ratios:
-            print(f"{'  wsnode better by':38}" + "  ".join(ratios))
+            print(f"{'  ' + targets[0] + ' better by':38}" + "  ".join(ratios))
 print(f"\nraw results: {out}")
 PY

@@ -16,7 +16,8 @@
 #include "ws_utf8.h"
 
 /* KEYS[1] seq key, KEYS[2] Redis channel, ARGV[1] the Envelope without seq. Appends field 4
- * (seq, varint) to the Envelope: protobuf lets a field follow the others. */
+ * (seq, varint) to the Envelope: protobuf lets a field follow the others. Loaded with SCRIPT
+ * LOAD when the command link connects, then run by EVALSHA. */
 static const char SCRIPT[] =
     "local seq = redis.call('INCR', KEYS[1])\n"
     "local v, t = seq, {}\n"
@@ -31,7 +32,7 @@ struct bus {
     int port; /* 0: unix socket at host */
     char *password, *prefix, *node_id;
     redisAsyncContext *sub, *cmd;
-    bool sub_up, cmd_up;
+    bool sub_up, cmd_up, loading;
     ev_timer retry;
     double backoff;
     char sha[41];
@@ -45,10 +46,9 @@ typedef struct pub_req {
     bus *b;
     bus_published_fn done;
     void *arg;
-    char *payload; /* kept for a NOSCRIPT retry with EVAL */
+    char *payload;
     size_t payload_len;
     char keys[2][300];
-    bool retried;
 } pub_req;
 
 static void connect_links(bus *b);
@@ -82,6 +82,31 @@ static void update_up(bus *b)
     b->st.up = up;
 }
 
+/* Publishes flow only once the script is cached in Redis: a NOSCRIPT retried with EVAL would
+ * run after publishes sent later, and one client's messages must keep the order it sent them. */
+static void on_script_loaded(redisAsyncContext *ac, void *r, void *privdata)
+{
+    (void)privdata;
+    bus *b = ac->data;
+    redisReply *reply = r;
+    b->loading = false;
+    if (!reply || reply->type != REDIS_REPLY_STRING || strcmp(reply->str, b->sha) != 0) {
+        log_warn("redis %s:%d: SCRIPT LOAD failed: %s", b->host, b->port,
+                 reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "no answer");
+        return; /* the link stays "down" for publishes; a reconnect tries again */
+    }
+    b->cmd_up = true;
+    update_up(b);
+}
+
+static void load_script(bus *b)
+{
+    if (b->loading || !b->cmd)
+        return;
+    b->loading = true;
+    redisAsyncCommand(b->cmd, on_script_loaded, NULL, "SCRIPT LOAD %s", SCRIPT);
+}
+
 static void on_connect(const redisAsyncContext *ac, int status)
 {
     bus *b = ac->data;
@@ -99,10 +124,10 @@ static void on_connect(const redisAsyncContext *ac, int status)
     if (is_sub) {
         b->sub_up = true;
         b->resubscribe(b->ctx);
+        update_up(b);
     } else {
-        b->cmd_up = true;
+        load_script(b); /* the command link counts as up once the script is there */
     }
-    update_up(b);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -118,6 +143,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     } else {
         b->cmd = NULL;
         b->cmd_up = false;
+        b->loading = false;
     }
     b->st.up = false;
     schedule_retry(b);
@@ -259,19 +285,18 @@ void bus_unsubscribe(bus *b, ws_span ch)
         redisAsyncCommand(b->sub, on_sub_reply, NULL, "UNSUBSCRIBE %sch:%b", b->prefix, ch.p, ch.n);
 }
 
-static void send_publish(pub_req *q, bool eval);
-
 static void on_published(redisAsyncContext *ac, void *r, void *privdata)
 {
     (void)ac;
     pub_req *q = privdata;
     bus *b = q->b;
     redisReply *reply = r;
-    if (reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0 &&
-        !q->retried && b->cmd_up) {
-        q->retried = true;
-        send_publish(q, true); /* EVAL also caches the script for the next EVALSHA */
-        return;
+    if (reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+        /* Redis lost its script cache (SCRIPT FLUSH): this publish fails out loud rather than
+         * being retried out of order, and publishing pauses until the script is back. */
+        b->cmd_up = false;
+        b->st.up = false;
+        load_script(b);
     }
     b->st.pending--;
     uint64_t seq = 0;
@@ -288,17 +313,11 @@ static void on_published(redisAsyncContext *ac, void *r, void *privdata)
     free(q);
 }
 
-static void send_publish(pub_req *q, bool eval)
+static void send_publish(pub_req *q)
 {
     bus *b = q->b;
-    const char *argv[6];
+    const char *argv[6] = {"EVALSHA", b->sha, "2", q->keys[0], q->keys[1], q->payload};
     size_t argvlen[6];
-    argv[0] = eval ? "EVAL" : "EVALSHA";
-    argv[1] = eval ? SCRIPT : b->sha;
-    argv[2] = "2";
-    argv[3] = q->keys[0];
-    argv[4] = q->keys[1];
-    argv[5] = q->payload;
     for (int i = 0; i < 5; i++)
         argvlen[i] = strlen(argv[i]);
     argvlen[5] = q->payload_len;
@@ -333,6 +352,6 @@ int bus_publish(bus *b, ws_span ch, ws_span data, bus_published_fn done, void *a
     snprintf(q->keys[0], sizeof q->keys[0], "%sseq:%s", b->prefix, chan);
     snprintf(q->keys[1], sizeof q->keys[1], "%sch:%s", b->prefix, chan);
     b->st.pending++;
-    send_publish(q, false);
+    send_publish(q);
     return 0;
 }

@@ -561,7 +561,8 @@ static void publish_via_bus(conn *c, const env_req *r)
     p->c = c;
     p->http = false;
     p->id_len = (uint8_t)r->id.n;
-    memcpy(p->id, r->id.p, r->id.n);
+    if (r->id.n)
+        memcpy(p->id, r->id.p, r->id.n);
     if (bus_publish(w->bus, r->ch, r->data, published, p) < 0) {
         free(p);
         reply_err(c, r->id, "unavailable", "the Redis bus is down; try again");
