@@ -7,7 +7,7 @@ import time
 import pytest
 import websockets
 
-from conftest import STEP
+from conftest import REDIS, STEP
 
 
 
@@ -266,3 +266,39 @@ def test_wsload_through_the_bus_counts_every_message_once_in_publisher_order(nod
     # its publisher's order.
     assert m["received"] == m["unique"], m
     assert m["duplicates"] == m["reordered"] == 0, m
+
+
+def test_redis_over_a_unix_socket_with_a_password(node, tmp_path):
+    import subprocess
+    sock = tmp_path / "redis.sock"
+    proc = subprocess.Popen([REDIS, "--port", "0", "--unixsocket", str(sock), "--save", "",
+                             "--appendonly", "no", "--requirepass", "pw-123"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 10
+        while not sock.exists():
+            assert time.time() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        n = node("--redis", str(sock), "--redis-password", "pw-123", "--workers", "1")
+
+        async def main():
+            ws, _ = await client(n.port)
+            await request(ws, {"op": "sub", "ch": "u", "id": 1})
+            pub, _ = await client(n.port)
+            deadline = time.time() + 10
+            while True:  # the links and the subscription come up asynchronously
+                reply = await request(pub, {"op": "pub", "ch": "u", "data": "via unix", "id": 2})
+                if reply["op"] == "ack":
+                    try:
+                        m = json.loads(await asyncio.wait_for(ws.recv(), 0.5))
+                        assert m["data"] == "via unix"
+                        break
+                    except asyncio.TimeoutError:
+                        pass
+                assert time.time() < deadline, reply
+                await asyncio.sleep(0.1)
+
+        run(main())
+    finally:
+        proc.kill()
+        proc.wait()
