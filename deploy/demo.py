@@ -13,8 +13,12 @@ import websockets
 async def main(url):
     async with websockets.connect(url, subprotocols=["ws.json.v1"]) as alice, \
                websockets.connect(url, subprotocols=["ws.json.v1"]) as bob:
+        nodes = []
         for name, ws in (("alice", alice), ("bob", bob)):
-            print(f"{name} <- {await ws.recv()}")
+            hello = await ws.recv()
+            nodes.append(json.loads(hello)["node"])
+            print(f"{name} <- {hello}")
+        alice_node, bob_node = nodes
 
         async def say(name, ws, msg):
             text = json.dumps(msg)
@@ -36,7 +40,8 @@ async def main(url):
             await hear("alice", alice)
         await say("alice", alice, {"op": "pub", "ch": "no spaces allowed", "data": 1, "id": 9})
         await hear("alice", alice)
-    print("demo done: both clients saw the same messages in the same seq order")
+    print("demo done: both clients saw the same messages in the same seq order"
+          + (" (on two different workers, joined through Redis)" if alice_node != bob_node else ""))
 
 
 if __name__ == "__main__":

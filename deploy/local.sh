@@ -1,8 +1,10 @@
 #!/bin/sh
-# Sets everything up on a fresh Debian 12 machine and runs a local wsfan node with a demo.
-#   ./deploy/local.sh              install, build, start wsnode on :8080, run the demo, keep serving
-#   ./deploy/local.sh --demo-only  the same, but stop the node after the demo
-# Environment: PORT (8080), BIND (127.0.0.1).
+# Sets everything up on a fresh Debian 12 machine and runs a local wsfan cluster with a demo:
+# a Redis, and a wsnode whose two workers are joined through it (the router comes with issue 5).
+#   ./deploy/local.sh              install, build, start Redis and wsnode on :8080, run the demo,
+#                                  keep serving
+#   ./deploy/local.sh --demo-only  the same, but stop everything after the demo
+# Environment: PORT (8080), BIND (127.0.0.1), REDIS_PORT (6391).
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
@@ -10,9 +12,14 @@ cd "$(dirname "$0")/.."
 
 PORT=${PORT:-8080}
 BIND=${BIND:-127.0.0.1}
-./build/node/wsnode --bind "$BIND" --port "$PORT" --echo &
+REDIS_PORT=${REDIS_PORT:-6391}
+# A Redis of our own (no persistence) and a two-worker node on it: workers are cluster nodes
+# joined through Redis, so the demo's two clients may well sit on different ones.
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
+redis=$!
+./build/node/wsnode --bind "$BIND" --port "$PORT" --echo --workers 2 --redis "127.0.0.1:$REDIS_PORT" &
 node=$!
-trap 'kill -TERM $node 2>/dev/null; wait $node 2>/dev/null' EXIT INT TERM
+trap 'kill -TERM $node 2>/dev/null; wait $node 2>/dev/null; kill $redis 2>/dev/null' EXIT INT TERM
 
 i=0
 until curl -fs "http://$BIND:$PORT/healthz" >/dev/null; do
@@ -24,8 +31,9 @@ done
 [ "${1:-}" = "--demo-only" ] && exit 0
 cat <<MSG
 
-wsnode is serving on ws://$BIND:$PORT/ws (protocol v1), ws://$BIND:$PORT/echo and
-http://$BIND:$PORT/healthz. Try: /usr/bin/python3 -m websockets ws://$BIND:$PORT/ws
+wsnode is serving on ws://$BIND:$PORT/ws (protocol v1), ws://$BIND:$PORT/echo,
+http://$BIND:$PORT/healthz and http://$BIND:$PORT/metrics, with Redis on 127.0.0.1:$REDIS_PORT.
+Try: /usr/bin/python3 -m websockets ws://$BIND:$PORT/ws
 Ctrl-C stops it (close 1001 to every client).
 MSG
 wait $node

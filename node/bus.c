@@ -26,6 +26,21 @@ static const char SCRIPT[] =
     "redis.call('PUBLISH', KEYS[2], ARGV[1] .. '\\32' .. table.concat(t))\n"
     "return seq\n";
 
+/* A SUBSCRIBE sent and not yet confirmed, with the clients waiting for it. Replies come in the
+ * order the commands were sent, so a FIFO matches them. */
+typedef struct sub_waiter {
+    struct sub_waiter *next;
+    bus_published_fn done;
+    void *arg;
+} sub_waiter;
+
+typedef struct sub_pending {
+    struct sub_pending *next;
+    sub_waiter *waiters;
+    size_t len;
+    char ch[];
+} sub_pending;
+
 struct bus {
     struct ev_loop *loop;
     char host[256];
@@ -40,6 +55,7 @@ struct bus {
     bus_resubscribe_fn resubscribe;
     void *ctx;
     bus_stats st;
+    sub_pending *pending_head, *pending_tail;
 };
 
 typedef struct pub_req {
@@ -52,6 +68,7 @@ typedef struct pub_req {
 } pub_req;
 
 static void connect_links(bus *b);
+static void release_head(bus *b);
 
 static void schedule_retry(bus *b)
 {
@@ -140,6 +157,8 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     if (is_sub) {
         b->sub = NULL;
         b->sub_up = false;
+        while (b->pending_head) /* resubscribed on reconnect; nothing to wait for now */
+            release_head(b);
     } else {
         b->cmd = NULL;
         b->cmd_up = false;
@@ -181,6 +200,23 @@ static void deliver(bus *b, const char *rch, size_t rch_len, const uint8_t *p, s
         wsfan__envelope__free_unpacked(e, NULL);
 }
 
+/* The oldest SUBSCRIBE is confirmed (or the link is gone): let its waiters go. */
+static void release_head(bus *b)
+{
+    sub_pending *p = b->pending_head;
+    if (!p)
+        return;
+    b->pending_head = p->next;
+    if (!b->pending_head)
+        b->pending_tail = NULL;
+    for (sub_waiter *w = p->waiters, *next; w; w = next) {
+        next = w->next;
+        w->done(w->arg, 1);
+        free(w);
+    }
+    free(p);
+}
+
 static void on_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
     (void)privdata;
@@ -189,6 +225,10 @@ static void on_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
     if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3)
         return;
     redisReply *kind = reply->element[0], *ch = reply->element[1], *msg = reply->element[2];
+    if (kind->type == REDIS_REPLY_STRING && strcmp(kind->str, "subscribe") == 0) {
+        release_head(b);
+        return;
+    }
     if (kind->type == REDIS_REPLY_STRING && strcmp(kind->str, "message") == 0 &&
         ch->type == REDIS_REPLY_STRING && msg->type == REDIS_REPLY_STRING)
         deliver(b, ch->str, ch->len, (const uint8_t *)msg->str, msg->len);
@@ -275,8 +315,37 @@ const bus_stats *bus_get_stats(const bus *b) { return &b->st; }
 
 void bus_subscribe(bus *b, ws_span ch)
 {
-    if (b->sub_up)
-        redisAsyncCommand(b->sub, on_sub_reply, NULL, "SUBSCRIBE %sch:%b", b->prefix, ch.p, ch.n);
+    if (!b->sub_up)
+        return;
+    sub_pending *p = calloc(1, sizeof *p + ch.n);
+    if (!p)
+        return; /* subscribed all the same; only the early ack is lost */
+    memcpy(p->ch, ch.p, ch.n);
+    p->len = ch.n;
+    if (b->pending_tail)
+        b->pending_tail->next = p;
+    else
+        b->pending_head = p;
+    b->pending_tail = p;
+    redisAsyncCommand(b->sub, on_sub_reply, NULL, "SUBSCRIBE %sch:%b", b->prefix, ch.p, ch.n);
+}
+
+int bus_when_subscribed(bus *b, ws_span ch, bus_published_fn done, void *arg)
+{
+    sub_pending *found = NULL;
+    for (sub_pending *p = b->pending_head; p; p = p->next)
+        if (p->len == ch.n && memcmp(p->ch, ch.p, ch.n) == 0)
+            found = p; /* the latest SUBSCRIBE of ch under way */
+    if (!found)
+        return 0;
+    sub_waiter *w = malloc(sizeof *w);
+    if (!w)
+        return 0;
+    w->done = done;
+    w->arg = arg;
+    w->next = found->waiters;
+    found->waiters = w;
+    return 1;
 }
 
 void bus_unsubscribe(bus *b, ws_span ch)

@@ -46,6 +46,12 @@ bool bus_up(const bus *b);
 void bus_subscribe(bus *b, ws_span ch);
 void bus_unsubscribe(bus *b, ws_span ch);
 
+/* After a subscribe: calls done(arg, 1) once Redis has confirmed the SUBSCRIBE of ch that is
+ * under way, so a client acked after it misses nothing published later. Returns 1 if it will,
+ * 0 if there is nothing to wait for (already confirmed, or the link is down and ch will be
+ * subscribed again on reconnect): then done is never called. */
+int bus_when_subscribed(bus *b, ws_span ch, bus_published_fn done, void *arg);
+
 /* Publishes data on ch; done(arg, seq) is called exactly once, later, from the loop — unless
  * this returns -1 (Redis unavailable), in which case done is never called. */
 int bus_publish(bus *b, ws_span ch, ws_span data, bus_published_fn done, void *arg);

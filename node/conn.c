@@ -548,6 +548,37 @@ static void published(void *arg, uint64_t seq)
     free(p);
 }
 
+static void subscribed(void *arg, uint64_t ok)
+{
+    (void)ok;
+    pub_wait *p = arg;
+    conn *c = p->c;
+    c->refs--;
+    if (c->state == ST_OPEN)
+        reply_ack(c, (ws_span){p->id, p->id_len}, false, 0);
+    free(p);
+}
+
+/* Cluster mode: a sub is acked once Redis has confirmed the subscription, so a client never
+ * misses a message published after its ack. */
+static void ack_when_subscribed(conn *c, const env_req *r)
+{
+    pub_wait *p = malloc(sizeof *p);
+    if (p) {
+        p->c = c;
+        p->http = false;
+        p->id_len = (uint8_t)r->id.n;
+        if (r->id.n)
+            memcpy(p->id, r->id.p, r->id.n);
+        if (bus_when_subscribed(c->w->bus, r->ch, subscribed, p)) {
+            c->refs++;
+            return;
+        }
+        free(p);
+    }
+    reply_ack(c, r->id, false, 0);
+}
+
 /* Cluster mode: Redis assigns the seq and brings the message back to every node, this one
  * included, so all subscribers everywhere see one order. */
 static void publish_via_bus(conn *c, const env_req *r)
@@ -597,7 +628,10 @@ static void ws_request(conn *c, uint8_t opcode, const uint8_t *data, size_t len)
             reply_err(c, r.id, "internal", "out of memory");
             return;
         }
-        reply_ack(c, r.id, false, 0);
+        if (w->bus)
+            ack_when_subscribed(c, &r);
+        else
+            reply_ack(c, r.id, false, 0);
         return;
     case ENV_OP_UNSUB:
         hub_unsubscribe(&w->hub, &c->subs, r.ch);

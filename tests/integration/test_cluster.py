@@ -302,3 +302,22 @@ def test_redis_over_a_unix_socket_with_a_password(node, tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_sub_ack_means_the_next_publish_anywhere_arrives(node, redis):
+    """The ack of a sub waits for Redis to confirm the SUBSCRIBE: a publish on another node
+    right after the ack must reach the subscriber, every time."""
+    a = node("--redis", f"127.0.0.1:{redis.port}", "--workers", "1")
+    b = node("--redis", f"127.0.0.1:{redis.port}", "--workers", "1")
+
+    async def main():
+        sub, _ = await client(b.port)
+        pub, _ = await client(a.port)
+        for i in range(30):
+            ch = f"fresh.{i}"
+            assert await request(sub, {"op": "sub", "ch": ch, "id": i}) == {"op": "ack", "id": i}
+            assert (await request(pub, {"op": "pub", "ch": ch, "data": i, "id": i}))["op"] == "ack"
+            m = json.loads(await asyncio.wait_for(sub.recv(), STEP))
+            assert (m["ch"], m["data"]) == (ch, i)
+
+    run(main())
