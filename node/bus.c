@@ -222,6 +222,11 @@ static void on_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
     (void)privdata;
     bus *b = ac->data;
     redisReply *reply = r;
+    if (reply && reply->type == REDIS_REPLY_ERROR) { /* a refused SUBSCRIBE (NOAUTH, ...) */
+        log_warn("redis %s:%d: %s", b->host, b->port, reply->str);
+        release_head(b); /* its waiters are acked rather than left hanging */
+        return;
+    }
     if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3)
         return;
     redisReply *kind = reply->element[0], *ch = reply->element[1], *msg = reply->element[2];
