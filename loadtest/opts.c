@@ -255,6 +255,10 @@ int opts_parse(opts *o, int argc, char **argv)
         fprintf(stderr, "wsload: churn needs a --rate (or --storm)\n");
         return -1;
     }
+    if (o->proto == PR_TEMPLATE && o->scenario == SC_ECHO && !o->pub_template) {
+        fprintf(stderr, "wsload: echo with --proto template needs --pub-template\n");
+        return -1;
+    }
     if (o->proto == PR_TEMPLATE && o->scenario == SC_FANOUT &&
         (!o->pub_template || (!strstr(o->pub_template, "{msg}") &&
                               (!strstr(o->pub_template, "{ts}") || !strstr(o->pub_template, "{seq}"))))) {

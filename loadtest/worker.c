@@ -78,6 +78,8 @@ struct wk {
     uint8_t *rbuf;
     lc *conns;
     size_t nconns, launched_upto, inflight;
+    size_t first_sender; /* conns[first_sender..] are publishers or echo senders */
+    bool final_sent;
     lc *pending;
     counters c;
     hist lat, lat_tick, hs;
@@ -515,7 +517,9 @@ static bool find_marker(const wk *w, const uint8_t *m, size_t n, uint64_t *pub, 
             return false;
         return parse_u64(p, end, ts) != NULL;
     }
-    /* Template: each value follows the literal that precedes it in the template. */
+    /* Template: each value follows the literal that precedes it in the template. Searched in
+     * template order first (a server's envelope may hold the same key before the data, as
+     * wsfan's "seq": does), then each from the start (a server that reorders keys). */
     uint64_t v[3] = {0, 0, 0};
     const char *p = s;
     for (int i = 0; i < 3; i++) {
@@ -523,8 +527,13 @@ static bool find_marker(const wk *w, const uint8_t *m, size_t n, uint64_t *pub, 
             continue;
         size_t l = strlen(w->tpl_prefix[i]);
         const char *q = memmem(p, (size_t)(end - p), w->tpl_prefix[i], l);
-        if (!q || !(p = parse_u64(q + l, end, &v[i])))
+        if (!q)
+            q = memmem(s, n, w->tpl_prefix[i], l);
+        const char *after = q ? parse_u64(q + l, end, &v[i]) : NULL;
+        if (!after)
             return false;
+        if (after > p)
+            p = after;
     }
     *ts = v[0];
     if (w->tpl_prefix[2]) {
@@ -775,7 +784,7 @@ static size_t build_message(lc *c, char *buf, size_t cap, uint32_t ch, uint64_t 
     if (O->proto == PR_TEMPLATE) {
         size_t n = 0;
         uint64_t gseq = c->w->tpl_prefix[2] ? seq : seq * (uint64_t)O->publishers + c->gid;
-        for (const char *p = O->pub_template; *p && n + 64 < cap; p++) {
+        for (const char *p = O->pub_template; *p && n + 128 < cap; p++) { /* room for a marker */
             if (strncmp(p, "{ts}", 4) == 0) {
                 n += (size_t)snprintf(buf + n, cap - n, "%llu", (unsigned long long)ts);
                 p += 3;
@@ -834,12 +843,14 @@ static void publish_one(lc *c)
     }
     size_t n = build_message(c, buf, sizeof buf, ch, seq);
     if (c->http) {
-        char path[1100], head[1400];
+        char path[1100], head[1600];
         expand_ch(path, sizeof path, O->pub_url.path, ch);
         int hn = snprintf(head, sizeof head,
                           "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
                           "Content-Length: %zu\r\n\r\n",
                           path, O->pub_url.host, O->pub_url.port, n);
+        if (hn < 0 || (size_t)hn >= sizeof head)
+            hn = (int)sizeof head - 1;
         send_raw(c, head, (size_t)hn);
         send_raw(c, buf, n);
         c->inflight++;
@@ -864,10 +875,17 @@ static void on_pace(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     double elapsed = (double)(now_ns() - w->t_go) / 1e9;
     if (O->scenario == SC_CHURN) {
-        uint64_t due = (uint64_t)(elapsed * O->rate);
+        if (w->nconns == 0)
+            return;
+        uint64_t due = (uint64_t)(elapsed * O->rate / O->workers);
         for (int k = 0; w->done_churn < due && k < 10000; k++) {
             lc *c = &w->conns[rnd(w) % w->nconns];
             w->done_churn++;
+            if (c->state == LC_DEAD) { /* a reconnect that failed: try it again */
+                c->t_closed = now_ns();
+                lc_start(w, c);
+                continue;
+            }
             if (c->state != LC_OPEN)
                 continue;
             uint8_t p[2] = {0x03, 0xE8};
@@ -880,7 +898,7 @@ static void on_pace(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     }
     uint64_t due = (uint64_t)(elapsed * w->rate_per_conn);
-    for (size_t i = 0; i < w->nconns; i++) {
+    for (size_t i = w->first_sender; i < w->nconns; i++) {
         lc *c = &w->conns[i];
         if (!is_sender(c))
             continue;
@@ -895,7 +913,7 @@ static void on_pace(struct ev_loop *loop, ev_timer *t, int revents)
 /* Max rate: keep every sender's queue topped up (called before the loop sleeps). */
 static void top_up(wk *w)
 {
-    for (size_t i = 0; i < w->nconns; i++) {
+    for (size_t i = w->first_sender; i < w->nconns; i++) {
         lc *c = &w->conns[i];
         if (!is_sender(c))
             continue;
@@ -973,6 +991,11 @@ static void write_all(int fd, const void *p, size_t n)
 static void send_report(wk *w, int kind)
 {
     static report r;
+    if (kind == R_FINAL) {
+        if (w->final_sent)
+            return; /* 'q' and the end of the drain in one iteration: the parent reads one */
+        w->final_sent = true;
+    }
     memset(&r, 0, sizeof r);
     r.kind = kind;
     r.worker = w->index;
@@ -1009,6 +1032,9 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
         if ((c->state == LC_CONNECTING || c->state == LC_TLS || c->state == LC_HANDSHAKE) &&
             now - c->t_start > (uint64_t)(O->handshake_timeout * 1e9))
             lc_close(c, c->state == LC_CONNECTING ? F_CONNECT_TIMEOUT : F_HANDSHAKE_TIMEOUT);
+        else if (c->state == LC_OPEN && c->role == ROLE_SUB && !c->ready &&
+                 now - c->t_start > (uint64_t)(O->handshake_timeout * 1e9))
+            lc_close(c, F_PROTOCOL); /* subscribed but never acked: do not hold up the start */
     }
     if (!w->ready_sent && w->settled >= w->nconns) {
         w->ready_sent = true;
@@ -1075,6 +1101,12 @@ static void on_control(struct ev_loop *loop, ev_io *io, int revents)
         w->going = true;
         w->sending = true;
         w->t_go = now_ns();
+        /* Ticks count whole seconds from go, so interval k is exactly second k of the run. */
+        ev_timer_stop(loop, &w->tick_w);
+        ev_timer_set(&w->tick_w, 1.0, 1.0);
+        ev_timer_start(loop, &w->tick_w);
+        if (O->scenario == SC_CONNECT)
+            ev_timer_stop(loop, &w->pace_w); /* every connection is open: nothing to pace */
         hist_reset(&w->lat);
         hist_reset(&w->lat_tick);
         double run = O->scenario == SC_CONNECT ? O->hold : O->duration;
@@ -1121,6 +1153,10 @@ int worker_main(const opts *o, int index, int report_fd, int control_fd)
     w.report_fd = report_fd;
     w.control_fd = control_fd;
     signal(SIGPIPE, SIG_IGN);
+    /* Ctrl-C reaches the whole process group: the parent turns it into 'q' so every worker
+     * still sends its final tally. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
     w.rng = now_ns() ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ull;
     w.loop = ev_default_loop(EVFLAG_AUTO);
     w.rbuf = malloc(65536);
@@ -1164,6 +1200,7 @@ int worker_main(const opts *o, int index, int report_fd, int control_fd)
         for (int p = 0; p < o->publishers; p++)
             c->tr[p].next = 1;
     }
+    w.first_sender = k;
     for (int g = index; o->scenario == SC_FANOUT && g < o->publishers; g += W) {
         lc *c = &w.conns[k++];
         c->role = ROLE_PUB;
