@@ -32,6 +32,14 @@ def run(coro):
     asyncio.run(wrapped())
 
 
+async def redis_subscription(redis, name, present=True):
+    """Waits until Redis does (or no longer does) list the channel as subscribed."""
+    deadline = time.time() + STEP
+    while (name in redis.cli("PUBSUB", "CHANNELS")) != present:
+        assert time.time() < deadline, f"{name} {'not ' if present else 'still '}subscribed in Redis"
+        await asyncio.sleep(0.05)
+
+
 async def request(ws, msg):
     await ws.send(json.dumps(msg))
     return json.loads(await asyncio.wait_for(ws.recv(), STEP))
@@ -85,15 +93,9 @@ def test_unsubscribe_stops_delivery_and_the_redis_subscription(node, redis):
     async def main():
         ws, _ = await client(n.port)
         await request(ws, {"op": "sub", "ch": "solo", "id": 1})
-        deadline = time.time() + STEP
-        while "wsfan:ch:solo" not in redis.cli("PUBSUB", "CHANNELS"):
-            assert time.time() < deadline, "no Redis subscription"
-            await asyncio.sleep(0.05)
+        await redis_subscription(redis, "wsfan:ch:solo")
         assert await request(ws, {"op": "unsub", "ch": "solo", "id": 2}) == {"op": "ack", "id": 2}
-        deadline = time.time() + STEP
-        while "wsfan:ch:solo" in redis.cli("PUBSUB", "CHANNELS"):
-            assert time.time() < deadline, "Redis subscription left behind"
-            await asyncio.sleep(0.05)
+        await redis_subscription(redis, "wsfan:ch:solo", present=False)
         pub, _ = await client(n.port)
         assert (await request(pub, {"op": "pub", "ch": "solo", "data": 1, "id": 3}))["op"] == "ack"
         with pytest.raises(asyncio.TimeoutError):
@@ -141,10 +143,7 @@ def test_malformed_envelopes_from_redis_are_dropped_and_logged(node, redis):
     async def main():
         ws, _ = await client(n.port)
         await request(ws, {"op": "sub", "ch": "x", "id": 1})
-        deadline = time.time() + STEP
-        while "wsfan:ch:x" not in redis.cli("PUBSUB", "CHANNELS"):
-            assert time.time() < deadline
-            await asyncio.sleep(0.05)
+        await redis_subscription(redis, "wsfan:ch:x")
         redis.cli("PUBLISH", "wsfan:ch:x", "not a protobuf \xff")
         pub, _ = await client(n.port)
         assert (await request(pub, {"op": "pub", "ch": "x", "data": [1], "id": 2}))["op"] == "ack"
@@ -226,10 +225,7 @@ def test_a_backend_publishes_by_writing_an_envelope_to_redis(node, redis):
     async def main():
         ws, _ = await client(n.port)
         await request(ws, {"op": "sub", "ch": "orders", "id": 1})
-        deadline = time.time() + STEP
-        while "wsfan:ch:orders" not in redis.cli("PUBSUB", "CHANNELS"):
-            assert time.time() < deadline
-            await asyncio.sleep(0.05)
+        await redis_subscription(redis, "wsfan:ch:orders")
         pub, _ = await client(n.port)
         first = await request(pub, {"op": "pub", "ch": "orders", "data": "from a client", "id": 2})
         out = subprocess.run(["/usr/bin/python3", str(script), "--redis", f"127.0.0.1:{redis.port}",
