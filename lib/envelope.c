@@ -84,6 +84,10 @@ static int member(void *ctx, const char *k, size_t kn, const char *v, size_t vn)
         if (t != WS_JSON_TRUE && t != WS_JSON_FALSE)
             fault(w, ENV_ERR_BAD_REQUEST, "events must be true or false");
         r->events = t == WS_JSON_TRUE;
+    } else if (key_is(k, kn, "count")) {
+        if (t != WS_JSON_TRUE && t != WS_JSON_FALSE)
+            fault(w, ENV_ERR_BAD_REQUEST, "count must be true or false");
+        r->count_only = t == WS_JSON_TRUE;
     }
     /* Unknown members are ignored, so newer clients can talk to older servers. */
     return 0;
@@ -189,9 +193,9 @@ size_t env_write_msg(char *out, ws_span ch, uint64_t seq, ws_span data)
 }
 
 /* Appends s as a JSON string body (no quotes) to out[*at..cap); false if it does not fit. */
-static bool put_escaped(char *out, size_t cap, size_t *at, const char *s)
+static bool put_escaped_n(char *out, size_t cap, size_t *at, const char *s, size_t n)
 {
-    for (; *s; s++) {
+    for (const char *end = s + n; s < end; s++) {
         unsigned char c = (unsigned char)*s;
         char esc[7];
         size_t k;
@@ -212,6 +216,11 @@ static bool put_escaped(char *out, size_t cap, size_t *at, const char *s)
         *at += k;
     }
     return true;
+}
+
+static bool put_escaped(char *out, size_t cap, size_t *at, const char *s)
+{
+    return put_escaped_n(out, cap, at, s, strlen(s));
 }
 
 static bool put_raw(char *out, size_t cap, size_t *at, const char *s, size_t n)
@@ -257,4 +266,76 @@ size_t env_write_err(char *out, size_t cap, ws_span id, const char *code, const 
     ok = ok && RAW(",\"code\":\"") && put_escaped(out, cap, &at, code) && RAW("\",\"reason\":\"") &&
          put_escaped(out, cap, &at, reason) && RAW("\"}");
     return ok ? at : 0;
+}
+
+static bool put_u64_at(char *out, size_t cap, size_t *at, uint64_t v)
+{
+    char num[20];
+    return put_raw(out, cap, at, num, (size_t)(put_u64(num, v) - num));
+}
+
+size_t env_write_direct(char *out, size_t cap, const char *from, ws_span data)
+{
+    size_t at = 0;
+    bool ok = RAW("{\"op\":\"msg\",\"from\":\"") && put_escaped(out, cap, &at, from) &&
+              RAW("\",\"data\":") && put_raw(out, cap, &at, data.p, data.n) && RAW("}");
+    return ok ? at : 0;
+}
+
+size_t env_write_event(char *out, size_t cap, bool left, ws_span ch, const char *client,
+                       const char *user)
+{
+    size_t at = 0;
+    bool ok = (left ? RAW("{\"op\":\"leave\",\"ch\":\"") : RAW("{\"op\":\"join\",\"ch\":\"")) &&
+              put_escaped_n(out, cap, &at, ch.p, ch.n) && RAW("\",\"client\":\"") &&
+              put_escaped(out, cap, &at, client) && RAW("\",\"user\":\"") &&
+              put_escaped(out, cap, &at, user) && RAW("\"}");
+    return ok ? at : 0;
+}
+
+size_t env_write_overflow(char *out, size_t cap, ws_span ch, uint64_t joins, uint64_t leaves)
+{
+    size_t at = 0;
+    bool ok = RAW("{\"op\":\"presence_overflow\",\"ch\":\"") &&
+              put_escaped_n(out, cap, &at, ch.p, ch.n) && RAW("\",\"joins\":") &&
+              put_u64_at(out, cap, &at, joins) && RAW(",\"leaves\":") &&
+              put_u64_at(out, cap, &at, leaves) && RAW("}");
+    return ok ? at : 0;
+}
+
+size_t env_write_presence_head(char *out, size_t cap, ws_span id, ws_span ch, uint64_t count,
+                               bool members)
+{
+    size_t at = 0;
+    bool ok = RAW("{\"op\":\"presence\"");
+    if (ok && id.n)
+        ok = RAW(",\"id\":") && put_raw(out, cap, &at, id.p, id.n);
+    ok = ok && RAW(",\"ch\":\"") && put_escaped_n(out, cap, &at, ch.p, ch.n) &&
+         RAW("\",\"count\":") && put_u64_at(out, cap, &at, count);
+    if (ok && members)
+        ok = RAW(",\"members\":[");
+    return ok ? at : 0;
+}
+
+size_t env_write_member(char *out, size_t cap, bool first, const char *client, const char *user,
+                        const char *node)
+{
+    size_t at = 0;
+    bool ok = (first || RAW(",")) && RAW("{\"client\":\"") && put_escaped(out, cap, &at, client) &&
+              RAW("\",\"user\":\"") && put_escaped(out, cap, &at, user) &&
+              RAW("\",\"node\":\"") && put_escaped(out, cap, &at, node) && RAW("\"}");
+    return ok ? at : 0;
+}
+
+bool env_user_valid(ws_span u)
+{
+    if (u.n == 0 || u.n > ENV_USER_MAX)
+        return false;
+    for (size_t i = 0; i < u.n; i++) {
+        char x = u.p[i];
+        if (!((x >= 'a' && x <= 'z') || (x >= 'A' && x <= 'Z') || (x >= '0' && x <= '9') ||
+              x == '.' || x == '_' || x == ':' || x == '-' || x == '@'))
+            return false;
+    }
+    return true;
 }

@@ -12,6 +12,7 @@
 
 #define ENV_CHANNEL_MAX 200 /* channel names are 1..200 bytes of [A-Za-z0-9._:-] */
 #define ENV_ID_MAX 64       /* longest request id echoed back */
+#define ENV_USER_MAX 64     /* user ids a client names itself (?user=): [A-Za-z0-9._:@-] */
 
 typedef enum env_op {
     ENV_OP_NONE = 0,
@@ -31,6 +32,7 @@ typedef struct env_req {
     bool has_since;
     uint64_t since; /* sub: resume after this seq */
     bool events;    /* sub: also receive join/leave events */
+    bool count_only; /* presence: answer the count, not the members */
 } env_req;
 
 /* Error words sent in {"op":"err","code":...}. */
@@ -50,6 +52,9 @@ int env_parse(const char *s, size_t n, size_t max_data, env_req *r, const char *
 /* True if c is a valid channel name. */
 bool env_channel_valid(ws_span c);
 
+/* True if u is a user id a client may name itself: 1..64 bytes of [A-Za-z0-9._:@-]. */
+bool env_user_valid(ws_span u);
+
 /* Bytes env_write_msg needs for a channel of ch_len and data of data_len. */
 size_t env_msg_size(size_t ch_len, size_t data_len);
 
@@ -65,5 +70,21 @@ size_t env_write_msg(char *out, ws_span ch, uint64_t seq, ws_span data);
 size_t env_write_hello(char *out, size_t cap, const char *client, const char *node);
 size_t env_write_ack(char *out, size_t cap, ws_span id, bool has_seq, uint64_t seq);
 size_t env_write_err(char *out, size_t cap, ws_span id, const char *code, const char *reason);
+
+/* Presence and direct messages (docs/protocol.md); each returns the length, or 0 if it does not
+ * fit in out[0..cap). Strings are escaped; data must be valid JSON.
+ * {"op":"msg","from":..,"data":..}                          a direct message
+ * {"op":"join"|"leave","ch":..,"client":..,"user":..}       one presence event
+ * {"op":"presence_overflow","ch":..,"joins":J,"leaves":L}   events beyond the rate cap
+ * {"op":"presence","id":..,"ch":..,"count":N[,"members":[   head of a presence answer; with
+ *   members, each env_write_member (first: no comma) and then "]}" follow; without, "}" */
+size_t env_write_direct(char *out, size_t cap, const char *from, ws_span data);
+size_t env_write_event(char *out, size_t cap, bool left, ws_span ch, const char *client,
+                       const char *user);
+size_t env_write_overflow(char *out, size_t cap, ws_span ch, uint64_t joins, uint64_t leaves);
+size_t env_write_presence_head(char *out, size_t cap, ws_span id, ws_span ch, uint64_t count,
+                               bool members);
+size_t env_write_member(char *out, size_t cap, bool first, const char *client, const char *user,
+                        const char *node);
 
 #endif

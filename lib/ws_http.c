@@ -202,3 +202,21 @@ size_t ws_http_response(char *out, size_t cap, int status, const char *extra,
         memcpy(out + n, body, body_len);
     return (size_t)n + body_len;
 }
+
+bool ws_http_query_get(ws_span query, const char *name, ws_span *value)
+{
+    size_t nl = strlen(name);
+    const char *p = query.p, *end = query.p + query.n;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        if ((size_t)(stop - p) >= nl && memcmp(p, name, nl) == 0 &&
+            (p + nl == stop || p[nl] == '=')) {
+            const char *v = p + nl == stop ? stop : p + nl + 1;
+            *value = (ws_span){v, (size_t)(stop - v)};
+            return true;
+        }
+        p = stop + 1;
+    }
+    return false;
+}

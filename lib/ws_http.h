@@ -51,6 +51,10 @@ int ws_http_parse(const char *buf, size_t len, size_t last_len, const ws_http_li
 /* The first header called name (case-insensitive), or NULL. */
 const ws_span *ws_http_get(const ws_http_req *req, const char *name);
 
+/* The raw (still percent-encoded) value of parameter name in a query string "a=1&b=2";
+ * true if present. */
+bool ws_http_query_get(ws_span query, const char *name, ws_span *value);
+
 /* Number of headers called name. */
 size_t ws_http_count(const ws_http_req *req, const char *name);
 

@@ -5,6 +5,7 @@
 
 #include "envelope.h"
 #include "ws_frame.h"
+#include "ws_hash.h"
 
 typedef struct hub_ref {
     hub_member *m;
@@ -22,49 +23,9 @@ struct hub_channel {
     char name[];
 };
 
-/* SipHash-1-3 keyed per process: channel names come from clients, and an unkeyed hash would
- * let one of them fill a bucket with colliding names and stall the worker on every lookup. */
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                                                   \
-    do {                                                                                           \
-        v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);                                  \
-        v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                                                     \
-        v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                                                     \
-        v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);                                  \
-    } while (0)
-
-static uint64_t le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static uint64_t hash_key(const hub *h, ws_span s)
-{
-    const uint8_t *in = (const uint8_t *)s.p;
-    uint64_t v0 = 0x736f6d6570736575ULL ^ h->key[0], v1 = 0x646f72616e646f6dULL ^ h->key[1];
-    uint64_t v2 = 0x6c7967656e657261ULL ^ h->key[0], v3 = 0x7465646279746573ULL ^ h->key[1];
-    size_t full = s.n & ~(size_t)7;
-    for (size_t i = 0; i < full; i += 8) {
-        uint64_t m = le64(in + i);
-        v3 ^= m;
-        SIPROUND;
-        v0 ^= m;
-    }
-    uint64_t b = (uint64_t)s.n << 56;
-    for (size_t i = 0; i < (s.n & 7); i++)
-        b |= (uint64_t)in[full + i] << (8 * i);
-    v3 ^= b;
-    SIPROUND;
-    v0 ^= b;
-    v2 ^= 0xff;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    return v0 ^ v1 ^ v2 ^ v3;
-}
+/* Channel names come from clients: the hash is SipHash keyed per process, so nobody can fill
+ * one bucket with colliding names and stall the worker on every lookup. */
+static uint64_t hash_key(const hub *h, ws_span s) { return ws_siphash(h->key, s.p, s.n); }
 
 void hub_init(hub *h, hub_deliver_fn deliver, void *ctx, size_t max_idle, const uint8_t key[16])
 {
@@ -72,8 +33,7 @@ void hub_init(hub *h, hub_deliver_fn deliver, void *ctx, size_t max_idle, const 
     h->deliver = deliver;
     h->ctx = ctx;
     h->max_idle = max_idle;
-    h->key[0] = le64(key);
-    h->key[1] = le64(key + 8);
+    ws_siphash_key(h->key, key);
 }
 
 void hub_free(hub *h)
@@ -223,6 +183,8 @@ int hub_subscribe(hub *h, hub_member *m, ws_span name)
     m->subs[m->n] = (hub_sub){c, c->n};
     c->n++;
     m->n++;
+    if (h->on_member)
+        h->on_member(h->ctx, m, name, true);
     return 1;
 }
 
@@ -231,6 +193,8 @@ static void remove_sub(hub *h, hub_member *m, uint32_t slot)
 {
     hub_channel *c = m->subs[slot].ch;
     uint32_t idx = m->subs[slot].idx;
+    if (h->on_member)
+        h->on_member(h->ctx, m, (ws_span){c->name, c->name_len}, false);
 
     hub_ref last = c->refs[--c->n];
     if (idx != c->n) {
@@ -332,4 +296,23 @@ size_t hub_count(const hub *h, ws_span name)
 {
     hub_channel *c = lookup(h, name, hash_key(h, name));
     return c ? c->n : 0;
+}
+
+size_t hub_send(hub *h, ws_span name, wbuf *frame)
+{
+    hub_channel *c = lookup(h, name, hash_key(h, name));
+    if (!c)
+        return 0;
+    for (uint32_t i = 0; i < c->n; i++)
+        h->deliver(c->refs[i].m, frame, h->ctx);
+    return c->n;
+}
+
+ws_span hub_channel_name(const hub_channel *c) { return (ws_span){c->name, c->name_len}; }
+
+void hub_each_member(const hub *h, ws_span name, void (*fn)(hub_member *m, void *ctx), void *ctx)
+{
+    hub_channel *c = lookup(h, name, hash_key(h, name));
+    for (uint32_t i = 0; c && i < c->n; i++)
+        fn(c->refs[i].m, ctx);
 }

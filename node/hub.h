@@ -30,6 +30,9 @@ typedef void (*hub_deliver_fn)(hub_member *m, wbuf *frame, void *ctx);
 /* A channel got its first local subscriber (active true) or lost its last (false). */
 typedef void (*hub_active_fn)(void *ctx, ws_span name, bool active);
 
+/* m joined (true) or left (false) channel name: presence reports it to wsrouter. */
+typedef void (*hub_member_fn)(void *ctx, hub_member *m, ws_span name, bool joined);
+
 typedef struct hub {
     hub_channel **buckets;
     size_t nbuckets, nchannels;
@@ -38,6 +41,7 @@ typedef struct hub {
     uint64_t key[2]; /* SipHash key: channel names are chosen by clients */
     hub_deliver_fn deliver;
     hub_active_fn on_active; /* optional: set after hub_init */
+    hub_member_fn on_member; /* optional: set after hub_init */
     void *ctx;
 } hub;
 
@@ -70,6 +74,16 @@ size_t hub_deliver(hub *h, ws_span name, uint64_t seq, ws_span data);
 
 /* Calls fn(ctx, name) for every channel with at least one local subscriber. */
 void hub_each_active(const hub *h, void (*fn)(void *ctx, ws_span name), void *ctx);
+
+/* Hands one prebuilt frame (the callee takes its own reference) to every subscriber of name;
+ * returns how many. */
+size_t hub_send(hub *h, ws_span name, wbuf *frame);
+
+/* Calls fn(m, ctx) for every subscriber m of name; fn must not subscribe or unsubscribe. */
+void hub_each_member(const hub *h, ws_span name, void (*fn)(hub_member *m, void *ctx), void *ctx);
+
+/* The name of a channel a member is subscribed to (m->subs[i].ch). */
+ws_span hub_channel_name(const hub_channel *c);
 
 /* Number of subscribers of name on this hub. */
 size_t hub_count(const hub *h, ws_span name);
