@@ -1,5 +1,6 @@
 #include "log.h"
 
+#include <errno.h> /* program_invocation_short_name */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -38,8 +39,8 @@ void log_msg(int level, const char *fmt, ...)
     gettimeofday(&tv, NULL);
     if (tv.tv_sec != window) {
         if (suppressed)
-            fprintf(stderr, "wsnode[%d] %s warn: %u log lines suppressed in the last second\n",
-                    (int)getpid(), who_name, suppressed);
+            fprintf(stderr, "%s[%d] %s warn: %u log lines suppressed in the last second\n",
+                    program_invocation_short_name, (int)getpid(), who_name, suppressed);
         window = tv.tv_sec;
         in_window = suppressed = 0;
     }
@@ -50,9 +51,10 @@ void log_msg(int level, const char *fmt, ...)
     struct tm tm;
     gmtime_r(&tv.tv_sec, &tm);
     char line[1024];
-    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ wsnode[%d] %s %s: ",
+    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %s[%d] %s %s: ",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (int)(tv.tv_usec / 1000), (int)getpid(), who_name, tags[level]);
+                     tm.tm_sec, (int)(tv.tv_usec / 1000), program_invocation_short_name,
+                     (int)getpid(), who_name, tags[level]);
     va_list ap;
     va_start(ap, fmt);
     if (n > 0 && (size_t)n < sizeof line)
