@@ -41,6 +41,14 @@ typedef struct sub_pending {
     char ch[];
 } sub_pending;
 
+/* A channel taken with bus_listen. */
+typedef struct listener {
+    struct listener *next;
+    bus_raw_fn fn;
+    void *ctx;
+    char name[];
+} listener;
+
 struct bus {
     struct ev_loop *loop;
     char host[256];
@@ -53,7 +61,10 @@ struct bus {
     char sha[41];
     bus_message_fn on_message;
     bus_resubscribe_fn resubscribe;
+    bus_up_fn on_up;
+    bus_events_fn on_events;
     void *ctx;
+    listener *listeners;
     bus_stats st;
     sub_pending *pending_head, *pending_tail;
 };
@@ -68,6 +79,7 @@ typedef struct pub_req {
 } pub_req;
 
 static void connect_links(bus *b);
+static void listen_one(bus *b, listener *l);
 static void release_head(bus *b);
 
 static void schedule_retry(bus *b)
@@ -95,6 +107,9 @@ static void update_up(bus *b)
     if (up && !b->st.up) {
         log_info("redis %s:%d: connected", b->host, b->port);
         b->backoff = 0.1;
+        b->st.up = true;
+        if (b->on_up)
+            b->on_up(b->ctx);
     }
     b->st.up = up;
 }
@@ -124,6 +139,31 @@ static void load_script(bus *b)
     redisAsyncCommand(b->cmd, on_script_loaded, NULL, "SCRIPT LOAD %s", SCRIPT);
 }
 
+static void on_listen_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    listener *l = privdata;
+    redisReply *reply = r;
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        bus *b = ac->data;
+        log_warn("redis %s:%d: SUBSCRIBE %s: %s", b->host, b->port, l->name, reply->str);
+        return;
+    }
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    const char *kind = reply->element[0]->str;
+    redisReply *msg = reply->element[2];
+    if (strcmp(kind, "subscribe") == 0)
+        l->fn(l->ctx, NULL, 0);
+    else if (strcmp(kind, "message") == 0 && msg->type == REDIS_REPLY_STRING)
+        l->fn(l->ctx, (const uint8_t *)msg->str, msg->len);
+}
+
+static void listen_one(bus *b, listener *l)
+{
+    redisAsyncCommand(b->sub, on_listen_reply, l, "SUBSCRIBE %s%s", b->prefix, l->name);
+}
+
 static void on_connect(const redisAsyncContext *ac, int status)
 {
     bus *b = ac->data;
@@ -140,7 +180,10 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
     if (is_sub) {
         b->sub_up = true;
-        b->resubscribe(b->ctx);
+        for (listener *l = b->listeners; l; l = l->next)
+            listen_one(b, l);
+        if (b->resubscribe)
+            b->resubscribe(b->ctx);
         update_up(b);
     } else {
         load_script(b); /* the command link counts as up once the script is there */
@@ -176,13 +219,15 @@ static void deliver(bus *b, const char *rch, size_t rch_len, const uint8_t *p, s
     const char *why = NULL;
     if (!e)
         why = "not an Envelope";
-    else if (e->kind != WSFAN__ENVELOPE__KIND__PUBLISH)
-        why = "not a PUBLISH";
+    else if (e->kind != WSFAN__ENVELOPE__KIND__PUBLISH && e->kind != WSFAN__ENVELOPE__KIND__EVENTS)
+        why = "not a PUBLISH or EVENTS";
     else if (!e->channel || rch_len <= plen || strlen(e->channel) != rch_len - plen ||
              memcmp(e->channel, rch + plen, rch_len - plen) != 0)
         why = "channel does not match the Redis channel";
     else if (!env_channel_valid((ws_span){e->channel, strlen(e->channel)}))
         why = "bad channel name";
+    else if (e->kind == WSFAN__ENVELOPE__KIND__EVENTS)
+        why = NULL; /* the presence module checks the members it uses */
     else if (e->seq == 0)
         why = "no seq";
     else if (!ws_utf8_valid(e->payload.data, e->payload.len) ||
@@ -191,6 +236,9 @@ static void deliver(bus *b, const char *rch, size_t rch_len, const uint8_t *p, s
     if (why) {
         b->st.malformed++;
         log_warn("redis: dropped a malformed message on %.*s: %s", (int)rch_len, rch, why);
+    } else if (e->kind == WSFAN__ENVELOPE__KIND__EVENTS) {
+        if (b->on_events)
+            b->on_events(b->ctx, e);
     } else {
         b->st.received++;
         b->on_message(b->ctx, (ws_span){e->channel, strlen(e->channel)}, e->seq,
@@ -428,4 +476,62 @@ int bus_publish(bus *b, ws_span ch, ws_span data, bus_published_fn done, void *a
     b->st.pending++;
     send_publish(q);
     return 0;
+}
+
+int bus_listen(bus *b, const char *name, bus_raw_fn fn, void *ctx)
+{
+    size_t n = strlen(name);
+    listener *l = malloc(sizeof *l + n + 1);
+    if (!l)
+        return -1;
+    memcpy(l->name, name, n + 1);
+    l->fn = fn;
+    l->ctx = ctx;
+    l->next = b->listeners;
+    b->listeners = l;
+    if (b->sub_up)
+        listen_one(b, l);
+    return 0;
+}
+
+typedef struct send_req {
+    bus_sent_fn done;
+    void *arg;
+} send_req;
+
+static void on_sent(redisAsyncContext *ac, void *r, void *privdata)
+{
+    send_req *q = privdata;
+    redisReply *reply = r;
+    long long n = -1;
+    if (reply && reply->type == REDIS_REPLY_INTEGER)
+        n = reply->integer;
+    else if (reply && reply->type == REDIS_REPLY_ERROR)
+        on_ignore(ac, r, NULL);
+    if (q->done)
+        q->done(q->arg, n);
+    free(q);
+}
+
+int bus_send(bus *b, const char *name, const void *p, size_t n, bus_sent_fn done, void *arg)
+{
+    if (!b->cmd_up)
+        return -1;
+    if (!done) {
+        redisAsyncCommand(b->cmd, on_ignore, NULL, "PUBLISH %s%s %b", b->prefix, name, p, n);
+        return 0;
+    }
+    send_req *q = malloc(sizeof *q);
+    if (!q)
+        return -1;
+    q->done = done;
+    q->arg = arg;
+    redisAsyncCommand(b->cmd, on_sent, q, "PUBLISH %s%s %b", b->prefix, name, p, n);
+    return 0;
+}
+
+void bus_on_up(bus *b, bus_up_fn up, bus_events_fn events)
+{
+    b->on_up = up;
+    b->on_events = events;
 }

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cluster.pb-c.h"
 #include "ws_http.h"
 
 typedef struct bus bus;
@@ -57,5 +58,27 @@ int bus_when_subscribed(bus *b, ws_span ch, bus_published_fn done, void *arg);
 int bus_publish(bus *b, ws_span ch, ws_span data, bus_published_fn done, void *arg);
 
 const bus_stats *bus_get_stats(const bus *b);
+
+/* ---- raw Redis channels: what wsrouter and presence travel on ---- */
+
+/* A message on a channel taken with bus_listen: p[0..n) is the raw payload. Called with
+ * p == NULL when Redis has confirmed the subscription (again after every reconnect). */
+typedef void (*bus_raw_fn)(void *ctx, const uint8_t *p, size_t n);
+
+/* Subscribes <prefix><name> for as long as the bus lives, again after every reconnect. The
+ * bus copies name. Returns 0, or -1 out of memory. */
+int bus_listen(bus *b, const char *name, bus_raw_fn fn, void *ctx);
+
+/* Publishes p[0..n) on <prefix><name>. done (optional) gets how many subscribers Redis
+ * delivered it to, or -1 if Redis refused it. Returns -1 when the bus is down (done is then
+ * never called), else 0. */
+typedef void (*bus_sent_fn)(void *arg, long long receivers);
+int bus_send(bus *b, const char *name, const void *p, size_t n, bus_sent_fn done, void *arg);
+
+/* Optional hooks: up(ctx) each time both links are up again; events(ctx, env) for an EVENTS
+ * Envelope on a subscribed channel (already checked to name that channel). */
+typedef void (*bus_up_fn)(void *ctx);
+typedef void (*bus_events_fn)(void *ctx, const Wsfan__Envelope *e);
+void bus_on_up(bus *b, bus_up_fn up, bus_events_fn events);
 
 #endif

@@ -15,6 +15,7 @@
 #include "envelope.h"
 #include "log.h"
 #include "metrics.h"
+#include "presence.h"
 #include "wbuf.h"
 #include "ws_handshake.h"
 #include "ws_http.h"
@@ -59,6 +60,9 @@ struct conn {
     uint8_t pub_ch_len; /* POST /publish: bytes of msg that are the channel name */
     bool pub_waiting;   /* POST /publish: the body is complete, Redis has not answered yet */
     hub_member subs;
+    hub_member evsubs; /* channels whose join/leave events it asked for (w->evhub) */
+    char *user;        /* user id for presence; NULL: anonymous */
+    conn *cnext;       /* w->clients chain */
     uint64_t id;
     uint32_t refs; /* publishes awaiting Redis's answer: the struct outlives them */
     ws_parser parser;
@@ -66,6 +70,7 @@ struct conn {
 
 static void destroy(conn *c, const char *why);
 static void flush(conn *c);
+static void clients_remove(conn *c);
 
 /* ---- timeout lists ---------------------------------------------------------------------- */
 
@@ -317,7 +322,12 @@ static void destroy(conn *c, const char *why)
     }
     close(c->fd);
     c->fd = -1;
+    hub_leave_all(&w->evhub, &c->evsubs);
     hub_leave_all(&w->hub, &c->subs);
+    if (c->route == R_WS)
+        clients_remove(c);
+    free(c->user);
+    c->user = NULL;
     release_queue(c, 0);
     soft_remove(c);
     free_buffers(c);
@@ -603,6 +613,287 @@ static void publish_via_bus(conn *c, const env_req *r)
     w->st->publishes++;
 }
 
+/* ---- the clients of this worker by number, for direct messages -------------------------- */
+
+static size_t client_slot(const worker *w, uint64_t id)
+{
+    return (size_t)((id * 0x9E3779B97F4A7C15ULL) >> 32) & (w->clients_cap - 1);
+}
+
+static void clients_add(conn *c)
+{
+    worker *w = c->w;
+    if (w->nclients >= w->clients_cap) {
+        size_t cap = w->clients_cap ? w->clients_cap * 2 : 1024;
+        conn **t = calloc(cap, sizeof *t);
+        if (!t)
+            return; /* direct messages to this client will get not_found */
+        size_t old = w->clients_cap;
+        conn **o = w->clients;
+        w->clients = t;
+        w->clients_cap = cap;
+        for (size_t i = 0; i < old; i++)
+            for (conn *x = o[i], *next; x; x = next) {
+                next = x->cnext;
+                size_t k = client_slot(w, x->id);
+                x->cnext = t[k];
+                t[k] = x;
+            }
+        free(o);
+    }
+    size_t k = client_slot(w, c->id);
+    c->cnext = w->clients[k];
+    w->clients[k] = c;
+    w->nclients++;
+}
+
+static void clients_remove(conn *c)
+{
+    worker *w = c->w;
+    if (!w->clients_cap)
+        return;
+    for (conn **pp = &w->clients[client_slot(w, c->id)]; *pp; pp = &(*pp)->cnext)
+        if (*pp == c) {
+            *pp = c->cnext;
+            w->nclients--;
+            return;
+        }
+}
+
+static conn *clients_get(worker *w, uint64_t id)
+{
+    if (!w->clients_cap)
+        return NULL;
+    for (conn *c = w->clients[client_slot(w, id)]; c; c = c->cnext)
+        if (c->id == id)
+            return c;
+    return NULL;
+}
+
+static const char *user_of(const conn *c) { return c->user ? c->user : "anonymous"; }
+
+/* ---- presence and direct messages --------------------------------------------------------- */
+
+/* A presence query or a direct message waiting for the cluster: who asked, with what id. */
+typedef struct ask_wait {
+    conn *c;
+    uint8_t id_len;
+    char id[ENV_ID_MAX];
+    uint8_t ch_len;
+    char ch[ENV_CHANNEL_MAX];
+} ask_wait;
+
+static ask_wait *ask_new(conn *c, const env_req *r)
+{
+    ask_wait *a = malloc(sizeof *a);
+    if (!a)
+        return NULL;
+    a->c = c;
+    a->id_len = (uint8_t)r->id.n;
+    memcpy(a->id, r->id.p, r->id.n);
+    a->ch_len = (uint8_t)r->ch.n;
+    memcpy(a->ch, r->ch.p, r->ch.n);
+    return a;
+}
+
+/* Builds a presence answer in a growing buffer and sends it as one frame. */
+typedef struct pres_out {
+    char *p;
+    size_t len, cap;
+    bool failed;
+} pres_out;
+
+static void pres_put(pres_out *o, size_t (*write)(char *, size_t, void *), void *arg)
+{
+    for (;;) {
+        if (o->failed)
+            return;
+        size_t n = write(o->p + o->len, o->cap - o->len, arg);
+        if (n) {
+            o->len += n;
+            return;
+        }
+        size_t cap = o->cap ? o->cap * 2 : 4096;
+        char *p = realloc(o->p, cap);
+        if (!p) {
+            o->failed = true;
+            return;
+        }
+        o->p = p;
+        o->cap = cap;
+    }
+}
+
+typedef struct pres_member {
+    bool first;
+    const char *client, *user, *node;
+} pres_member;
+
+static size_t put_member(char *out, size_t cap, void *arg)
+{
+    pres_member *m = arg;
+    return env_write_member(out, cap, m->first, m->client, m->user, m->node);
+}
+
+typedef struct pres_head {
+    ws_span id, ch;
+    uint64_t count;
+    bool members;
+} pres_head;
+
+static size_t put_head(char *out, size_t cap, void *arg)
+{
+    pres_head *h = arg;
+    return env_write_presence_head(out, cap, h->id, h->ch, h->count, h->members);
+}
+
+static size_t put_tail(char *out, size_t cap, void *arg)
+{
+    const char *t = arg;
+    size_t n = strlen(t);
+    if (n > cap)
+        return 0;
+    memcpy(out, t, n);
+    return n;
+}
+
+static void send_presence(conn *c, pres_out *o)
+{
+    if (o->failed)
+        reply_err(c, (ws_span){NULL, 0}, "internal", "out of memory");
+    else
+        send_owned(c, wbuf_frame_copy(WS_OP_TEXT, o->p, o->len));
+    free(o->p);
+}
+
+static void presence_answered(void *arg, const char *error, const Wsfan__Envelope *e)
+{
+    ask_wait *a = arg;
+    conn *c = a->c;
+    c->refs--;
+    ws_span id = {a->id, a->id_len}, ch = {a->ch, a->ch_len};
+    if (c->state != ST_OPEN) {
+        free(a);
+        return;
+    }
+    if (error || !e) {
+        reply_err(c, id, error ? error : "unavailable", "wsrouter did not answer");
+        free(a);
+        return;
+    }
+    bool members = !e->count_only;
+    pres_out o = {0};
+    pres_head h = {id, ch, e->count, members};
+    pres_put(&o, put_head, &h);
+    for (size_t i = 0; members && i < e->n_members; i++) {
+        const Wsfan__Envelope__Member *m = e->members[i];
+        if (!ws_utf8_valid((const uint8_t *)m->client_id, strlen(m->client_id)) ||
+            !ws_utf8_valid((const uint8_t *)m->user_id, strlen(m->user_id)) ||
+            !ws_utf8_valid((const uint8_t *)m->node_id, strlen(m->node_id)))
+            continue;
+        pres_member pm = {o.len && o.p[o.len - 1] == '[', m->client_id, m->user_id, m->node_id};
+        pres_put(&o, put_member, &pm);
+    }
+    pres_put(&o, put_tail, members ? "]}" : "}");
+    send_presence(c, &o);
+    free(a);
+}
+
+typedef struct local_walk {
+    pres_out *o;
+    const worker *w;
+    char id[160];
+} local_walk;
+
+static void local_member(hub_member *m, void *ctx)
+{
+    local_walk *lw = ctx;
+    if (lw->o->failed)
+        return;
+    conn *x = (conn *)((char *)m - offsetof(conn, subs));
+    client_id(x, lw->id, sizeof lw->id);
+    pres_member pm = {lw->o->p[lw->o->len - 1] == '[', lw->id, user_of(x), lw->w->node_id};
+    pres_put(lw->o, put_member, &pm);
+}
+
+/* Without the Redis bus this worker is the whole cluster: it answers presence itself. */
+static void presence_local(conn *c, const env_req *r)
+{
+    worker *w = c->w;
+    size_t count = hub_count(&w->hub, r->ch);
+    bool members = !r->count_only;
+    pres_out o = {0};
+    pres_head h = {r->id, r->ch, count, members};
+    pres_put(&o, put_head, &h);
+    if (members && !o.failed) {
+        local_walk lw = {&o, w, {0}};
+        hub_each_member(&w->hub, r->ch, local_member, &lw);
+    }
+    pres_put(&o, put_tail, members ? "]}" : "}");
+    send_presence(c, &o);
+}
+
+static void op_presence(conn *c, const env_req *r)
+{
+    worker *w = c->w;
+    if (!w->pres) {
+        presence_local(c, r);
+        return;
+    }
+    ask_wait *a = ask_new(c, r);
+    if (!a || presence_query(w->pres, r->ch, r->count_only, presence_answered, a) < 0) {
+        free(a);
+        reply_err(c, r->id, "unavailable", "no wsrouter can be asked now; try again");
+        return;
+    }
+    c->refs++;
+}
+
+static void direct_answered(void *arg, const char *error, const Wsfan__Envelope *e)
+{
+    (void)e;
+    ask_wait *a = arg;
+    conn *c = a->c;
+    c->refs--;
+    ws_span id = {a->id, a->id_len};
+    if (c->state == ST_OPEN) {
+        if (!error)
+            reply_ack(c, id, false, 0);
+        else if (strcmp(error, "not_found") == 0)
+            reply_err(c, id, "not_found", "no such client");
+        else
+            reply_err(c, id, error, "the client's node did not answer");
+    }
+    free(a);
+}
+
+static void op_send(conn *c, const env_req *r)
+{
+    worker *w = c->w;
+    char from[160];
+    client_id(c, from, sizeof from);
+    ws_span node;
+    uint64_t local;
+    if (!presence_split_client(r->to, &node, &local)) {
+        reply_err(c, r->id, "not_found", "no such client");
+        return;
+    }
+    if (ws_span_eq(node, w->node_id) || !w->pres) {
+        if (ws_span_eq(node, w->node_id) && conn_direct(w, local, from, r->data))
+            reply_ack(c, r->id, false, 0);
+        else
+            reply_err(c, r->id, "not_found", "no such client");
+        return;
+    }
+    ask_wait *a = ask_new(c, r);
+    if (!a || presence_send(w->pres, from, r->to, r->data, direct_answered, a) < 0) {
+        free(a);
+        reply_err(c, r->id, "unavailable", "the Redis bus is down; try again");
+        return;
+    }
+    c->refs++;
+}
+
 static void ws_request(conn *c, uint8_t opcode, const uint8_t *data, size_t len)
 {
     worker *w = c->w;
@@ -624,7 +915,9 @@ static void ws_request(conn *c, uint8_t opcode, const uint8_t *data, size_t len)
             reply_err(c, r.id, "too_many_subscriptions", "--max-subs reached");
             return;
         }
-        if (hub_subscribe(&w->hub, &c->subs, r.ch) < 0) {
+        if (hub_subscribe(&w->hub, &c->subs, r.ch) < 0 ||
+            (r.events ? hub_subscribe(&w->evhub, &c->evsubs, r.ch) < 0
+                      : hub_unsubscribe(&w->evhub, &c->evsubs, r.ch) < 0)) {
             reply_err(c, r.id, "internal", "out of memory");
             return;
         }
@@ -634,6 +927,7 @@ static void ws_request(conn *c, uint8_t opcode, const uint8_t *data, size_t len)
             reply_ack(c, r.id, false, 0);
         return;
     case ENV_OP_UNSUB:
+        hub_unsubscribe(&w->evhub, &c->evsubs, r.ch);
         hub_unsubscribe(&w->hub, &c->subs, r.ch);
         reply_ack(c, r.id, false, 0);
         return;
@@ -651,8 +945,10 @@ static void ws_request(conn *c, uint8_t opcode, const uint8_t *data, size_t len)
         return;
     }
     case ENV_OP_PRESENCE:
+        op_presence(c, &r);
+        return;
     case ENV_OP_SEND:
-        reply_err(c, r.id, "unavailable", "presence and direct messages need wsrouter");
+        op_send(c, &r);
         return;
     case ENV_OP_NONE:
         break;
@@ -704,6 +1000,7 @@ static void on_close_frame(conn *c, const ws_event *ev)
     if (c->state == ST_OPEN) {
         /* Echo the code (RFC 6455 section 5.5.1), then close TCP: the server closes first. */
         uint16_t code = ev->code == WS_CLOSE_NO_STATUS ? WS_CLOSE_NORMAL : ev->code;
+        hub_leave_all(&c->w->evhub, &c->evsubs);
         hub_leave_all(&c->w->hub, &c->subs);
         free_buffers(c);
         c->state = ST_CLOSING;
@@ -764,6 +1061,7 @@ static void open_ws(conn *c, int route, const ws_hs_result *hs, const char *prot
     ws_parser_init(&c->parser, route == R_ECHO ? &w->echo_opts : &w->ws_opts);
     tl_move(c, TL_OPEN);
     if (route == R_WS) {
+        clients_add(c);
         char id[160], hello[512];
         client_id(c, id, sizeof id);
         n = env_write_hello(hello, sizeof hello, id, w->node_id);
@@ -947,6 +1245,19 @@ static void route_request(conn *c, const ws_http_req *req)
         http_end(c, out, ws_handshake_error(out, sizeof out, &r));
         return;
     }
+    ws_span user;
+    if (route == R_WS && ws_http_query_get(req->query, "user", &user)) {
+        if (!env_user_valid(user)) {
+            w->st->handshakes_failed++;
+            log_info("client %llu: bad user id in the upgrade", (unsigned long long)c->id);
+            http_respond(c, 400, NULL, "user must be 1-64 bytes of [A-Za-z0-9._:@-]\n");
+            return;
+        }
+        if (!(c->user = strndup(user.p, user.n))) {
+            http_respond(c, 503, NULL, "out of memory\n");
+            return;
+        }
+    }
     open_ws(c, route, &r, r.protocol >= 0 ? o.protocols[r.protocol] : NULL, req->head_len);
 }
 
@@ -1102,10 +1413,8 @@ static void on_write(struct ev_loop *loop, ev_io *io, int revents)
 
 /* ---- worker-facing ------------------------------------------------------------------------ */
 
-static void deliver(hub_member *m, wbuf *frame, void *ctx)
+static void deliver_to(conn *c, wbuf *frame)
 {
-    (void)ctx;
-    conn *c = (conn *)((char *)m - offsetof(conn, subs));
     worker *w = c->w;
     if (c->state != ST_OPEN || c->slow) {
         w->st->drops++;
@@ -1118,7 +1427,21 @@ static void deliver(hub_member *m, wbuf *frame, void *ctx)
     enqueue(c, frame);
 }
 
+static void deliver(hub_member *m, wbuf *frame, void *ctx)
+{
+    (void)ctx;
+    deliver_to((conn *)((char *)m - offsetof(conn, subs)), frame);
+}
+
+static void deliver_event(hub_member *m, wbuf *frame, void *ctx)
+{
+    (void)ctx;
+    deliver_to((conn *)((char *)m - offsetof(conn, evsubs)), frame);
+}
+
 hub_deliver_fn conn_hub_deliver(void) { return deliver; }
+
+hub_deliver_fn conn_evhub_deliver(void) { return deliver_event; }
 
 void conn_accept(worker *w, int fd)
 {
@@ -1220,3 +1543,45 @@ void conn_drain_all(worker *w)
                 destroy(c, "draining");
         }
 }
+
+bool conn_direct(worker *w, uint64_t local, const char *from, ws_span data)
+{
+    conn *c = clients_get(w, local);
+    if (!c || c->state != ST_OPEN)
+        return false;
+    size_t cap = data.n + strlen(from) * 6 + 64;
+    char stackbuf[4096], *out = cap <= sizeof stackbuf ? stackbuf : malloc(cap);
+    if (!out)
+        return false;
+    size_t n = env_write_direct(out, cap, from, data);
+    if (n)
+        send_owned(c, wbuf_frame_copy(WS_OP_TEXT, out, n));
+    if (out != stackbuf)
+        free(out);
+    return n != 0;
+}
+
+void conn_each_member(worker *w, void (*fn)(void *ctx, const char *client, const char *user, ws_span ch),
+                      void *ctx)
+{
+    char id[160];
+    for (size_t i = 0; i < w->clients_cap; i++)
+        for (conn *c = w->clients[i]; c; c = c->cnext) {
+            if (c->state != ST_OPEN || !c->subs.n)
+                continue;
+            client_id(c, id, sizeof id);
+            for (uint32_t k = 0; k < c->subs.n; k++)
+                fn(ctx, id, user_of(c), hub_channel_name(c->subs.subs[k].ch));
+        }
+}
+
+static void member_changed(void *ctx, hub_member *m, ws_span ch, bool joined)
+{
+    worker *w = ctx;
+    conn *c = (conn *)((char *)m - offsetof(conn, subs));
+    char id[160];
+    client_id(c, id, sizeof id);
+    presence_member(w->pres, id, user_of(c), ch, joined);
+}
+
+hub_member_fn conn_hub_member(void) { return member_changed; }

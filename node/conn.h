@@ -13,6 +13,20 @@ void conn_accept(worker *w, int fd);
  * when the subscriber is closing or, under --slow-policy drop, over its soft limit. */
 hub_deliver_fn conn_hub_deliver(void);
 
+/* The same for w->evhub, whose members are the connections' event subscriptions. */
+hub_deliver_fn conn_evhub_deliver(void);
+
+/* The hub's member callback: reports joins and leaves of /ws clients to presence. */
+hub_member_fn conn_hub_member(void);
+
+/* Delivers a direct message {"op":"msg","from":..,"data":..} to the open /ws client with this
+ * local number; false if there is none. */
+bool conn_direct(worker *w, uint64_t local, const char *from, ws_span data);
+
+/* Calls fn for every channel every open /ws client of w subscribes (the presence snapshot). */
+void conn_each_member(worker *w, void (*fn)(void *ctx, const char *client, const char *user, ws_span ch),
+                      void *ctx);
+
 /* Writes out every connection with queued output (called before the loop sleeps), closes slow
  * consumers, and frees connections closed since the last call. */
 void conn_flush_pending(worker *w);

@@ -68,6 +68,16 @@ size_t metrics_render(const worker_stats *all, int n, char *buf, size_t cap)
     metric(&o, "redis_pending_publishes", "gauge", "Publishes sent to Redis, not yet answered.", SUM(bus_pending));
     metric(&o, "redis_received_total", "counter", "Channel messages received from Redis.", SUM(bus_received));
     metric(&o, "redis_malformed_total", "counter", "Messages from Redis dropped as malformed.", SUM(bus_malformed));
+    metric(&o, "presence_events_sent_total", "counter", "Joins and leaves reported to wsrouter.", SUM(pres_events_sent));
+    metric(&o, "presence_events_lost_total", "counter", "Joins and leaves not reported while Redis was down (snapshots repair them).", SUM(pres_events_lost));
+    metric(&o, "presence_unrouted_total", "counter", "Envelopes for a router shard nobody listened to.", SUM(pres_unrouted));
+    metric(&o, "presence_snapshots_total", "counter", "Snapshots sent to router shards.", SUM(pres_snapshots));
+    metric(&o, "presence_queries_total", "counter", "Presence queries asked of wsrouter.", SUM(pres_queries));
+    metric(&o, "direct_in_total", "counter", "Direct messages received from other nodes.", SUM(pres_directs_in));
+    metric(&o, "direct_out_total", "counter", "Direct messages sent to other nodes.", SUM(pres_directs_out));
+    metric(&o, "router_timeouts_total", "counter", "Presence answers and direct deliveries that did not come in --router-timeout.", SUM(pres_timeouts));
+    metric(&o, "presence_event_frames_total", "counter", "Join/leave frames framed for event subscribers.", SUM(pres_event_frames));
+    metric(&o, "presence_malformed_total", "counter", "Messages on node channels dropped as malformed.", SUM(pres_malformed));
     put(&o, "# HELP wsfan_publish_delivery_seconds Publish (publisher's clock) to fan-out on this node.\n"
             "# TYPE wsfan_publish_delivery_seconds histogram\n");
     const double *bounds = worker_lat_bounds();

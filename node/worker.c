@@ -109,13 +109,37 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
         w->st->bus_malformed = b->malformed;
         w->st->bus_pending = b->pending;
     }
+    if (w->pres) {
+        presence_tick(w->pres);
+        const presence_stats *p = presence_get_stats(w->pres);
+        w->st->pres_events_sent = p->events_sent;
+        w->st->pres_events_lost = p->events_lost;
+        w->st->pres_unrouted = p->unrouted;
+        w->st->pres_snapshots = p->snapshots;
+        w->st->pres_queries = p->queries;
+        w->st->pres_directs_in = p->directs_in;
+        w->st->pres_directs_out = p->directs_out;
+        w->st->pres_timeouts = p->timeouts;
+        w->st->pres_event_frames = p->event_frames;
+        w->st->pres_malformed = p->malformed;
+    }
 }
 
 static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
 {
     (void)loop;
     (void)revents;
-    conn_flush_pending(p->data);
+    worker *w = p->data;
+    if (w->pres)
+        presence_flush(w->pres); /* joins and leaves of this iteration, one envelope per shard */
+    conn_flush_pending(w);
+}
+
+static void on_last_words(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)t;
+    (void)revents;
+    ev_break(loop, EVBREAK_ALL);
 }
 
 static void on_drain_timeout(struct ev_loop *loop, ev_timer *t, int revents)
@@ -268,12 +292,18 @@ int worker_run(const config *cfg, int index, worker_stats *shared)
         return 1;
     }
     hub_init(&w.hub, conn_hub_deliver(), &w, HUB_MAX_IDLE, key);
+    hub_init(&w.evhub, conn_evhub_deliver(), &w, 1, key);
     if (cfg->redis) {
         w.bus = bus_new(w.loop, cfg->redis, cfg->redis_password, cfg->redis_prefix, w.node_id,
                         on_bus_message, on_bus_resubscribe, &w);
         if (!w.bus)
             return 2;
         w.hub.on_active = on_channel_active;
+        if (!(w.pres = presence_new(&w))) {
+            log_error("out of memory");
+            return 1;
+        }
+        w.hub.on_member = conn_hub_member();
     }
 
     ev_io_init(&w.accept_w, on_accept, w.lfd, EV_READ);
@@ -300,6 +330,14 @@ int worker_run(const config *cfg, int index, worker_stats *shared)
     ev_run(w.loop, 0);
 
     conn_flush_pending(&w); /* frees connections closed in the last iteration */
+    if (w.pres) { /* the last leaves: give Redis a moment to take them, so the router need not
+                   * wait for the heartbeat timeout */
+        presence_flush(w.pres);
+        ev_timer last;
+        ev_timer_init(&last, on_last_words, 0.2, 0);
+        ev_timer_start(w.loop, &last);
+        ev_run(w.loop, 0);
+    }
     log_info("worker exiting: %llu accepted, %llu messages in, %llu out",
              (unsigned long long)w.st->accepted, (unsigned long long)w.st->messages_in,
              (unsigned long long)w.st->messages_out);

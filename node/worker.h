@@ -11,6 +11,7 @@
 #include "bus.h"
 #include "config.h"
 #include "hub.h"
+#include "presence.h"
 #include "ws_frame.h"
 
 typedef struct conn conn;
@@ -37,6 +38,9 @@ typedef struct worker_stats {
     uint64_t conns_open; /* gauge */
     uint64_t bus_up, bus_reconnects, bus_published, bus_publish_failures, bus_received,
         bus_malformed, bus_pending; /* copied from the bus by the tick */
+    uint64_t pres_events_sent, pres_events_lost, pres_unrouted, pres_snapshots, pres_queries,
+        pres_directs_in, pres_directs_out, pres_timeouts, pres_event_frames,
+        pres_malformed; /* copied from presence by the tick */
     uint64_t lat_count, lat_sum_us, lat_bucket[LAT_BUCKETS];
 } worker_stats;
 
@@ -62,6 +66,10 @@ typedef struct worker {
     tlist soft; /* connections over --outbuf-soft, linked by conn.snext (timeout unused) */
     hub hub;
     bus *bus; /* NULL without --redis: this worker is the whole pub/sub system */
+    struct presence *pres; /* with the bus: wsrouter traffic and direct messages */
+    hub evhub;             /* subscribers that asked for join/leave events, per channel */
+    conn **clients;        /* /ws connections by local number (conn.cnext chains) */
+    size_t nclients, clients_cap;
     ws_parser_opts ws_opts, echo_opts;
     uint64_t next_client;
     size_t nconns;

@@ -1,0 +1,568 @@
+#include "presence.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus.h"
+#include "conn.h"
+#include "envelope.h"
+#include "log.h"
+#include "wbuf.h"
+#include "worker.h"
+#include "ws_frame.h"
+#include "ws_hash.h"
+#include "ws_json.h"
+#include "ws_utf8.h"
+
+#define BATCH_MAX 1000      /* members in one JOIN, LEAVE or SNAPSHOT envelope */
+#define PENDING_MAX 65536   /* questions in flight per worker */
+#define EVENTS_MAX 4096     /* members of one EVENTS envelope a node frames */
+#define SNAP_STR 448        /* a client id (< 160), user id (<= 64) and channel (<= 200) */
+
+/* Joins or leaves for one router shard, in order: a change of kind starts a new envelope. */
+typedef struct batch {
+    Wsfan__Envelope__Kind kind;
+    size_t n, cap;
+    Wsfan__Envelope__Member *m;
+} batch;
+
+/* A question waiting for its answer. Answers come back in any order; deadlines are all
+ * --router-timeout after asking, so the oldest question always expires first and the ring
+ * of them, indexed by request id, is swept from its start. */
+typedef struct pend {
+    presence_done_fn done; /* NULL once answered */
+    void *arg;
+    double deadline;
+} pend;
+
+struct presence {
+    worker *w;
+    uint32_t shards;
+    batch *batches; /* one per shard */
+    pend *ring;
+    uint64_t base, next; /* request ids in flight: base..next-1 */
+    size_t cap;
+    uint64_t snap_id;
+    ev_timer heartbeat;
+    presence_stats st;
+};
+
+/* ---- sending ------------------------------------------------------------------------------ */
+
+static void on_event_sent(void *arg, long long receivers)
+{
+    presence *p = arg;
+    if (receivers == 0)
+        p->st.unrouted++;
+}
+
+/* Packs e and publishes it on <prefix><name>; false when Redis is down. */
+static bool send_env(presence *p, const char *name, Wsfan__Envelope *e)
+{
+    size_t n = wsfan__envelope__get_packed_size(e);
+    uint8_t stackbuf[1024], *buf = n <= sizeof stackbuf ? stackbuf : malloc(n);
+    if (!buf)
+        return false;
+    wsfan__envelope__pack(e, buf);
+    int rc = bus_send(p->w->bus, name, buf, n, on_event_sent, p);
+    if (buf != stackbuf)
+        free(buf);
+    return rc == 0;
+}
+
+static void send_to_shard(presence *p, uint32_t shard, Wsfan__Envelope *e)
+{
+    char name[32];
+    snprintf(name, sizeof name, "router:%u", shard);
+    e->origin = p->w->node_id;
+    send_env(p, name, e);
+}
+
+static void batch_clear(batch *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        free(b->m[i].client_id); /* one allocation holds the member's three strings */
+    b->n = 0;
+}
+
+static void flush_shard(presence *p, uint32_t shard)
+{
+    batch *b = &p->batches[shard];
+    if (!b->n)
+        return;
+    Wsfan__Envelope__Member **mp = malloc(b->n * sizeof *mp);
+    if (mp) {
+        for (size_t i = 0; i < b->n; i++)
+            mp[i] = &b->m[i];
+        Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
+        e.kind = b->kind;
+        e.n_members = b->n;
+        e.members = mp;
+        send_to_shard(p, shard, &e);
+        p->st.events_sent += b->n;
+        free(mp);
+    }
+    batch_clear(b);
+}
+
+void presence_member(presence *p, const char *client, const char *user, ws_span ch, bool joined)
+{
+    if (!p->shards)
+        return;
+    if (!bus_up(p->w->bus)) {
+        p->st.events_lost++; /* the snapshot sent when Redis is back carries this change */
+        return;
+    }
+    uint32_t shard = ws_shard(ch.p, ch.n, p->shards);
+    batch *b = &p->batches[shard];
+    Wsfan__Envelope__Kind kind = joined ? WSFAN__ENVELOPE__KIND__JOIN : WSFAN__ENVELOPE__KIND__LEAVE;
+    if (b->n && (b->kind != kind || b->n == BATCH_MAX))
+        flush_shard(p, shard);
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 16;
+        Wsfan__Envelope__Member *m = realloc(b->m, cap * sizeof *m);
+        if (!m)
+            return;
+        b->m = m;
+        b->cap = cap;
+    }
+    size_t lc = strlen(client), lu = strlen(user);
+    char *s = malloc(lc + lu + ch.n + 3);
+    if (!s)
+        return;
+    Wsfan__Envelope__Member *m = &b->m[b->n++];
+    wsfan__envelope__member__init(m);
+    m->client_id = memcpy(s, client, lc + 1);
+    m->user_id = memcpy(s + lc + 1, user, lu + 1);
+    m->channel = s + lc + lu + 2;
+    memcpy(m->channel, ch.p, ch.n);
+    m->channel[ch.n] = '\0';
+    b->kind = kind;
+}
+
+void presence_flush(presence *p)
+{
+    for (uint32_t i = 0; i < p->shards; i++)
+        flush_shard(p, i);
+}
+
+static void heartbeat(presence *p)
+{
+    if (!bus_up(p->w->bus))
+        return;
+    for (uint32_t i = 0; i < p->shards; i++) {
+        Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
+        e.kind = WSFAN__ENVELOPE__KIND__HEARTBEAT;
+        e.heartbeat_ms = (uint32_t)(p->w->cfg->heartbeat * 1000);
+        send_to_shard(p, i, &e);
+    }
+}
+
+static void on_heartbeat(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    heartbeat(t->data);
+}
+
+/* ---- snapshots ---------------------------------------------------------------------------- */
+
+typedef struct snap {
+    presence *p;
+    uint32_t shard;
+    Wsfan__Envelope e;
+    size_t fill;
+    Wsfan__Envelope__Member m[BATCH_MAX], *mp[BATCH_MAX];
+    char strs[BATCH_MAX][SNAP_STR]; /* client id, user id and channel, NUL after each */
+} snap;
+
+static void snap_chunk(snap *s, size_t n, bool last)
+{
+    for (size_t i = 0; i < n; i++)
+        s->mp[i] = &s->m[i];
+    s->e.members = s->mp;
+    s->e.n_members = n;
+    s->e.last = last;
+    send_to_shard(s->p, s->shard, &s->e);
+}
+
+static void snap_one(void *ctx, const char *client, const char *user, ws_span ch)
+{
+    snap *s = ctx;
+    if (ws_shard(ch.p, ch.n, s->p->shards) != s->shard)
+        return;
+    if (s->fill == BATCH_MAX) {
+        snap_chunk(s, s->fill, false);
+        s->fill = 0;
+    }
+    Wsfan__Envelope__Member *m = &s->m[s->fill];
+    wsfan__envelope__member__init(m);
+    char *o = s->strs[s->fill++];
+    size_t a = strlen(client) + 1, b = strlen(user) + 1;
+    if (a + b + ch.n + 1 > SNAP_STR) {
+        s->fill--; /* cannot happen with ids this node makes; never overflow for it */
+        return;
+    }
+    memcpy(o, client, a);
+    memcpy(o + a, user, b);
+    memcpy(o + a + b, ch.p, ch.n);
+    o[a + b + ch.n] = '\0';
+    m->client_id = o;
+    m->user_id = o + a;
+    m->channel = o + a + b;
+}
+
+/* Sends shard its part of this worker's members, as one snapshot in chunks: the router
+ * replaces what it knew of this node with it. */
+static void snapshot(presence *p, uint32_t shard)
+{
+    if (shard >= p->shards || !bus_up(p->w->bus))
+        return;
+    flush_shard(p, shard); /* older changes first: the snapshot comes after them */
+    snap *s = malloc(sizeof *s);
+    if (!s) {
+        log_error("out of memory for a presence snapshot");
+        return;
+    }
+    s->p = p;
+    s->shard = shard;
+    wsfan__envelope__init(&s->e);
+    s->e.kind = WSFAN__ENVELOPE__KIND__SNAPSHOT;
+    s->e.seq = ++p->snap_id;
+    s->fill = 0;
+    conn_each_member(p->w, snap_one, s);
+    snap_chunk(s, s->fill, true);
+    p->st.snapshots++;
+    free(s);
+}
+
+/* ---- questions in flight ------------------------------------------------------------------ */
+
+static uint64_t pend_add(presence *p, presence_done_fn done, void *arg)
+{
+    if (p->next - p->base == p->cap) {
+        if (p->cap == PENDING_MAX)
+            return 0;
+        size_t cap = p->cap ? p->cap * 2 : 64;
+        pend *r = calloc(cap, sizeof *r);
+        if (!r)
+            return 0;
+        for (uint64_t id = p->base; id < p->next; id++)
+            r[id & (cap - 1)] = p->ring[id & (p->cap - 1)];
+        free(p->ring);
+        p->ring = r;
+        p->cap = cap;
+    }
+    uint64_t id = p->next++;
+    p->ring[id & (p->cap - 1)] = (pend){done, arg, ev_now(p->w->loop) + p->w->cfg->router_timeout};
+    return id;
+}
+
+/* Takes the question with this request id off the ring: false if it is not (or no longer)
+ * waiting. */
+static bool pend_take(presence *p, uint64_t id, pend *out)
+{
+    if (id < p->base || id >= p->next)
+        return false;
+    pend *e = &p->ring[id & (p->cap - 1)];
+    if (!e->done)
+        return false;
+    *out = *e;
+    e->done = NULL;
+    return true;
+}
+
+void presence_tick(presence *p)
+{
+    double now = ev_now(p->w->loop);
+    while (p->base < p->next) {
+        pend *e = &p->ring[p->base & (p->cap - 1)];
+        if (e->done && e->deadline > now)
+            break;
+        p->base++;
+        if (e->done) {
+            pend q = *e;
+            e->done = NULL;
+            p->st.timeouts++;
+            q.done(q.arg, "unavailable", NULL);
+        }
+    }
+}
+
+/* ---- questions ---------------------------------------------------------------------------- */
+
+/* The Redis channel of a node: "node:<id>" into out. */
+static void node_channel(char *out, size_t cap, ws_span node)
+{
+    snprintf(out, cap, "node:%.*s", (int)node.n, node.p);
+}
+
+typedef struct sent_ctx {
+    presence *p;
+    uint64_t id;
+} sent_ctx;
+
+/* A direct message reached no node (PUBLISH counted no subscriber): the node is gone. */
+static void on_direct_sent(void *arg, long long receivers)
+{
+    sent_ctx *s = arg;
+    pend q;
+    if (receivers <= 0 && pend_take(s->p, s->id, &q))
+        q.done(q.arg, receivers == 0 ? "not_found" : "unavailable", NULL);
+    free(s);
+}
+
+/* A query no router shard was subscribed to receive. */
+static void on_query_sent(void *arg, long long receivers)
+{
+    sent_ctx *s = arg;
+    pend q;
+    if (receivers <= 0 && pend_take(s->p, s->id, &q))
+        q.done(q.arg, "unavailable", NULL);
+    free(s);
+}
+
+static int ask(presence *p, const char *name, Wsfan__Envelope *e, bus_sent_fn sent,
+               presence_done_fn done, void *arg)
+{
+    if (!bus_up(p->w->bus))
+        return -1;
+    sent_ctx *s = malloc(sizeof *s);
+    uint64_t id = s ? pend_add(p, done, arg) : 0;
+    if (!id) {
+        free(s);
+        return -1;
+    }
+    s->p = p;
+    s->id = id;
+    e->request_id = id;
+    e->origin = p->w->node_id;
+    size_t n = wsfan__envelope__get_packed_size(e);
+    uint8_t *buf = malloc(n);
+    int rc = buf ? (wsfan__envelope__pack(e, buf), bus_send(p->w->bus, name, buf, n, sent, s)) : -1;
+    free(buf);
+    if (rc < 0) {
+        pend q;
+        pend_take(p, id, &q);
+        free(s);
+        return -1;
+    }
+    return 0;
+}
+
+int presence_query(presence *p, ws_span ch, bool count_only, presence_done_fn done, void *arg)
+{
+    if (!p->shards)
+        return -1;
+    char chan[ENV_CHANNEL_MAX + 1], name[32];
+    snprintf(chan, sizeof chan, "%.*s", (int)ch.n, ch.p);
+    snprintf(name, sizeof name, "router:%u", ws_shard(ch.p, ch.n, p->shards));
+    Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
+    e.kind = WSFAN__ENVELOPE__KIND__PRESENCE_QUERY;
+    e.channel = chan;
+    e.count_only = count_only;
+    flush_shard(p, ws_shard(ch.p, ch.n, p->shards)); /* joins asked before come before */
+    p->st.queries++;
+    return ask(p, name, &e, on_query_sent, done, arg);
+}
+
+int presence_send(presence *p, const char *from, ws_span to, ws_span data, presence_done_fn done,
+                  void *arg)
+{
+    ws_span node;
+    uint64_t local;
+    if (!presence_split_client(to, &node, &local))
+        return -1;
+    char target[160], name[160];
+    snprintf(target, sizeof target, "%.*s", (int)to.n, to.p);
+    node_channel(name, sizeof name, node);
+    Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
+    e.kind = WSFAN__ENVELOPE__KIND__DIRECT;
+    e.client_id = target;
+    e.from = (char *)from;
+    e.payload.data = (uint8_t *)data.p;
+    e.payload.len = data.n;
+    p->st.directs_out++;
+    return ask(p, name, &e, on_direct_sent, done, arg);
+}
+
+bool presence_split_client(ws_span id, ws_span *node, uint64_t *local)
+{
+    if (id.n < 3 || id.n > 150)
+        return false;
+    size_t dot = id.n;
+    while (dot > 0 && id.p[dot - 1] != '.')
+        dot--;
+    if (dot < 2 || dot == id.n || id.n - dot > 16)
+        return false;
+    uint64_t v = 0;
+    for (size_t i = dot; i < id.n; i++) {
+        char c = id.p[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0)
+            return false;
+        v = v << 4 | (uint64_t)d;
+    }
+    *node = (ws_span){id.p, dot - 1};
+    *local = v;
+    /* The node id names a Redis channel: keep it to the characters node ids are made of. */
+    return env_channel_valid(*node);
+}
+
+/* ---- what arrives on node:<id> and nodes -------------------------------------------------- */
+
+static bool str_ok(const char *s) { return s && ws_utf8_valid((const uint8_t *)s, strlen(s)); }
+
+static void reply_direct(presence *p, const Wsfan__Envelope *in, const char *error)
+{
+    char name[160];
+    node_channel(name, sizeof name, (ws_span){in->origin, strlen(in->origin)});
+    Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
+    e.kind = WSFAN__ENVELOPE__KIND__DIRECT_RESULT;
+    e.origin = p->w->node_id;
+    e.request_id = in->request_id;
+    e.error = (char *)(error ? error : "");
+    send_env(p, name, &e);
+}
+
+static void direct_in(presence *p, const Wsfan__Envelope *e)
+{
+    ws_span node;
+    uint64_t local;
+    if (!str_ok(e->from) || !str_ok(e->origin) || !env_channel_valid((ws_span){e->origin, strlen(e->origin)}) ||
+        !ws_json_valid((const char *)e->payload.data, e->payload.len) ||
+        !ws_utf8_valid(e->payload.data, e->payload.len)) {
+        p->st.malformed++;
+        log_warn("presence: dropped a malformed direct message");
+        return;
+    }
+    p->st.directs_in++;
+    bool ok = e->client_id && presence_split_client((ws_span){e->client_id, strlen(e->client_id)}, &node, &local) &&
+              ws_span_eq(node, p->w->node_id) &&
+              conn_direct(p->w, local, e->from, (ws_span){(const char *)e->payload.data, e->payload.len});
+    reply_direct(p, e, ok ? NULL : "not_found");
+}
+
+static void answer(presence *p, const Wsfan__Envelope *e)
+{
+    pend q;
+    if (!pend_take(p, e->request_id, &q))
+        return; /* answered late: the client already got unavailable */
+    const char *err = e->error && e->error[0] ? e->error : NULL;
+    if (err && strcmp(err, "not_found") != 0)
+        err = "unavailable";
+    q.done(q.arg, err, e->kind == WSFAN__ENVELOPE__KIND__PRESENCE_REPLY ? e : NULL);
+}
+
+static void on_node_message(void *ctx, const uint8_t *data, size_t n)
+{
+    worker *w = ctx;
+    presence *p = w->pres;
+    if (!data)
+        return; /* the subscription is confirmed */
+    Wsfan__Envelope *e = wsfan__envelope__unpack(NULL, n, data);
+    if (!e) {
+        p->st.malformed++;
+        log_warn("presence: dropped a message that is not an Envelope");
+        return;
+    }
+    switch (e->kind) {
+    case WSFAN__ENVELOPE__KIND__DIRECT:
+        direct_in(p, e);
+        break;
+    case WSFAN__ENVELOPE__KIND__DIRECT_RESULT:
+    case WSFAN__ENVELOPE__KIND__PRESENCE_REPLY:
+        answer(p, e);
+        break;
+    case WSFAN__ENVELOPE__KIND__RESYNC:
+        if (e->shards != p->shards)
+            log_warn("presence: router shard %u/%u asks for a snapshot, but this node has "
+                     "--router-shards %u: presence is split wrong", e->shard, e->shards, p->shards);
+        snapshot(p, e->shard);
+        break;
+    default:
+        p->st.malformed++;
+        log_warn("presence: dropped an Envelope of kind %d on a node channel", (int)e->kind);
+    }
+    wsfan__envelope__free_unpacked(e, NULL);
+}
+
+/* An EVENTS batch from the router, on a channel this worker subscribes: each join and leave is
+ * framed once and handed to every local subscriber that asked for events. */
+static void on_events(void *ctx, const Wsfan__Envelope *e)
+{
+    worker *w = ctx;
+    presence *p = w->pres;
+    ws_span ch = {e->channel, strlen(e->channel)};
+    char out[1024];
+    size_t listed = e->n_members < EVENTS_MAX ? e->n_members : EVENTS_MAX;
+    for (size_t i = 0; i < listed; i++) {
+        const Wsfan__Envelope__Member *m = e->members[i];
+        if (!str_ok(m->client_id) || !str_ok(m->user_id)) {
+            p->st.malformed++;
+            continue;
+        }
+        size_t n = env_write_event(out, sizeof out, m->left, ch, m->client_id, m->user_id);
+        wbuf *f = n ? wbuf_frame_copy(WS_OP_TEXT, out, n) : NULL;
+        if (f) {
+            p->st.event_frames++;
+            hub_send(&w->evhub, ch, f);
+            wbuf_unref(f);
+        }
+    }
+    uint64_t joins = e->more_joins, leaves = e->more_leaves;
+    for (size_t i = listed; i < e->n_members; i++)
+        e->members[i]->left ? leaves++ : joins++;
+    if (joins || leaves) {
+        size_t n = env_write_overflow(out, sizeof out, ch, joins, leaves);
+        wbuf *f = n ? wbuf_frame_copy(WS_OP_TEXT, out, n) : NULL;
+        if (f) {
+            p->st.event_frames++;
+            hub_send(&w->evhub, ch, f);
+            wbuf_unref(f);
+        }
+    }
+}
+
+/* Redis is back (or there for the first time): what changed meanwhile was not reported, so
+ * every shard gets a fresh snapshot. */
+static void on_bus_up(void *ctx)
+{
+    worker *w = ctx;
+    presence *p = w->pres;
+    for (uint32_t i = 0; i < p->shards; i++)
+        snapshot(p, i);
+    heartbeat(p);
+}
+
+presence *presence_new(worker *w)
+{
+    presence *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->w = w;
+    p->shards = (uint32_t)w->cfg->router_shards;
+    p->base = p->next = 1;
+    if (p->shards && !(p->batches = calloc(p->shards, sizeof *p->batches))) {
+        free(p);
+        return NULL;
+    }
+    char name[160];
+    node_channel(name, sizeof name, (ws_span){w->node_id, strlen(w->node_id)});
+    if (bus_listen(w->bus, name, on_node_message, w) < 0 ||
+        bus_listen(w->bus, "nodes", on_node_message, w) < 0) {
+        free(p->batches);
+        free(p);
+        return NULL;
+    }
+    bus_on_up(w->bus, on_bus_up, on_events);
+    if (p->shards) {
+        ev_timer_init(&p->heartbeat, on_heartbeat, w->cfg->heartbeat, w->cfg->heartbeat);
+        p->heartbeat.data = p;
+        ev_timer_start(w->loop, &p->heartbeat);
+    }
+    return p;
+}
+
+const presence_stats *presence_get_stats(const presence *p) { return &p->st; }
