@@ -636,3 +636,104 @@ def redis():
     r.start()
     yield r
     r.stop()
+
+
+# ---- wsrouter processes (presence tests) ----
+
+WSROUTER = os.environ.get("WSROUTER") or os.path.join(os.path.dirname(WSNODE), "..", "router",
+                                                      "wsrouter")
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer")
+
+
+class Router:
+    """One wsrouter on a Redis, with its /healthz and /metrics on a free loopback port."""
+
+    def __init__(self, redis_port, args, logdir):
+        self.port = free_port()
+        self.args = [str(a) for a in args]
+        self.log_path = os.path.join(logdir, f"wsrouter-{self.port}.log")
+        self._log = open(self.log_path, "ab")
+        self.argv = [WSROUTER, "--redis", f"127.0.0.1:{redis_port}", "--bind", HOST,
+                     "--port", str(self.port), *self.args]
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+
+    def healthy(self):
+        try:
+            with socket.create_connection((HOST, self.port), timeout=1) as s:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                return s.recv(64).startswith(b"HTTP/1.1 200")
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout=10.0):
+        """Until /healthz says Redis is reachable and the shard's channel subscribed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"wsrouter exited with {self.proc.returncode}:\n{self.log()}")
+            if self.healthy():
+                return self
+            time.sleep(0.05)
+        raise AssertionError(f"wsrouter not healthy within {timeout}s:\n{self.log()}")
+
+    def metrics(self):
+        """{name: value} from GET /metrics."""
+        with socket.create_connection((HOST, self.port), timeout=STEP) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        body = data.split(b"\r\n\r\n", 1)[1].decode()
+        return {k: float(v) for k, v in (line.split() for line in body.splitlines()
+                                         if line and not line.startswith("#"))}
+
+    def log(self, tail=200):
+        with open(self.log_path, "rb") as f:
+            return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-tail:])
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self):
+        """SIGTERM; returns the exit code if the router had died on its own."""
+        crashed = self.proc.returncode if self.proc.poll() is not None else None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return crashed
+
+
+@pytest.fixture
+def router(tmp_path):
+    """Factory: router(redis, "--shard", "0/2", ...) starts wsrouter and waits until healthy.
+    Teardown stops them, prints their logs and fails on a crash or a sanitizer report."""
+    if not os.access(WSROUTER, os.X_OK):
+        pytest.fail(f"wsrouter binary not found at {WSROUTER} (set WSROUTER)")
+    started = []
+
+    def start(redis, *args, ready=True):
+        r = Router(redis.port, args, str(tmp_path))
+        started.append(r)
+        return r.wait_ready() if ready else r
+
+    yield start
+
+    problems = []
+    for r in started:
+        crashed = r.stop()
+        print(f"----- wsrouter {' '.join(r.argv[1:])} (exit {r.proc.returncode})")
+        print(r.log())
+        if crashed not in (None, -9):
+            problems.append(f"wsrouter died during the test (exit {crashed})")
+        text = r.log(tail=100000)
+        problems += [f"sanitizer report in wsrouter log: {m}" for m in SANITIZER_MARKERS if m in text]
+    if problems:
+        pytest.fail("; ".join(problems))

@@ -1,4 +1,4 @@
-"""wsnode's command line: --help, docs/configuration.md and refusals agree with each other."""
+"""wsnode's and wsrouter's command lines: --help, docs/configuration.md and refusals agree."""
 import os
 import pathlib
 import re
@@ -6,15 +6,16 @@ import subprocess
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 WSNODE = os.environ.get("WSNODE", str(ROOT / "build" / "node" / "wsnode"))
+WSROUTER = os.environ.get("WSROUTER", str(ROOT / "build" / "router" / "wsrouter"))
 
 
-def run(*args):
-    return subprocess.run([WSNODE, *args], capture_output=True, text=True, timeout=10)
+def run(*args, prog=WSNODE):
+    return subprocess.run([prog, *args], capture_output=True, text=True, timeout=10)
 
 
-def help_flags():
+def help_flags(prog=WSNODE):
     """{flag: default or None} as --help prints them."""
-    out = run("--help")
+    out = run("--help", prog=prog)
     assert out.returncode == 0
     flags = {}
     for line in out.stdout.splitlines():
@@ -25,9 +26,10 @@ def help_flags():
     return flags
 
 
-def doc_flags():
-    """{flag: default cell} from the table in docs/configuration.md."""
+def doc_flags(section="wsnode"):
+    """{flag: default cell} from the section's table in docs/configuration.md."""
     text = (ROOT / "docs" / "configuration.md").read_text()
+    text = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
     flags = {}
     for m in re.finditer(r"^\| `--([a-z-]+)[^`]*` \|\s*([^|]*?)\s*\|", text, re.M):
         flags[m.group(1)] = m.group(2).strip()
@@ -41,6 +43,23 @@ def test_every_flag_is_documented_with_its_default():
     for flag, default in helped.items():
         if default is not None and not default.startswith(("hostname",)):
             assert documented[flag] == default, flag
+
+
+def test_every_router_flag_is_documented_with_its_default():
+    helped, documented = help_flags(WSROUTER), doc_flags("wsrouter")
+    assert len(helped) >= 10
+    assert set(helped) == set(documented)
+    for flag, default in helped.items():
+        if default is not None:
+            assert documented[flag] == default, flag
+
+
+def test_router_refuses_bad_values():
+    for args in (["--shard", "2/2"], ["--shard", "1"], ["--shard", "0/0"], ["--event-max", "0"],
+                 ["--port", "70000"], ["--nonsense"]):
+        out = run(*args, prog=WSROUTER)
+        assert out.returncode == 2, args
+        assert out.stderr.strip(), args
 
 
 def test_several_workers_without_a_bus_are_refused_clearly():

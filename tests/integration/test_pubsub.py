@@ -339,8 +339,11 @@ ERRORS = [
     ('{"op":"unsub","ch":"*","id":16}', "bad_channel", 16),
     ('{"op":"pub","ch":"room.1","id":17}', "bad_request", 17),
     ('{"op":"pub","ch":"room.1","id":18,"data":"' + "x" * 2000 + '"}', "too_large", 18),
-    ('{"op":"presence","ch":"room.1","id":19}', "unavailable", 19),
-    ('{"op":"send","to":"someone","data":{"x":1},"id":20}', "unavailable", 20),
+    ('{"op":"presence","ch":"room 1","id":19}', "bad_channel", 19),
+    ('{"op":"send","to":"someone","data":{"x":1},"id":20}', "not_found", 20),
+    ('{"op":"send","data":{"x":1},"id":21}', "bad_request", 21),
+    ('{"op":"send","to":"x.1","id":22}', "bad_request", 22),
+    ('{"op":"presence","ch":"room.1","count":1,"id":23}', "bad_request", 23),
 ]
 
 

@@ -1,0 +1,454 @@
+/* wsrouter: one shard of the cluster's presence (docs/cluster.md). It listens on
+ * <prefix>router:<shard> for what the nodes report, keeps the roster in memory, answers
+ * presence queries on <prefix>node:<asker>, sends join/leave events in batches on the
+ * channels themselves, and drops nodes that stop heartbeating. On every (re)subscription it
+ * asks all nodes for snapshots, so a restart loses nothing. */
+#include <openssl/rand.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "bus.h"
+#include "cluster.pb-c.h"
+#include "config.h"
+#include "envelope.h"
+#include "log.h"
+#include "roster.h"
+#include "ws_hash.h"
+#include "ws_utf8.h"
+
+#define MEMBERS_MAX 100000 /* members one envelope may carry */
+#define DEFAULT_HEARTBEAT 1.0
+
+typedef struct router_stats {
+    uint64_t envelopes, malformed, misrouted, flood_dropped, queries, count_only_answers;
+    uint64_t snapshots, resyncs, event_envelopes, events_lost, nodes_expired, nodes_seen;
+} router_stats;
+
+typedef struct router {
+    struct ev_loop *loop;
+    rconfig cfg;
+    bus *bus;
+    roster *ro;
+    char name[32];   /* origin of what it sends */
+    char listen[32]; /* router:<shard> */
+    bool subscribed, resync_wanted;
+    double warm_until; /* snapshots before this rebuild what a restart forgot: no events */
+    ev_timer tick, events;
+    ev_signal sigterm, sigint;
+    router_stats st;
+} router;
+
+static void send_env(router *r, const char *name, Wsfan__Envelope *e)
+{
+    e->origin = r->name;
+    size_t n = wsfan__envelope__get_packed_size(e);
+    uint8_t *buf = malloc(n);
+    if (!buf) {
+        log_error("out of memory packing an envelope");
+        return;
+    }
+    wsfan__envelope__pack(e, buf);
+    if (bus_send(r->bus, name, buf, n, NULL, NULL) < 0 && e->kind == WSFAN__ENVELOPE__KIND__EVENTS)
+        r->st.events_lost++;
+    free(buf);
+}
+
+/* ---- asking nodes for snapshots ---- */
+
+static void try_resync(router *r)
+{
+    if (!r->resync_wanted || !r->subscribed || !bus_up(r->bus))
+        return;
+    Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
+    e.kind = WSFAN__ENVELOPE__KIND__RESYNC;
+    e.shard = r->cfg.shard;
+    e.shards = r->cfg.shards;
+    send_env(r, "nodes", &e);
+    r->resync_wanted = false;
+    r->st.resyncs++;
+    log_info("asked every node for a snapshot");
+}
+
+static void ask_node(router *r, rnode *n)
+{
+    char name[160];
+    snprintf(name, sizeof name, "node:%s", n->id);
+    Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
+    e.kind = WSFAN__ENVELOPE__KIND__RESYNC;
+    e.shard = r->cfg.shard;
+    e.shards = r->cfg.shards;
+    send_env(r, name, &e);
+    n->resync_asked = ev_now(r->loop);
+}
+
+/* ---- what the nodes send ---- */
+
+static bool bad(router *r, const char *origin, const char *why)
+{
+    r->st.malformed++;
+    log_warn("dropped an envelope from %s: %s", origin ? origin : "?", why);
+    return false;
+}
+
+static bool str_ok(const char *s, size_t max)
+{
+    size_t n = s ? strlen(s) : 0;
+    return n && n <= max && ws_utf8_valid((const uint8_t *)s, n);
+}
+
+/* A channel named by a node: valid and owned by this shard. */
+static bool channel_ok(router *r, const char *origin, const char *ch)
+{
+    if (!ch || !env_channel_valid((ws_span){ch, strlen(ch)}))
+        return bad(r, origin, "bad channel name");
+    if (ws_shard(ch, strlen(ch), r->cfg.shards) != r->cfg.shard) {
+        r->st.misrouted++;
+        log_warn("%s sent channel %s to shard %u/%u, which does not own it: are its "
+                 "--router-shards and this --shard the same N?", origin, ch, r->cfg.shard, r->cfg.shards);
+        return false;
+    }
+    return true;
+}
+
+static void members_in(router *r, rnode *n, const Wsfan__Envelope *e, bool join, bool emit)
+{
+    for (size_t i = 0; i < e->n_members; i++) {
+        const Wsfan__Envelope__Member *m = e->members[i];
+        if (!channel_ok(r, n->id, m->channel))
+            continue;
+        if (!str_ok(m->client_id, 160) || (join && !str_ok(m->user_id, 256))) {
+            bad(r, n->id, "bad client or user id");
+            continue;
+        }
+        int rc = join ? roster_join(r->ro, n, m->client_id, m->user_id, m->channel, emit)
+                      : roster_leave(r->ro, n, m->client_id, m->channel, emit);
+        if (rc == -1)
+            bad(r, n->id, "a client id that is not of this node");
+        else if (rc == -2)
+            log_error("out of memory adding a member");
+    }
+}
+
+typedef struct collect {
+    Wsfan__Envelope__Member *m, **mp;
+    size_t n;
+} collect;
+
+static void collect_one(void *ctx, const char *client, const char *user, const char *node)
+{
+    collect *c = ctx;
+    Wsfan__Envelope__Member *m = &c->m[c->n];
+    wsfan__envelope__member__init(m);
+    m->client_id = (char *)client;
+    m->user_id = (char *)user;
+    m->node_id = (char *)node;
+    c->mp[c->n++] = m;
+}
+
+static void answer_query(router *r, const Wsfan__Envelope *q)
+{
+    r->st.queries++;
+    char name[160];
+    snprintf(name, sizeof name, "node:%s", q->origin);
+    Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
+    e.kind = WSFAN__ENVELOPE__KIND__PRESENCE_REPLY;
+    e.request_id = q->request_id;
+    e.channel = q->channel;
+    if (!channel_ok(r, q->origin, q->channel)) {
+        e.error = "wrong_shard";
+        send_env(r, name, &e);
+        return;
+    }
+    size_t count = roster_count(r->ro, q->channel);
+    e.count = count;
+    collect c = {0};
+    if (q->count_only || count > (size_t)r->cfg.presence_max_members) {
+        e.count_only = true;
+        r->st.count_only_answers++;
+    } else if (count) {
+        c.m = malloc(count * sizeof *c.m);
+        c.mp = malloc(count * sizeof *c.mp);
+        if (!c.m || !c.mp) {
+            e.error = "internal";
+        } else {
+            roster_each_member(r->ro, q->channel, collect_one, &c);
+            e.members = c.mp;
+            e.n_members = c.n;
+        }
+    }
+    send_env(r, name, &e);
+    free(c.m);
+    free(c.mp);
+}
+
+/* A node may send --node-rate envelopes a second; beyond that they are dropped, and once the
+ * flood is over the node is asked for a snapshot that repairs what was lost. */
+static bool within_rate(router *r, rnode *n, double now)
+{
+    if (now - n->flood_since >= 1) {
+        n->flood_since = now;
+        n->flood_n = 0;
+    }
+    if (++n->flood_n <= (uint32_t)r->cfg.node_rate)
+        return true;
+    if (!n->flooded)
+        log_warn("node %s sends more than %d envelopes a second: dropping them, then resyncing it",
+                 n->id, r->cfg.node_rate);
+    n->flooded = true;
+    r->st.flood_dropped++;
+    return false;
+}
+
+static void node_in(router *r, const Wsfan__Envelope *e)
+{
+    double now = ev_now(r->loop);
+    bool created;
+    rnode *n = roster_node(r->ro, e->origin, now, &created);
+    if (!n) {
+        log_error("out of memory adding node %s", e->origin);
+        return;
+    }
+    if (created) {
+        r->st.nodes_seen++;
+        n->timeout = r->cfg.node_timeout ? r->cfg.node_timeout : 3 * DEFAULT_HEARTBEAT;
+        n->resync_asked = now; /* its snapshot is on the way, or asked for soon */
+        log_info("node %s joined the cluster", n->id);
+    }
+    if (!within_rate(r, n, now))
+        return;
+    bool emit = now >= r->warm_until;
+    switch (e->kind) {
+    case WSFAN__ENVELOPE__KIND__HEARTBEAT:
+        if (e->heartbeat_ms && !r->cfg.node_timeout)
+            n->timeout = 3 * e->heartbeat_ms / 1000.0;
+        break;
+    case WSFAN__ENVELOPE__KIND__JOIN:
+    case WSFAN__ENVELOPE__KIND__LEAVE:
+        members_in(r, n, e, e->kind == WSFAN__ENVELOPE__KIND__JOIN, true);
+        break;
+    case WSFAN__ENVELOPE__KIND__SNAPSHOT:
+        roster_snapshot_begin(r->ro, n, e->seq);
+        members_in(r, n, e, true, emit);
+        if (e->last) {
+            size_t gone = roster_snapshot_end(r->ro, n, emit);
+            r->st.snapshots++;
+            n->flooded = false;
+            log_debug("snapshot %llu of %s: %zu clients, %zu members gone",
+                      (unsigned long long)e->seq, n->id, n->nclients, gone);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+static void on_message(void *ctx, const uint8_t *p, size_t len)
+{
+    router *r = ctx;
+    if (!p) {
+        log_info("listening on %s%s", r->cfg.redis_prefix, r->listen);
+        r->subscribed = true;
+        r->resync_wanted = true; /* whatever happened while we were away, snapshots repair */
+        try_resync(r);
+        return;
+    }
+    r->st.envelopes++;
+    Wsfan__Envelope *e = wsfan__envelope__unpack(NULL, len, p);
+    if (!e) {
+        bad(r, NULL, "not an Envelope");
+        return;
+    }
+    if (!e->origin || !env_channel_valid((ws_span){e->origin, strlen(e->origin)}) ||
+        strlen(e->origin) > 127)
+        bad(r, NULL, "bad origin");
+    else if (e->n_members > MEMBERS_MAX)
+        bad(r, e->origin, "too many members");
+    else if (e->kind == WSFAN__ENVELOPE__KIND__PRESENCE_QUERY)
+        answer_query(r, e);
+    else if (e->kind == WSFAN__ENVELOPE__KIND__HEARTBEAT || e->kind == WSFAN__ENVELOPE__KIND__JOIN ||
+             e->kind == WSFAN__ENVELOPE__KIND__LEAVE || e->kind == WSFAN__ENVELOPE__KIND__SNAPSHOT)
+        node_in(r, e);
+    else
+        bad(r, e->origin, "a kind the router does not take");
+    wsfan__envelope__free_unpacked(e, NULL);
+}
+
+/* ---- timers ---- */
+
+static void send_events(void *ctx, const char *channel, const roster_event *ev, size_t n,
+                        uint32_t more_joins, uint32_t more_leaves)
+{
+    router *r = ctx;
+    Wsfan__Envelope__Member *m = n ? calloc(n, sizeof *m) : NULL;
+    Wsfan__Envelope__Member **mp = n ? calloc(n, sizeof *mp) : NULL;
+    if (n && (!m || !mp)) {
+        free(m);
+        free(mp);
+        r->st.events_lost += n;
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        wsfan__envelope__member__init(&m[i]);
+        m[i].client_id = ev[i].client;
+        m[i].user_id = ev[i].user;
+        m[i].left = ev[i].left;
+        mp[i] = &m[i];
+    }
+    char name[ENV_CHANNEL_MAX + 8];
+    snprintf(name, sizeof name, "ch:%s", channel);
+    Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
+    e.kind = WSFAN__ENVELOPE__KIND__EVENTS;
+    e.channel = (char *)channel;
+    e.members = mp;
+    e.n_members = n;
+    e.more_joins = more_joins;
+    e.more_leaves = more_leaves;
+    send_env(r, name, &e);
+    r->st.event_envelopes++;
+    free(m);
+    free(mp);
+}
+
+static void on_events(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    router *r = t->data;
+    roster_flush_events(r->ro, send_events, r);
+}
+
+static void check_node(rnode *n, void *ctx)
+{
+    router *r = ctx;
+    double now = ev_now(r->loop);
+    if (now - n->last_seen > n->timeout) {
+        log_warn("node %s silent for %.1f s: dropping its %zu clients", n->id, now - n->last_seen,
+                 n->nclients);
+        r->st.nodes_expired++;
+        roster_drop_node(r->ro, n, true);
+        return;
+    }
+    /* A node whose snapshot never came (it missed the broadcast), or that flooded: ask it. */
+    if ((!n->synced || (n->flooded && now - n->flood_since >= 1)) && now - n->resync_asked >= 2)
+        ask_node(r, n);
+}
+
+static void on_bus_up(void *ctx) { try_resync(ctx); }
+
+static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    router *r = t->data;
+    try_resync(r);
+    roster_each_node(r->ro, check_node, r);
+}
+
+static void on_stop(struct ev_loop *loop, ev_signal *s, int revents)
+{
+    (void)s;
+    (void)revents;
+    log_info("stopping");
+    ev_break(loop, EVBREAK_ALL);
+}
+
+/* ---- /healthz and /metrics ---- */
+
+static size_t page(void *ctx, ws_span path, int *status, const char **ctype, char *body, size_t cap)
+{
+    router *r = ctx;
+    if (ws_span_eq(path, "/healthz")) {
+        bool ok = bus_up(r->bus) && r->subscribed;
+        *status = ok ? 200 : 503;
+        return (size_t)snprintf(body, cap, ok ? "ok\n" : "redis unavailable\n");
+    }
+    if (!ws_span_eq(path, "/metrics")) {
+        *status = 404;
+        return (size_t)snprintf(body, cap, "not found\n");
+    }
+    *status = 200;
+    *ctype = "text/plain; version=0.0.4";
+    roster_stats s = roster_get_stats(r->ro);
+    const struct {
+        const char *name, *type, *help;
+        unsigned long long v;
+    } m[] = {
+        {"router_up", "gauge", "1 while Redis is reachable and the shard's channel subscribed.",
+         bus_up(r->bus) && r->subscribed},
+        {"router_nodes", "gauge", "Nodes this shard knows.", s.nodes},
+        {"router_clients", "gauge", "Clients on at least one of this shard's channels.", s.clients},
+        {"router_users", "gauge", "Distinct user ids among those clients.", s.users},
+        {"router_channels", "gauge", "Channels with members.", s.channels},
+        {"router_members", "gauge", "Channel memberships.", s.members},
+        {"router_envelopes_total", "counter", "Envelopes received.", r->st.envelopes},
+        {"router_malformed_total", "counter", "Envelopes or members dropped as malformed.", r->st.malformed},
+        {"router_misrouted_total", "counter", "Members or queries for channels of another shard.", r->st.misrouted},
+        {"router_flood_dropped_total", "counter", "Envelopes dropped over --node-rate.", r->st.flood_dropped},
+        {"router_queries_total", "counter", "Presence queries answered.", r->st.queries},
+        {"router_count_only_total", "counter", "Presence queries answered with a count only.", r->st.count_only_answers},
+        {"router_snapshots_total", "counter", "Complete node snapshots received.", r->st.snapshots},
+        {"router_resyncs_total", "counter", "Broadcasts asking every node for a snapshot.", r->st.resyncs},
+        {"router_events_total", "counter", "Joins and leaves queued for subscribers.", s.events},
+        {"router_events_capped_total", "counter", "Joins and leaves only counted, beyond --event-max.", s.events_capped},
+        {"router_event_batches_total", "counter", "Event batches published.", r->st.event_envelopes},
+        {"router_events_lost_total", "counter", "Event batches not published (Redis down).", r->st.events_lost},
+        {"router_nodes_expired_total", "counter", "Nodes dropped after --node-timeout.", r->st.nodes_expired},
+    };
+    size_t at = 0;
+    for (size_t i = 0; i < sizeof m / sizeof m[0] && at < cap; i++) {
+        int k = snprintf(body + at, cap - at, "# HELP wsfan_%s %s\n# TYPE wsfan_%s %s\nwsfan_%s %llu\n",
+                         m[i].name, m[i].help, m[i].name, m[i].type, m[i].name, m[i].v);
+        if (k < 0 || (size_t)k >= cap - at)
+            break;
+        at += (size_t)k;
+    }
+    return at;
+}
+
+int main(int argc, char **argv)
+{
+    static router r;
+    int rc = rconfig_parse(&r.cfg, argc, argv);
+    if (rc)
+        return rc < 0 ? 2 : 0;
+    char who[32];
+    snprintf(who, sizeof who, "router%u", r.cfg.shard);
+    log_setup(r.cfg.log_level, who);
+    signal(SIGPIPE, SIG_IGN);
+    r.loop = ev_default_loop(EVFLAG_AUTO);
+    snprintf(r.name, sizeof r.name, "router-%u-of-%u", r.cfg.shard, r.cfg.shards);
+    snprintf(r.listen, sizeof r.listen, "router:%u", r.cfg.shard);
+    uint8_t key[16];
+    if (RAND_bytes(key, sizeof key) != 1 || !(r.ro = roster_new(key, (size_t)r.cfg.event_max))) {
+        log_error("cannot set up the roster");
+        return 1;
+    }
+    double hb = DEFAULT_HEARTBEAT;
+    r.warm_until = ev_now(r.loop) + (r.cfg.node_timeout ? r.cfg.node_timeout : 3 * hb);
+    r.bus = bus_new(r.loop, r.cfg.redis, r.cfg.redis_password, r.cfg.redis_prefix, r.name, NULL,
+                    NULL, &r);
+    if (!r.bus || bus_listen(r.bus, r.listen, on_message, &r) < 0)
+        return 2;
+    bus_on_up(r.bus, on_bus_up, NULL);
+    if (r.cfg.port && admin_start(r.loop, r.cfg.bind, r.cfg.port, page, &r) < 0)
+        return 2;
+    ev_timer_init(&r.tick, on_tick, 0.25, 0.25);
+    r.tick.data = &r;
+    ev_timer_start(r.loop, &r.tick);
+    ev_timer_init(&r.events, on_events, r.cfg.event_interval, r.cfg.event_interval);
+    r.events.data = &r;
+    ev_timer_start(r.loop, &r.events);
+    ev_signal_init(&r.sigterm, on_stop, SIGTERM);
+    ev_signal_start(r.loop, &r.sigterm);
+    ev_signal_init(&r.sigint, on_stop, SIGINT);
+    ev_signal_start(r.loop, &r.sigint);
+    log_info("wsrouter shard %u/%u on redis %s (prefix %s), /healthz and /metrics on %s:%d",
+             r.cfg.shard, r.cfg.shards, r.cfg.redis, r.cfg.redis_prefix, r.cfg.bind, r.cfg.port);
+    ev_run(r.loop, 0);
+    roster_free(r.ro);
+    return 0;
+}
