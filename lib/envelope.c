@@ -131,6 +131,7 @@ int env_parse(const char *s, size_t n, size_t max_data, env_req *r, const char *
         if (!w.ch_string || !env_channel_valid(r->ch))
             return bad(err, why, ENV_ERR_BAD_CHANNEL, "ch must be 1-200 bytes of [A-Za-z0-9._:-]");
     } else {
+        r->ch = (ws_span){NULL, 0}; /* send takes no channel: never hand on an unchecked one */
         if (!w.has_to || !w.to_string || r->to.n == 0)
             return bad(err, why, ENV_ERR_BAD_REQUEST, "to must be a client id");
     }

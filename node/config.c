@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "envelope.h"
 #include "log.h"
 
 #define WSNODE_VERSION "0.1.0"
@@ -138,8 +139,14 @@ int config_parse(config *c, int argc, char **argv)
         fprintf(stderr, "wsnode: --max-subs must be 1-65535\n");
         return -1;
     }
-    if (c->router_shards > 1024) {
-        fprintf(stderr, "wsnode: --router-shards must be 0-1024\n");
+    if (c->router_shards > 1024 || c->heartbeat > 3600) {
+        fprintf(stderr, "wsnode: --router-shards must be 0-1024 and --heartbeat at most 3600\n");
+        return -1;
+    }
+    if (c->node_id && (strlen(c->node_id) > 64 ||
+                       !env_channel_valid((ws_span){c->node_id, strlen(c->node_id)}))) {
+        fprintf(stderr, "wsnode: --node-id must be 1-64 bytes of [A-Za-z0-9._:-]: it names Redis "
+                        "channels and is part of every client id\n");
         return -1;
     }
     if (c->echo_max_message > (size_t)1 << 31 || c->max_message > (size_t)1 << 31) {

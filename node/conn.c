@@ -29,6 +29,7 @@ enum { AF_NONE, AF_SHUTDOWN, AF_DESTROY };
 #define IOV_BATCH 64
 #define TLS_CHUNK 16384
 #define PROTO_JSON "ws.json.v1"
+#define ASKS_MAX 8 /* presence and send requests one connection may have in flight */
 
 struct conn {
     worker *w;
@@ -65,6 +66,7 @@ struct conn {
     conn *cnext;       /* w->clients chain */
     uint64_t id;
     uint32_t refs; /* publishes awaiting Redis's answer: the struct outlives them */
+    uint8_t asks;  /* presence queries and direct messages in flight (at most ASKS_MAX) */
     ws_parser parser;
 };
 
@@ -304,6 +306,13 @@ static void free_buffers(conn *c)
     c->msg_len = c->msg_cap = 0;
 }
 
+/* Leaves every channel and event subscription (presence reports the leaves). */
+static void leave_channels(conn *c)
+{
+    hub_leave_all(&c->w->evhub, &c->evsubs);
+    hub_leave_all(&c->w->hub, &c->subs);
+}
+
 /* Closes the socket now. The struct lives until conn_flush_pending frees it, so a caller up
  * the stack that still holds c sees ST_DEAD instead of freed memory. */
 static void destroy(conn *c, const char *why)
@@ -322,8 +331,7 @@ static void destroy(conn *c, const char *why)
     }
     close(c->fd);
     c->fd = -1;
-    hub_leave_all(&w->evhub, &c->evsubs);
-    hub_leave_all(&w->hub, &c->subs);
+    leave_channels(c);
     if (c->route == R_WS)
         clients_remove(c);
     free(c->user);
@@ -351,7 +359,7 @@ static void close_with(conn *c, uint16_t code, const char *reason)
 {
     if (c->state != ST_OPEN)
         return;
-    hub_leave_all(&c->w->hub, &c->subs);
+    leave_channels(c);
     free_buffers(c);
     c->state = ST_CLOSING;
     soft_remove(c);
@@ -367,7 +375,7 @@ static void fail(conn *c, uint16_t code, const char *reason)
     w->st->protocol_errors++;
     log_info("client %llu: protocol error: %s: closing %u", (unsigned long long)c->id, reason, code);
     bool was_open = c->state == ST_OPEN;
-    hub_leave_all(&w->hub, &c->subs);
+    leave_channels(c);
     free_buffers(c);
     c->state = ST_LINGER;
     soft_remove(c);
@@ -690,10 +698,26 @@ static ask_wait *ask_new(conn *c, const env_req *r)
         return NULL;
     a->c = c;
     a->id_len = (uint8_t)r->id.n;
-    memcpy(a->id, r->id.p, r->id.n);
-    a->ch_len = (uint8_t)r->ch.n;
-    memcpy(a->ch, r->ch.p, r->ch.n);
+    if (r->id.n)
+        memcpy(a->id, r->id.p, r->id.n);
+    a->ch_len = 0;
+    if (r->op == ENV_OP_PRESENCE) { /* validated: at most ENV_CHANNEL_MAX bytes */
+        a->ch_len = (uint8_t)r->ch.n;
+        memcpy(a->ch, r->ch.p, r->ch.n);
+    }
+    c->refs++;
+    c->asks++;
     return a;
+}
+
+/* The answer came (or never will): the connection may be freed again. */
+static void ask_free(ask_wait *a)
+{
+    if (!a)
+        return;
+    a->c->refs--;
+    a->c->asks--;
+    free(a);
 }
 
 /* Builds a presence answer in a growing buffer and sends it as one frame. */
@@ -770,15 +794,14 @@ static void presence_answered(void *arg, const char *error, const Wsfan__Envelop
 {
     ask_wait *a = arg;
     conn *c = a->c;
-    c->refs--;
     ws_span id = {a->id, a->id_len}, ch = {a->ch, a->ch_len};
     if (c->state != ST_OPEN) {
-        free(a);
+        ask_free(a);
         return;
     }
     if (error || !e) {
         reply_err(c, id, error ? error : "unavailable", "wsrouter did not answer");
-        free(a);
+        ask_free(a);
         return;
     }
     bool members = !e->count_only;
@@ -796,7 +819,7 @@ static void presence_answered(void *arg, const char *error, const Wsfan__Envelop
     }
     pres_put(&o, put_tail, members ? "]}" : "}");
     send_presence(c, &o);
-    free(a);
+    ask_free(a);
 }
 
 typedef struct local_walk {
@@ -840,13 +863,15 @@ static void op_presence(conn *c, const env_req *r)
         presence_local(c, r);
         return;
     }
-    ask_wait *a = ask_new(c, r);
-    if (!a || presence_query(w->pres, r->ch, r->count_only, presence_answered, a) < 0) {
-        free(a);
-        reply_err(c, r->id, "unavailable", "no wsrouter can be asked now; try again");
+    if (c->asks >= ASKS_MAX) {
+        reply_err(c, r->id, "too_many_requests", "at most 8 presence or send requests in flight");
         return;
     }
-    c->refs++;
+    ask_wait *a = ask_new(c, r);
+    if (!a || presence_query(w->pres, r->ch, r->count_only, presence_answered, a) < 0) {
+        ask_free(a);
+        reply_err(c, r->id, "unavailable", "no wsrouter can be asked now; try again");
+    }
 }
 
 static void direct_answered(void *arg, const char *error, const Wsfan__Envelope *e)
@@ -854,7 +879,6 @@ static void direct_answered(void *arg, const char *error, const Wsfan__Envelope 
     (void)e;
     ask_wait *a = arg;
     conn *c = a->c;
-    c->refs--;
     ws_span id = {a->id, a->id_len};
     if (c->state == ST_OPEN) {
         if (!error)
@@ -864,7 +888,7 @@ static void direct_answered(void *arg, const char *error, const Wsfan__Envelope 
         else
             reply_err(c, id, error, "the client's node did not answer");
     }
-    free(a);
+    ask_free(a);
 }
 
 static void op_send(conn *c, const env_req *r)
@@ -885,13 +909,15 @@ static void op_send(conn *c, const env_req *r)
             reply_err(c, r->id, "not_found", "no such client");
         return;
     }
-    ask_wait *a = ask_new(c, r);
-    if (!a || presence_send(w->pres, from, r->to, r->data, direct_answered, a) < 0) {
-        free(a);
-        reply_err(c, r->id, "unavailable", "the Redis bus is down; try again");
+    if (c->asks >= ASKS_MAX) {
+        reply_err(c, r->id, "too_many_requests", "at most 8 presence or send requests in flight");
         return;
     }
-    c->refs++;
+    ask_wait *a = ask_new(c, r);
+    if (!a || presence_send(w->pres, from, r->to, r->data, direct_answered, a) < 0) {
+        ask_free(a);
+        reply_err(c, r->id, "unavailable", "the Redis bus is down; try again");
+    }
 }
 
 static void ws_request(conn *c, uint8_t opcode, const uint8_t *data, size_t len)
@@ -1000,8 +1026,7 @@ static void on_close_frame(conn *c, const ws_event *ev)
     if (c->state == ST_OPEN) {
         /* Echo the code (RFC 6455 section 5.5.1), then close TCP: the server closes first. */
         uint16_t code = ev->code == WS_CLOSE_NO_STATUS ? WS_CLOSE_NORMAL : ev->code;
-        hub_leave_all(&c->w->evhub, &c->evsubs);
-        hub_leave_all(&c->w->hub, &c->subs);
+        leave_channels(c);
         free_buffers(c);
         c->state = ST_CLOSING;
         soft_remove(c);

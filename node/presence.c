@@ -19,10 +19,13 @@
 #define PENDING_MAX 65536   /* questions in flight per worker */
 #define EVENTS_MAX 4096     /* members of one EVENTS envelope a node frames */
 #define SNAP_STR 448        /* a client id (< 160), user id (<= 64) and channel (<= 200) */
+#define FLUSH_DELAY 0.01    /* joins and leaves wait at most this long to be sent */
 
-/* Joins or leaves for one router shard, in order: a change of kind starts a new envelope. */
+/* Joins and leaves for one router shard, in the order they happened (Member.left marks a
+ * leave), sent as one MEMBERS envelope at most every FLUSH_DELAY: however fast clients
+ * subscribe and unsubscribe, a worker sends a shard at most 1/FLUSH_DELAY envelopes a second
+ * of them. */
 typedef struct batch {
-    Wsfan__Envelope__Kind kind;
     size_t n, cap;
     Wsfan__Envelope__Member *m;
 } batch;
@@ -45,6 +48,7 @@ struct presence {
     size_t cap;
     uint64_t snap_id;
     ev_timer heartbeat;
+    ev_timer flush; /* armed while joins or leaves wait */
     presence_stats st;
 };
 
@@ -76,6 +80,8 @@ static void send_to_shard(presence *p, uint32_t shard, Wsfan__Envelope *e)
     char name[32];
     snprintf(name, sizeof name, "router:%u", shard);
     e->origin = p->w->node_id;
+    e->heartbeat_ms = (uint32_t)(p->w->cfg->heartbeat * 1000); /* every envelope says when
+                                                                  the next heartbeat is due */
     send_env(p, name, e);
 }
 
@@ -96,7 +102,7 @@ static void flush_shard(presence *p, uint32_t shard)
         for (size_t i = 0; i < b->n; i++)
             mp[i] = &b->m[i];
         Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
-        e.kind = b->kind;
+        e.kind = WSFAN__ENVELOPE__KIND__MEMBERS;
         e.n_members = b->n;
         e.members = mp;
         send_to_shard(p, shard, &e);
@@ -116,9 +122,10 @@ void presence_member(presence *p, const char *client, const char *user, ws_span 
     }
     uint32_t shard = ws_shard(ch.p, ch.n, p->shards);
     batch *b = &p->batches[shard];
-    Wsfan__Envelope__Kind kind = joined ? WSFAN__ENVELOPE__KIND__JOIN : WSFAN__ENVELOPE__KIND__LEAVE;
-    if (b->n && (b->kind != kind || b->n == BATCH_MAX))
+    if (b->n == BATCH_MAX)
         flush_shard(p, shard);
+    if (!ev_is_active(&p->flush))
+        ev_timer_start(p->w->loop, &p->flush);
     if (b->n == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 16;
         Wsfan__Envelope__Member *m = realloc(b->m, cap * sizeof *m);
@@ -138,13 +145,21 @@ void presence_member(presence *p, const char *client, const char *user, ws_span 
     m->channel = s + lc + lu + 2;
     memcpy(m->channel, ch.p, ch.n);
     m->channel[ch.n] = '\0';
-    b->kind = kind;
+    m->left = !joined;
 }
 
 void presence_flush(presence *p)
 {
+    ev_timer_stop(p->w->loop, &p->flush);
     for (uint32_t i = 0; i < p->shards; i++)
         flush_shard(p, i);
+}
+
+static void on_flush(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    presence_flush(t->data);
 }
 
 static void heartbeat(presence *p)
@@ -154,7 +169,6 @@ static void heartbeat(presence *p)
     for (uint32_t i = 0; i < p->shards; i++) {
         Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
         e.kind = WSFAN__ENVELOPE__KIND__HEARTBEAT;
-        e.heartbeat_ms = (uint32_t)(p->w->cfg->heartbeat * 1000);
         send_to_shard(p, i, &e);
     }
 }
@@ -270,6 +284,8 @@ static bool pend_take(presence *p, uint64_t id, pend *out)
         return false;
     *out = *e;
     e->done = NULL;
+    while (p->base < p->next && !p->ring[p->base & (p->cap - 1)].done)
+        p->base++; /* answered questions at the front free their slots at once */
     return true;
 }
 
@@ -455,9 +471,9 @@ static void answer(presence *p, const Wsfan__Envelope *e)
     q.done(q.arg, err, e->kind == WSFAN__ENVELOPE__KIND__PRESENCE_REPLY ? e : NULL);
 }
 
-static void on_node_message(void *ctx, const uint8_t *data, size_t n)
+/* A message on node:<id> (broadcast false) or on nodes (true: only RESYNC belongs there). */
+static void node_message(worker *w, const uint8_t *data, size_t n, bool broadcast)
 {
-    worker *w = ctx;
     presence *p = w->pres;
     if (!data)
         return; /* the subscription is confirmed */
@@ -465,6 +481,12 @@ static void on_node_message(void *ctx, const uint8_t *data, size_t n)
     if (!e) {
         p->st.malformed++;
         log_warn("presence: dropped a message that is not an Envelope");
+        return;
+    }
+    if (broadcast && e->kind != WSFAN__ENVELOPE__KIND__RESYNC) {
+        p->st.malformed++;
+        log_warn("presence: dropped an Envelope of kind %d broadcast to every node", (int)e->kind);
+        wsfan__envelope__free_unpacked(e, NULL);
         return;
     }
     switch (e->kind) {
@@ -486,6 +508,16 @@ static void on_node_message(void *ctx, const uint8_t *data, size_t n)
         log_warn("presence: dropped an Envelope of kind %d on a node channel", (int)e->kind);
     }
     wsfan__envelope__free_unpacked(e, NULL);
+}
+
+static void on_node_message(void *ctx, const uint8_t *data, size_t n)
+{
+    node_message(ctx, data, n, false);
+}
+
+static void on_nodes_message(void *ctx, const uint8_t *data, size_t n)
+{
+    node_message(ctx, data, n, true);
 }
 
 /* An EVENTS batch from the router, on a channel this worker subscribes: each join and leave is
@@ -551,12 +583,14 @@ presence *presence_new(worker *w)
     char name[160];
     node_channel(name, sizeof name, (ws_span){w->node_id, strlen(w->node_id)});
     if (bus_listen(w->bus, name, on_node_message, w) < 0 ||
-        bus_listen(w->bus, "nodes", on_node_message, w) < 0) {
+        bus_listen(w->bus, "nodes", on_nodes_message, w) < 0) {
         free(p->batches);
         free(p);
         return NULL;
     }
     bus_on_up(w->bus, on_bus_up, on_events);
+    ev_timer_init(&p->flush, on_flush, FLUSH_DELAY, 0);
+    p->flush.data = p;
     if (p->shards) {
         ev_timer_init(&p->heartbeat, on_heartbeat, w->cfg->heartbeat, w->cfg->heartbeat);
         p->heartbeat.data = p;

@@ -1,5 +1,5 @@
 /* presence: a worker's side of wsrouter (docs/cluster.md). Joins and leaves of its clients go
- * to the router shard that owns each channel, batched once per loop iteration; a heartbeat goes
+ * to the router shard that owns each channel, batched for up to 10 ms; a heartbeat goes
  * to every shard; a RESYNC, and every reconnect to Redis, is answered with a snapshot that
  * replaces what the router knew of this node. Presence queries and direct messages to clients
  * on other nodes wait here for their answers, each at most --router-timeout. */
@@ -37,7 +37,7 @@ presence *presence_new(struct worker *w);
 /* Client `client` (of user `user`) joined or left channel ch on this worker. */
 void presence_member(presence *p, const char *client, const char *user, ws_span ch, bool joined);
 
-/* Sends the joins and leaves batched since the last call (called before the loop sleeps). */
+/* Sends the joins and leaves waiting now; a timer does it 10 ms after the first of them. */
 void presence_flush(presence *p);
 
 /* Answers presence and direct messages that waited past --router-timeout with "unavailable". */

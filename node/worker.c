@@ -129,10 +129,7 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
 {
     (void)loop;
     (void)revents;
-    worker *w = p->data;
-    if (w->pres)
-        presence_flush(w->pres); /* joins and leaves of this iteration, one envelope per shard */
-    conn_flush_pending(w);
+    conn_flush_pending(p->data);
 }
 
 static void on_last_words(struct ev_loop *loop, ev_timer *t, int revents)

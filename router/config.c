@@ -27,7 +27,8 @@ static const cli_def defs[] = {
     {"event-max", CLI_INT, O(event_max), "N", "20",
      "joins and leaves listed per channel and batch; more are only counted"},
     {"node-rate", CLI_INT, O(node_rate), "N", "5000",
-     "envelopes a second one node may send; beyond, they are dropped and the node resynced"},
+     "membership envelopes a second one node may send; beyond, they are dropped and the node "
+     "resynced"},
     {"log-level", CLI_LEVEL, O(log_level), "LEVEL", "info", "debug, info, warn or error"},
 };
 

@@ -22,6 +22,7 @@
 
 #define MEMBERS_MAX 100000 /* members one envelope may carry */
 #define DEFAULT_HEARTBEAT 1.0
+#define RECONNECT_GRACE 6.0 /* after Redis is back: nodes reconnect with backoff of up to 5 s */
 
 typedef struct router_stats {
     uint64_t envelopes, malformed, misrouted, flood_dropped, queries, count_only_answers;
@@ -35,8 +36,10 @@ typedef struct router {
     roster *ro;
     char name[32];   /* origin of what it sends */
     char listen[32]; /* router:<shard> */
-    bool subscribed, resync_wanted;
+    bool subscribed, ever_subscribed, resync_wanted;
+    double warm;       /* how long the first snapshots are applied without events */
     double warm_until; /* snapshots before this rebuild what a restart forgot: no events */
+    double expire_from; /* no node expires before this: Redis was away, nodes are reconnecting */
     ev_timer tick, events;
     ev_signal sigterm, sigint;
     router_stats st;
@@ -114,10 +117,15 @@ static bool channel_ok(router *r, const char *origin, const char *ch)
     return true;
 }
 
+/* Applies e's members: all joins (join true), all leaves (false), or each as its left flag
+ * says (MEMBERS). */
 static void members_in(router *r, rnode *n, const Wsfan__Envelope *e, bool join, bool emit)
 {
+    bool mixed = e->kind == WSFAN__ENVELOPE__KIND__MEMBERS;
     for (size_t i = 0; i < e->n_members; i++) {
         const Wsfan__Envelope__Member *m = e->members[i];
+        if (mixed)
+            join = !m->left;
         if (!channel_ok(r, n->id, m->channel))
             continue;
         if (!str_ok(m->client_id, 160) || (join && !str_ok(m->user_id, 256))) {
@@ -185,8 +193,9 @@ static void answer_query(router *r, const Wsfan__Envelope *q)
     free(c.mp);
 }
 
-/* A node may send --node-rate envelopes a second; beyond that they are dropped, and once the
- * flood is over the node is asked for a snapshot that repairs what was lost. */
+/* A node may send --node-rate membership envelopes a second; beyond that they are dropped,
+ * and the node is asked for a snapshot (never dropped) that repairs what was lost, again until
+ * one arrives that began after the last drop. */
 static bool within_rate(router *r, rnode *n, double now)
 {
     if (now - n->flood_since >= 1) {
@@ -199,6 +208,7 @@ static bool within_rate(router *r, rnode *n, double now)
         log_warn("node %s sends more than %d envelopes a second: dropping them, then resyncing it",
                  n->id, r->cfg.node_rate);
     n->flooded = true;
+    n->last_drop = now;
     r->st.flood_dropped++;
     return false;
 }
@@ -218,25 +228,28 @@ static void node_in(router *r, const Wsfan__Envelope *e)
         n->resync_asked = now; /* its snapshot is on the way, or asked for soon */
         log_info("node %s joined the cluster", n->id);
     }
-    if (!within_rate(r, n, now))
-        return;
+    if (e->heartbeat_ms && !r->cfg.node_timeout) /* every envelope says when the next beat is due */
+        n->timeout = 3.0 * e->heartbeat_ms / 1000.0;
     bool emit = now >= r->warm_until;
     switch (e->kind) {
     case WSFAN__ENVELOPE__KIND__HEARTBEAT:
-        if (e->heartbeat_ms && !r->cfg.node_timeout)
-            n->timeout = 3 * e->heartbeat_ms / 1000.0;
         break;
     case WSFAN__ENVELOPE__KIND__JOIN:
     case WSFAN__ENVELOPE__KIND__LEAVE:
-        members_in(r, n, e, e->kind == WSFAN__ENVELOPE__KIND__JOIN, true);
+    case WSFAN__ENVELOPE__KIND__MEMBERS:
+        if (within_rate(r, n, now))
+            members_in(r, n, e, e->kind == WSFAN__ENVELOPE__KIND__JOIN, true);
         break;
     case WSFAN__ENVELOPE__KIND__SNAPSHOT:
+        if (e->seq != n->snap_id || !e->seq)
+            n->snap_began = now;
         roster_snapshot_begin(r->ro, n, e->seq);
         members_in(r, n, e, true, emit);
         if (e->last) {
             size_t gone = roster_snapshot_end(r->ro, n, emit);
             r->st.snapshots++;
-            n->flooded = false;
+            if (n->flooded && n->last_drop < n->snap_began)
+                n->flooded = false; /* it holds everything that was dropped */
             log_debug("snapshot %llu of %s: %zu clients, %zu members gone",
                       (unsigned long long)e->seq, n->id, n->nclients, gone);
         }
@@ -246,13 +259,23 @@ static void node_in(router *r, const Wsfan__Envelope *e)
     }
 }
 
+static void touch_node(rnode *n, void *ctx)
+{
+    n->last_seen = ev_now(((router *)ctx)->loop);
+}
+
 static void on_message(void *ctx, const uint8_t *p, size_t len)
 {
     router *r = ctx;
     if (!p) {
         log_info("listening on %s%s", r->cfg.redis_prefix, r->listen);
-        r->subscribed = true;
+        if (!r->ever_subscribed) /* the first snapshots rebuild what this process never knew */
+            r->warm_until = ev_now(r->loop) + r->warm;
+        else /* Redis was away: nobody could be heard, and nodes come back with backoff */
+            r->expire_from = ev_now(r->loop) + RECONNECT_GRACE;
+        r->ever_subscribed = r->subscribed = true;
         r->resync_wanted = true; /* whatever happened while we were away, snapshots repair */
+        roster_each_node(r->ro, touch_node, r);
         try_resync(r);
         return;
     }
@@ -270,7 +293,8 @@ static void on_message(void *ctx, const uint8_t *p, size_t len)
     else if (e->kind == WSFAN__ENVELOPE__KIND__PRESENCE_QUERY)
         answer_query(r, e);
     else if (e->kind == WSFAN__ENVELOPE__KIND__HEARTBEAT || e->kind == WSFAN__ENVELOPE__KIND__JOIN ||
-             e->kind == WSFAN__ENVELOPE__KIND__LEAVE || e->kind == WSFAN__ENVELOPE__KIND__SNAPSHOT)
+             e->kind == WSFAN__ENVELOPE__KIND__LEAVE || e->kind == WSFAN__ENVELOPE__KIND__MEMBERS ||
+             e->kind == WSFAN__ENVELOPE__KIND__SNAPSHOT)
         node_in(r, e);
     else
         bad(r, e->origin, "a kind the router does not take");
@@ -325,15 +349,16 @@ static void check_node(rnode *n, void *ctx)
 {
     router *r = ctx;
     double now = ev_now(r->loop);
-    if (now - n->last_seen > n->timeout) {
+    if (now - n->last_seen > n->timeout && now >= r->expire_from) {
         log_warn("node %s silent for %.1f s: dropping its %zu clients", n->id, now - n->last_seen,
                  n->nclients);
         r->st.nodes_expired++;
         roster_drop_node(r->ro, n, true);
         return;
     }
-    /* A node whose snapshot never came (it missed the broadcast), or that flooded: ask it. */
-    if ((!n->synced || (n->flooded && now - n->flood_since >= 1)) && now - n->resync_asked >= 2)
+    /* A node whose snapshot never came (it missed the broadcast), or whose envelopes were
+     * dropped (once it has been quiet for a second): ask it. */
+    if ((!n->synced || (n->flooded && now - n->last_drop >= 1)) && now - n->resync_asked >= 2)
         ask_node(r, n);
 }
 
@@ -344,8 +369,13 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)revents;
     router *r = t->data;
+    if (!bus_up(r->bus)) {
+        r->subscribed = false; /* until Redis confirms the subscription again */
+        return; /* a silent node may only be unheard: nobody expires while Redis is away */
+    }
     try_resync(r);
-    roster_each_node(r->ro, check_node, r);
+    if (r->subscribed)
+        roster_each_node(r->ro, check_node, r);
 }
 
 static void on_stop(struct ev_loop *loop, ev_signal *s, int revents)
@@ -427,8 +457,8 @@ int main(int argc, char **argv)
         log_error("cannot set up the roster");
         return 1;
     }
-    double hb = DEFAULT_HEARTBEAT;
-    r.warm_until = ev_now(r.loop) + (r.cfg.node_timeout ? r.cfg.node_timeout : 3 * hb);
+    r.warm = r.cfg.node_timeout ? r.cfg.node_timeout : 3 * DEFAULT_HEARTBEAT;
+    r.warm_until = 1e300; /* until the first subscription: then warm seconds from it */
     r.bus = bus_new(r.loop, r.cfg.redis, r.cfg.redis_password, r.cfg.redis_prefix, r.name, NULL,
                     NULL, &r);
     if (!r.bus || bus_listen(r.bus, r.listen, on_message, &r) < 0)

@@ -24,6 +24,8 @@ struct rnode {
     double flood_since;  /* caller's: start of the second the flood budget counts */
     uint32_t flood_n;    /* caller's: envelopes in that second */
     bool flooded;        /* caller's: envelopes were dropped; ask for a snapshot */
+    double last_drop;    /* caller's: when the last one was dropped */
+    double snap_began;   /* caller's: when the snapshot being received began */
     size_t nclients;
 };
 
