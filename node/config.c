@@ -62,6 +62,8 @@ static const cli_def defs[] = {
     {"redis-password", CLI_STRING, O(redis_password), "PASSWORD", NULL, "Redis AUTH password"},
     {"redis-prefix", CLI_STRING, O(redis_prefix), "PREFIX", "wsfan:",
      "prefix of every Redis key and channel, so several clusters can share one Redis"},
+    {"static", CLI_STRING, O(static_dir), "DIR", NULL,
+     "serve the files under DIR on GET (/ is DIR/index.html), read into memory at start"},
     {"publish-key", CLI_STRING, O(publish_key), "KEY", NULL,
      "enable POST /publish/<channel> for backends, authorized by Authorization: Bearer KEY"},
     {"router-shards", CLI_INT, O(router_shards), "N", "1",

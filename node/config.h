@@ -38,6 +38,7 @@ typedef struct config {
     const char *node_id;
     const char *redis, *redis_password, *redis_prefix;
     const char *publish_key;
+    const char *static_dir; /* --static: files served on GET */
     int router_shards;     /* 0: no presence traffic */
     double heartbeat;      /* seconds between heartbeats to every router shard */
     double router_timeout; /* presence and send answers wait this long */

@@ -13,6 +13,7 @@
 
 #include "bus.h"
 #include "envelope.h"
+#include "files.h"
 #include "log.h"
 #include "metrics.h"
 #include "presence.h"
@@ -402,16 +403,22 @@ static void send_bytes(conn *c, const void *p, size_t n)
     send_owned(c, b);
 }
 
-/* Sends an HTTP answer that ends the connection: write it, shut down, linger for the FIN. */
-static void http_end(conn *c, const char *out, size_t n)
+/* The HTTP answer is queued: write it, shut down, linger for the FIN. */
+static void http_finish(conn *c)
 {
-    send_bytes(c, out, n);
     if (c->state == ST_DEAD)
         return;
     free_buffers(c);
     c->state = ST_LINGER;
     c->after_flush = AF_SHUTDOWN;
     tl_move(c, TL_CLOSING);
+}
+
+/* Sends an HTTP answer that ends the connection. */
+static void http_end(conn *c, const char *out, size_t n)
+{
+    send_bytes(c, out, n);
+    http_finish(c);
 }
 
 /* An HTTP answer that ends the connection (errors, /healthz). */
@@ -1224,6 +1231,24 @@ static void body_read(conn *c)
         publish_body(c);
 }
 
+/* --static: a file from memory, or 404. */
+static void static_file(conn *c, const ws_http_req *req)
+{
+    size_t head_len;
+    wbuf *b = c->w->files ? files_get(c->w->files, req->path, &head_len) : NULL;
+    bool get = ws_span_eq(req->method, "GET"), head = ws_span_eq(req->method, "HEAD");
+    if (!b) {
+        http_respond(c, 404, NULL, "not found\n");
+    } else if (!get && !head) {
+        http_respond(c, 405, "Allow: GET, HEAD\r\n", "method not allowed\n");
+    } else if (head) {
+        http_end(c, (const char *)b->data, head_len);
+    } else {
+        enqueue(c, b); /* the shared prebuilt response: no copy */
+        http_finish(c);
+    }
+}
+
 static void route_request(conn *c, const ws_http_req *req)
 {
     worker *w = c->w;
@@ -1252,7 +1277,7 @@ static void route_request(conn *c, const ws_http_req *req)
     }
     int route = ws_span_eq(path, "/ws") ? R_WS : cfg->echo && ws_span_eq(path, "/echo") ? R_ECHO : R_NONE;
     if (route == R_NONE) {
-        http_respond(c, 404, NULL, "not found\n");
+        static_file(c, req);
         return;
     }
     static const char *const json_only[] = {PROTO_JSON};

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "files.h"
 #include "log.h"
 #include "tls.h"
 #include "worker.h"
@@ -73,6 +74,16 @@ int main(int argc, char **argv)
             return 2;
         }
         SSL_CTX_free(ctx);
+    }
+    if (cfg.static_dir) { /* the same: a bad --static folder stops the start */
+        char err[512];
+        files *f = files_load(cfg.static_dir, err, sizeof err);
+        if (!f) {
+            log_error("--static: %s", err);
+            return 2;
+        }
+        log_info("--static: %zu files from %s", files_count(f), cfg.static_dir);
+        files_free(f);
     }
 
     /* Counters every worker writes to its own slot of and /metrics sums. */

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "files.h"
 #include "log.h"
 #include "tls.h"
 
@@ -262,6 +263,13 @@ int worker_run(const config *cfg, int index, worker_stats *shared)
             return 2;
         }
     }
+    if (cfg->static_dir) {
+        char err[512];
+        if (!(w.files = files_load(cfg->static_dir, err, sizeof err))) {
+            log_error("--static: %s", err);
+            return 2;
+        }
+    }
     w.lfd = listen_on(cfg);
     if (w.lfd < 0)
         return 2;
@@ -327,6 +335,7 @@ int worker_run(const config *cfg, int index, worker_stats *shared)
     ev_run(w.loop, 0);
 
     conn_flush_pending(&w); /* frees connections closed in the last iteration */
+    files_free(w.files);
     if (w.pres) { /* the last leaves: give Redis a moment to take them, so the router need not
                    * wait for the heartbeat timeout */
         presence_flush(w.pres);

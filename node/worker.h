@@ -68,6 +68,7 @@ typedef struct worker {
     bus *bus; /* NULL without --redis: this worker is the whole pub/sub system */
     struct presence *pres; /* with the bus: wsrouter traffic and direct messages */
     hub evhub;             /* subscribers that asked for join/leave events, per channel */
+    struct files *files;   /* --static, in memory */
     conn **clients;        /* /ws connections by local number (conn.cnext chains) */
     size_t nclients, clients_cap;
     ws_parser_opts ws_opts, echo_opts;
