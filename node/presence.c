@@ -48,7 +48,8 @@ struct presence {
     size_t cap;
     uint64_t snap_id;
     ev_timer heartbeat;
-    ev_timer flush; /* armed while joins or leaves wait */
+    ev_timer flush;   /* armed while joins or leaves wait */
+    ev_timer *resync; /* per shard: a snapshot due after a broadcast RESYNC */
     presence_stats st;
 };
 
@@ -249,6 +250,26 @@ static void snapshot(presence *p, uint32_t shard)
     snap_chunk(s, s->fill, true);
     p->st.snapshots++;
     free(s);
+}
+
+/* A broadcast RESYNC reaches every worker at once. Answering at once would land every
+ * snapshot on the router (and on Redis's output buffer for it) in the same instant, so each
+ * worker waits a random part of a quarter heartbeat: presence is still whole well within one
+ * heartbeat interval. */
+static void on_resync_wait(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    presence *p = t->data;
+    snapshot(p, (uint32_t)(t - p->resync));
+}
+
+static void resync_later(presence *p, uint32_t shard)
+{
+    if (shard >= p->shards || ev_is_active(&p->resync[shard]))
+        return; /* out of range, or a snapshot for that shard is about to go anyway */
+    ev_timer_set(&p->resync[shard], p->w->cfg->heartbeat / 4 * ((double)rand() / RAND_MAX), 0);
+    ev_timer_start(p->w->loop, &p->resync[shard]);
 }
 
 /* ---- questions in flight ------------------------------------------------------------------ */
@@ -501,7 +522,10 @@ static void node_message(worker *w, const uint8_t *data, size_t n, bool broadcas
         if (e->shards != p->shards)
             log_warn("presence: router shard %u/%u asks for a snapshot, but this node has "
                      "--router-shards %u: presence is split wrong", e->shard, e->shards, p->shards);
-        snapshot(p, e->shard);
+        if (broadcast)
+            resync_later(p, e->shard); /* every node answers: spread the snapshots out */
+        else
+            snapshot(p, e->shard);
         break;
     default:
         p->st.malformed++;
@@ -576,15 +600,22 @@ presence *presence_new(worker *w)
     p->w = w;
     p->shards = (uint32_t)w->cfg->router_shards;
     p->base = p->next = 1;
-    if (p->shards && !(p->batches = calloc(p->shards, sizeof *p->batches))) {
+    if (p->shards && (!(p->batches = calloc(p->shards, sizeof *p->batches)) ||
+                      !(p->resync = calloc(p->shards, sizeof *p->resync)))) {
+        free(p->batches);
         free(p);
         return NULL;
+    }
+    for (uint32_t i = 0; i < p->shards; i++) {
+        ev_init(&p->resync[i], on_resync_wait);
+        p->resync[i].data = p;
     }
     char name[160];
     node_channel(name, sizeof name, (ws_span){w->node_id, strlen(w->node_id)});
     if (bus_listen(w->bus, name, on_node_message, w) < 0 ||
         bus_listen(w->bus, "nodes", on_nodes_message, w) < 0) {
         free(p->batches);
+        free(p->resync);
         free(p);
         return NULL;
     }
