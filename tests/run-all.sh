@@ -6,6 +6,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
+./scripts/browser-deps.sh
 jobs=$(nproc)
 fuzz_seconds=${FUZZ_SECONDS:-20}
 
