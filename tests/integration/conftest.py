@@ -190,9 +190,9 @@ def node(tmp_path):
         pytest.fail(f"wsnode binary not found at {WSNODE} (set WSNODE)")
     started = []
 
-    def start(*args, ready=True):
+    def start(*args, ready=True, port=None):
         for attempt in range(3):
-            n = Node([str(a) for a in args], str(tmp_path))
+            n = Node([str(a) for a in args], str(tmp_path), port=port)
             started.append(n)
             if not ready:
                 return n

@@ -1,0 +1,217 @@
+// wsfan.js: a small browser client for wsfan client protocol v1 (docs/protocol.md), as one ES
+// module with no dependencies. It keeps one WebSocket to one of several nodes, rotates to the
+// next node URL on each reconnect (exponential backoff with full jitter), resubscribes every
+// channel after a reconnect and matches requests to their answers by id.
+//
+//   import { WsfanClient } from './wsfan.js';
+//   const c = new WsfanClient(['ws://a:8080/ws', 'ws://b:8080/ws'], { user: 'alice' });
+//   c.on('status', s => console.log(s.state, s.node, s.retryIn));   // connecting|open|closed
+//   c.on('message', m => console.log(m.ch, m.seq, m.data));
+//   c.connect();
+//   await c.subscribe('room.1', { events: true });   // 'join'/'leave'/'presence_overflow' events
+//   const { seq } = await c.publish('room.1', { text: 'hi' });
+//   const { count, members } = await c.presence('room.1');
+//
+// Requests made while not connected reject with code 'not_connected' (subscribe and unsubscribe
+// are remembered instead and take effect on the next connection).
+
+const CHANNEL = /^[A-Za-z0-9._:-]{1,200}$/;
+
+export class WsfanError extends Error {
+  constructor(code, reason) {
+    super(reason ? `${code}: ${reason}` : code);
+    this.name = 'WsfanError';
+    this.code = code;
+    this.reason = reason || '';
+  }
+}
+
+export class WsfanClient {
+  constructor(urls, opts = {}) {
+    this.urls = [].concat(urls);
+    if (!this.urls.length) throw new Error('WsfanClient: no node URL');
+    this.opts = { backoffBase: 250, backoffCap: 10000, stableAfter: 5000, requestTimeout: 5000,
+      connectTimeout: 10000, protocols: ['ws.json.v1'], ...opts };
+    this.user = opts.user || null;
+    this.state = 'closed';            // connecting | open | closed
+    this.node = null;                 // node id from hello
+    this.clientId = null;             // our client id from hello
+    this.url = null;                  // URL of the current (or last) connection
+    this.subs = new Map();            // channel -> { events }
+    this._ws = null;
+    this._index = -1;                 // index into urls of the current attempt
+    this._attempt = 0;                // failures since the last stable connection
+    this._nextId = 1;
+    this._pending = new Map();        // id -> { resolve, reject, timer }
+    this._handlers = {};
+    this._timer = null;               // reconnect or connect timeout
+    this._stable = null;
+    this._stopped = true;
+  }
+
+  // Registers fn for an event; returns a function that removes it. Events: 'status'
+  // {state, node, client, url, retryIn}, 'message' {ch, seq, data}, 'direct' {from, data},
+  // 'join' / 'leave' {ch, client, user}, 'presence_overflow' {ch, joins, leaves},
+  // 'subscribed' {ch, events, resubscribe} after each sub ack, 'error' (WsfanError or frame).
+  on(type, fn) {
+    (this._handlers[type] ||= new Set()).add(fn);
+    return () => this._handlers[type].delete(fn);
+  }
+
+  _emit(type, arg) {
+    for (const fn of this._handlers[type] || []) {
+      try { fn(arg); } catch (e) { console.error(e); }
+    }
+  }
+
+  _status(state, retryIn = null) {
+    this.state = state;
+    this._emit('status', { state, node: this.node, client: this.clientId, url: this.url, retryIn });
+  }
+
+  connect() {
+    this._stopped = false;
+    if (!this._ws && !this._timer) this._open();
+  }
+
+  // Changes the ?user= of the upgrade; reconnects at once if connected or connecting.
+  setUser(user) {
+    this.user = user;
+    if (!this._stopped) { this._drop(); this._attempt = 0; this._open(); }
+  }
+
+  close() {
+    this._stopped = true;
+    this._drop();
+    this._status('closed');
+  }
+
+  _drop() {
+    clearTimeout(this._timer); clearTimeout(this._stable);
+    this._timer = this._stable = null;
+    const ws = this._ws;
+    this._ws = null;
+    if (ws) { ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null; try { ws.close(1000); } catch {} }
+    this._failPending('disconnected');
+    this.node = this.clientId = null;
+  }
+
+  _open() {
+    this._timer = null;
+    this._index = (this._index + 1) % this.urls.length;
+    this.url = this.urls[this._index];
+    let ws;
+    try {
+      const u = new URL(this.url, globalThis.location?.href);
+      if (this.user) u.searchParams.set('user', this.user);
+      this.url = u.href;
+      this._status('connecting');
+      ws = new WebSocket(this.url, this.opts.protocols);
+    }
+    catch (e) { this._emit('error', e); this._closed(); return; }
+    this._ws = ws;
+    // Browsers follow an error with close; some implementations do not, so either ends it.
+    const end = () => {
+      if (this._ws !== ws) return;
+      ws.onclose = ws.onerror = ws.onmessage = null;
+      try { ws.close(); } catch {}
+      this._closed();
+    };
+    ws.onclose = ws.onerror = end;
+    ws.onmessage = (ev) => { if (this._ws === ws) this._frame(ev.data); };
+    this._timer = setTimeout(end, this.opts.connectTimeout);   // no hello in time
+  }
+
+  _closed() {
+    clearTimeout(this._timer); clearTimeout(this._stable);
+    this._timer = this._stable = null;
+    this._ws = null;
+    this._failPending('disconnected');
+    this.node = this.clientId = null;
+    if (this._stopped) { this._status('closed'); return; }
+    const { backoffBase, backoffCap } = this.opts;
+    const delay = Math.floor(Math.random() * Math.min(backoffCap, backoffBase * 2 ** this._attempt));
+    this._attempt = Math.min(this._attempt + 1, 30);
+    this._timer = setTimeout(() => this._open(), delay);
+    this._status('closed', delay);
+  }
+
+  _failPending(code) {
+    for (const p of this._pending.values()) { clearTimeout(p.timer); p.reject(new WsfanError(code)); }
+    this._pending.clear();
+  }
+
+  _frame(text) {
+    let m;
+    try { m = JSON.parse(text); } catch { return this._emit('error', new WsfanError('bad_json', text)); }
+    if (!m || typeof m !== 'object') return;
+    if (m.op === 'hello') return this._hello(m);
+    if (m.id !== undefined && this._pending.has(m.id) && ['ack', 'err', 'presence'].includes(m.op)) {
+      const p = this._pending.get(m.id);
+      this._pending.delete(m.id);
+      clearTimeout(p.timer);
+      if (m.op === 'err') p.reject(new WsfanError(m.code, m.reason)); else p.resolve(m);
+      return;
+    }
+    if (m.op === 'msg') {
+      if (typeof m.ch === 'string') this._emit('message', m);
+      else this._emit('direct', m);
+    } else if (m.op === 'join' || m.op === 'leave' || m.op === 'presence_overflow') {
+      this._emit(m.op, m);
+    } else if (m.op === 'err') {
+      this._emit('error', new WsfanError(m.code, m.reason));
+    }
+  }
+
+  _hello(m) {
+    clearTimeout(this._timer);
+    this._timer = null;
+    this.node = m.node; this.clientId = m.client;
+    // A connection that stays up for stableAfter resets the backoff.
+    this._stable = setTimeout(() => { this._attempt = 0; }, this.opts.stableAfter);
+    this._status('open');
+    for (const [ch, o] of this.subs) this._sub(ch, o.events, true).catch((e) => this._emit('error', e));
+  }
+
+  // Sends msg with a fresh id; resolves with the ack / presence answer, rejects with a
+  // WsfanError (the server's code, or 'not_connected', 'disconnected', 'timeout').
+  request(msg) {
+    if (this.state !== 'open') return Promise.reject(new WsfanError('not_connected'));
+    const id = this._nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._pending.delete(id);
+        reject(new WsfanError('timeout'));
+      }, this.opts.requestTimeout);
+      this._pending.set(id, { resolve, reject, timer });
+      this._ws.send(JSON.stringify({ ...msg, id }));
+    });
+  }
+
+  _sub(ch, events, resubscribe) {
+    return this.request(events ? { op: 'sub', ch, events: true } : { op: 'sub', ch }).then((r) => {
+      if (this.subs.has(ch)) this._emit('subscribed', { ch, events, resubscribe });
+      return r;
+    });
+  }
+
+  // Remembered across reconnects; resolves at once when not connected (subscribes on open).
+  subscribe(ch, { events = false } = {}) {
+    if (!CHANNEL.test(ch)) return Promise.reject(new WsfanError('bad_channel', ch));
+    this.subs.set(ch, { events: !!events });
+    return this.state === 'open' ? this._sub(ch, !!events, false) : Promise.resolve(null);
+  }
+
+  unsubscribe(ch) {
+    this.subs.delete(ch);
+    return this.state === 'open' ? this.request({ op: 'unsub', ch }) : Promise.resolve(null);
+  }
+
+  publish(ch, data) { return this.request({ op: 'pub', ch, data }); }
+
+  presence(ch, { count = false } = {}) {
+    return this.request(count ? { op: 'presence', ch, count: true } : { op: 'presence', ch });
+  }
+
+  send(clientId, data) { return this.request({ op: 'send', to: clientId, data }); }
+}
