@@ -63,9 +63,10 @@ start() {
     PORT=$(free_port); PORT2=""
     local cmd
     case "$1" in
-    wsnode) cmd="$WSNODE --bind 127.0.0.1 --port $PORT --echo --log-level warn" ;;
+    # No per-connection message rate: the peers have none, and fanout_max publishes flat out.
+    wsnode) cmd="$WSNODE --bind 127.0.0.1 --port $PORT --echo --log-level warn --max-msg-rate 0" ;;
     wsnode-redis) need_redis; PORT2=$(free_port)
-        cmd="sh -c '$WSNODE --bind 127.0.0.1 --port $PORT --echo --log-level warn --workers 1 --redis 127.0.0.1:$REDIS_PORT & exec $WSNODE --bind 127.0.0.1 --port $PORT2 --log-level warn --workers 1 --redis 127.0.0.1:$REDIS_PORT'" ;;
+        cmd="sh -c '$WSNODE --bind 127.0.0.1 --port $PORT --echo --log-level warn --max-msg-rate 0 --workers 1 --redis 127.0.0.1:$REDIS_PORT & exec $WSNODE --bind 127.0.0.1 --port $PORT2 --log-level warn --max-msg-rate 0 --workers 1 --redis 127.0.0.1:$REDIS_PORT'" ;;
     node-ws|python-websockets) cmd="loadtest/peers/$1/start.sh --port $PORT" ;;
     node-ws-redis) need_redis; PORT2=$(free_port)
         cmd="loadtest/peers/node-ws-redis/start.sh --port $PORT --port2 $PORT2 --redis 127.0.0.1:$REDIS_PORT" ;;

@@ -53,12 +53,41 @@ static const cli_def defs[] = {
      "allow browsers from this Origin only (repeatable; none: any). Clients that send no "
      "Origin are not browsers and are allowed"},
     {"max-connections", CLI_INT, O(max_connections), "N", "0",
-     "connections per worker (0: as many as file descriptors allow)"},
+     "connections per worker, 503 beyond (0: as many as file descriptors allow)"},
+    {"max-conns-per-ip", CLI_INT, O(max_conns_per_ip), "N", "1000",
+     "connections one client address may hold on a worker, 429 beyond (0: no limit)"},
+    {"ip-connect-rate", CLI_INT, O(ip_connect_rate), "N", "100",
+     "new connections a second one client address may open on a worker, bursts of 10 times "
+     "that, 429 beyond (0: no limit)"},
+    {"limit-loopback", CLI_FLAG, O(limit_loopback), NULL, NULL,
+     "apply the per-address limits to 127.0.0.0/8 and ::1 too (a local proxy or load "
+     "generator is one address for everyone behind it: off by default)"},
+    {"max-msg-rate", CLI_INT, O(max_msg_rate), "N", "1000",
+     "messages a second one connection may send, bursts of twice that; beyond, err "
+     "rate_limited, and close 1008 when it keeps on (0: no limit)"},
+    {"publish-rate", CLI_INT, O(publish_rate), "N", "10000",
+     "POST /publish requests a second per worker, 429 beyond (0: no limit)"},
+    {"auth", CLI_CUSTOM, 0, "off|optional|required", "off",
+     "JWT authentication on the upgrade: required refuses clients without a valid token (401), "
+     "optional lets them in as anonymous"},
+    {"jwt-secret", CLI_STRING, O(jwt_secret), "SECRET", NULL, "HS256/384/512 secret"},
+    {"jwt-secret-file", CLI_STRING, O(jwt_secret_file), "FILE", NULL,
+     "read the HS256/384/512 secret from FILE (keeps it out of ps)"},
+    {"jwt-public-key", CLI_STRING, O(jwt_public_key), "FILE", NULL,
+     "PEM public key for RS256/384/512 or ES256/384/512 tokens"},
+    {"jwt-leeway", CLI_SECONDS, O(jwt_leeway), "SEC", "30", "clock skew allowed on exp and nbf"},
+    {"anonymous-sub", CLI_CUSTOM, 0, "PATTERN", NULL,
+     "with --auth: channels clients without a token may subscribe to (repeatable; name or "
+     "prefix*)"},
+    {"anonymous-pub", CLI_CUSTOM, 0, "PATTERN", NULL,
+     "with --auth: channels clients without a token may publish to (repeatable)"},
     {"node-id", CLI_STRING, O(node_id), "PREFIX", NULL,
      "node id prefix; workers are PREFIX.wK.<random> (default: hostname-port)"},
     {"redis", CLI_STRING, O(redis), "HOST:PORT", NULL,
      "Redis for the cluster bus (or a unix socket path): every worker and node on it is one "
      "pub/sub system"},
+    {"redis-user", CLI_STRING, O(redis_user), "USER", NULL,
+     "Redis ACL user (AUTH user password; Redis 6+)"},
     {"redis-password", CLI_STRING, O(redis_password), "PASSWORD", NULL, "Redis AUTH password"},
     {"redis-prefix", CLI_STRING, O(redis_prefix), "PREFIX", "wsfan:",
      "prefix of every Redis key and channel, so several clusters can share one Redis"},
@@ -78,6 +107,25 @@ static const cli_def defs[] = {
 static int custom(void *base, const cli_def *d, const char *v)
 {
     config *c = base;
+    if (strcmp(d->name, "auth") == 0) {
+        if (strcmp(v, "off") == 0)
+            c->auth = AUTH_OFF;
+        else if (strcmp(v, "optional") == 0)
+            c->auth = AUTH_OPTIONAL;
+        else if (strcmp(v, "required") == 0)
+            c->auth = AUTH_REQUIRED;
+        else
+            return -1;
+        return 0;
+    }
+    if (strcmp(d->name, "anonymous-sub") == 0 || strcmp(d->name, "anonymous-pub") == 0) {
+        bool sub = d->name[10] == 's';
+        int *n = sub ? &c->nanon_sub : &c->nanon_pub;
+        if (*n == CONFIG_MAX_PATTERNS || !*v)
+            return -1;
+        (sub ? c->anon_sub : c->anon_pub)[(*n)++] = v;
+        return 0;
+    }
     if (strcmp(d->name, "slow-policy") == 0) {
         if (strcmp(v, "close") == 0)
             c->slow_policy = SLOW_CLOSE;
@@ -139,6 +187,14 @@ int config_parse(config *c, int argc, char **argv)
     }
     if (c->max_subs < 1 || c->max_subs > 65535) {
         fprintf(stderr, "wsnode: --max-subs must be 1-65535\n");
+        return -1;
+    }
+    if (c->auth != AUTH_OFF && !c->jwt_secret && !c->jwt_secret_file && !c->jwt_public_key) {
+        fprintf(stderr, "wsnode: --auth needs --jwt-secret, --jwt-secret-file or --jwt-public-key\n");
+        return -1;
+    }
+    if ((c->jwt_secret != NULL) + (c->jwt_secret_file != NULL) + (c->jwt_public_key != NULL) > 1) {
+        fprintf(stderr, "wsnode: give one of --jwt-secret, --jwt-secret-file, --jwt-public-key\n");
         return -1;
     }
     if (c->router_shards > 1024 || c->heartbeat > 3600) {

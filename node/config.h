@@ -7,6 +7,9 @@
 #include <stddef.h>
 
 #define CONFIG_MAX_ORIGINS 32
+#define CONFIG_MAX_PATTERNS 32
+
+enum auth_mode { AUTH_OFF, AUTH_OPTIONAL, AUTH_REQUIRED };
 
 enum slow_policy { SLOW_CLOSE, SLOW_DROP };
 
@@ -42,6 +45,14 @@ typedef struct config {
     int router_shards;     /* 0: no presence traffic */
     double heartbeat;      /* seconds between heartbeats to every router shard */
     double router_timeout; /* presence and send answers wait this long */
+    int max_conns_per_ip, ip_connect_rate, max_msg_rate, publish_rate;
+    bool limit_loopback;
+    int auth;
+    const char *jwt_secret, *jwt_secret_file, *jwt_public_key;
+    double jwt_leeway;
+    const char *anon_sub[CONFIG_MAX_PATTERNS], *anon_pub[CONFIG_MAX_PATTERNS];
+    int nanon_sub, nanon_pub;
+    const char *redis_user;
     int log_level;
 } config;
 

@@ -12,8 +12,10 @@
 #include <unistd.h>
 
 #include "bus.h"
+#include "auth.h"
 #include "envelope.h"
 #include "files.h"
+#include "iplimit.h"
 #include "log.h"
 #include "metrics.h"
 #include "presence.h"
@@ -64,7 +66,11 @@ struct conn {
     hub_member subs;
     hub_member evsubs; /* channels whose join/leave events it asked for (w->evhub) */
     char *user;        /* user id for presence; NULL: anonymous */
+    auth_grant *grant; /* what it may do; NULL: everything (no --auth) */
+    double rl_tat;     /* --max-msg-rate: GCRA's theoretical arrival time of the next message */
+    uint32_t rl_refused; /* messages refused since the last one let through */
     conn *cnext;       /* w->clients chain */
+    ip_entry *ip;      /* its address's entry in w->ips (NULL: not limited) */
     uint64_t id;
     uint32_t refs; /* publishes awaiting Redis's answer: the struct outlives them */
     uint8_t asks;  /* presence queries and direct messages in flight (at most ASKS_MAX) */
@@ -337,6 +343,11 @@ static void destroy(conn *c, const char *why)
         clients_remove(c);
     free(c->user);
     c->user = NULL;
+    auth_grant_free(c->grant);
+    c->grant = NULL;
+    if (c->ip)
+        ipl_release(w->ips, c->ip, ev_now(w->loop));
+    c->ip = NULL;
     release_queue(c, 0);
     soft_remove(c);
     free_buffers(c);
@@ -374,6 +385,8 @@ static void fail(conn *c, uint16_t code, const char *reason)
 {
     worker *w = c->w;
     w->st->protocol_errors++;
+    if (code == WS_CLOSE_TOO_BIG)
+        w->st->too_large_messages++;
     log_info("client %llu: protocol error: %s: closing %u", (unsigned long long)c->id, reason, code);
     bool was_open = c->state == ST_OPEN;
     leave_channels(c);
@@ -927,6 +940,48 @@ static void op_send(conn *c, const env_req *r)
     }
 }
 
+/* The connection's grant allows r (presence needs the right to subscribe); else err forbidden. */
+static bool permitted(conn *c, const env_req *r)
+{
+    enum auth_what what = r->op == ENV_OP_PUB ? AUTH_PUB : r->op == ENV_OP_SEND ? AUTH_SEND : AUTH_SUB;
+    if (r->op == ENV_OP_UNSUB || auth_may(c->grant, what, r->ch))
+        return true;
+    c->w->st->forbidden++;
+    log_info("client %llu: forbidden: %s %.*s", (unsigned long long)c->id,
+             r->op == ENV_OP_PUB ? "pub" : r->op == ENV_OP_SEND ? "send" : r->op == ENV_OP_PRESENCE ? "presence" : "sub",
+             (int)r->ch.n, r->ch.p);
+    reply_err(c, r->id, "forbidden", "the token does not allow this");
+    return false;
+}
+
+/* --max-msg-rate, as GCRA: one timestamp per connection. A message beyond the rate (and its
+ * burst of twice the rate) gets err rate_limited and is dropped; a client that keeps going for
+ * a whole second's worth of refusals is closed 1008. */
+static bool within_msg_rate(conn *c)
+{
+    worker *w = c->w;
+    int rate = w->cfg->max_msg_rate;
+    if (!rate)
+        return true;
+    double now = ev_now(w->loop), step = 1.0 / rate, burst = 2.0;
+    if (c->rl_tat < now)
+        c->rl_tat = now;
+    if (c->rl_tat - now <= burst) {
+        c->rl_tat += step;
+        c->rl_refused = 0;
+        return true;
+    }
+    w->st->rate_limited++;
+    if (++c->rl_refused > (uint32_t)rate) {
+        w->st->abuse_closes++;
+        log_info("client %llu: over --max-msg-rate for a second: closing 1008", (unsigned long long)c->id);
+        close_with(c, WS_CLOSE_POLICY, "message rate limit");
+        return false;
+    }
+    reply_err(c, (ws_span){NULL, 0}, "rate_limited", "over --max-msg-rate: message dropped");
+    return false;
+}
+
 static void ws_request(conn *c, uint8_t opcode, const uint8_t *data, size_t len)
 {
     worker *w = c->w;
@@ -939,12 +994,17 @@ static void ws_request(conn *c, uint8_t opcode, const uint8_t *data, size_t len)
     const char *err, *why;
     if (env_parse((const char *)data, len, w->cfg->max_data, &r, &err, &why) < 0) {
         log_info("client %llu: rejected request: %s (%s)", (unsigned long long)c->id, err, why);
+        if (strcmp(err, ENV_ERR_TOO_LARGE) == 0)
+            w->st->too_large_data++;
         reply_err(c, r.id, err, why);
         return;
     }
+    if (!permitted(c, &r))
+        return;
     switch (r.op) {
     case ENV_OP_SUB:
         if (c->subs.n >= (uint32_t)w->cfg->max_subs && !hub_is_member(&w->hub, &c->subs, r.ch)) {
+            w->st->too_many_subs++;
             reply_err(c, r.id, "too_many_subscriptions", "--max-subs reached");
             return;
         }
@@ -993,7 +1053,7 @@ static void deliver_message(conn *c, uint8_t opcode, const uint8_t *data, size_t
     c->w->st->messages_in++;
     if (c->route == R_ECHO)
         send_owned(c, wbuf_frame_copy(opcode, data, len));
-    else
+    else if (within_msg_rate(c))
         ws_request(c, opcode, data, len);
 }
 
@@ -1109,6 +1169,65 @@ static void open_ws(conn *c, int route, const ws_hs_result *hs, const char *prot
     free(hsbuf);
 }
 
+/* The bearer token of a request: ?token= (what browsers can send) or Authorization: Bearer. */
+static bool bearer_token(const ws_http_req *req, ws_span *token)
+{
+    if (ws_http_query_get(req->query, "token", token))
+        return true;
+    const ws_span *h = ws_http_get(req, "Authorization");
+    if (!h || h->n < 7 || strncasecmp(h->p, "Bearer ", 7) != 0)
+        return false;
+    *token = (ws_span){h->p + 7, h->n - 7};
+    return true;
+}
+
+static void refuse_token(conn *c, const char *why)
+{
+    c->w->st->handshakes_failed++;
+    c->w->st->auth_failures++;
+    log_info("client %llu: 401: %s", (unsigned long long)c->id, why); /* never the token */
+    http_respond(c, 401, "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n", "a valid token is required\n");
+}
+
+/* Who the client of a /ws upgrade is: with --auth, the token's sub claim and its permissions
+ * (or anonymous); without, the ?user= it names. -1: refused (answered). */
+static int identify(conn *c, const ws_http_req *req)
+{
+    worker *w = c->w;
+    ws_span token, user = {"anonymous", 9};
+    char sub[AUTH_USER_MAX + 1];
+    if (w->auth) {
+        const char *why;
+        if (!bearer_token(req, &token)) {
+            if (w->cfg->auth == AUTH_REQUIRED) {
+                refuse_token(c, "no token");
+                return -1;
+            }
+            c->grant = (auth_grant *)auth_anonymous(w->auth);
+            return 0;
+        }
+        if (auth_check(w->auth, token.p, token.n, ev_now(w->loop), sub, &c->grant, &why) < 0) {
+            refuse_token(c, why);
+            return -1;
+        }
+        user = (ws_span){sub, strlen(sub)};
+    } else if (ws_http_query_get(req->query, "user", &user)) {
+        if (!env_user_valid(user)) {
+            w->st->handshakes_failed++;
+            log_info("client %llu: bad user id in the upgrade", (unsigned long long)c->id);
+            http_respond(c, 400, NULL, "user must be 1-64 bytes of [A-Za-z0-9._:@-]\n");
+            return -1;
+        }
+    } else {
+        return 0;
+    }
+    if (!(c->user = strndup(user.p, user.n))) {
+        http_respond(c, 503, NULL, "out of memory\n");
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- POST /publish/<channel>: backends publish without a WebSocket ------------------------ */
 
 static void http_published(conn *c, uint64_t seq)
@@ -1165,17 +1284,64 @@ static bool key_matches(ws_span got, const char *key)
     return diff == 0;
 }
 
+/* POST /publish may go on with this Authorization: 1 (the publish key, or a JWT allowing pub on
+ * ch), 0 (no or a bad credential), -1 (a valid JWT that does not allow ch). */
+static int publish_allowed(conn *c, const ws_span *authz, ws_span ch)
+{
+    worker *w = c->w;
+    if (!authz)
+        return 0;
+    if (w->cfg->publish_key && key_matches(*authz, w->cfg->publish_key))
+        return 1;
+    if (!w->auth || authz->n < 7 || strncasecmp(authz->p, "Bearer ", 7) != 0)
+        return 0;
+    char user[AUTH_USER_MAX + 1];
+    auth_grant *g;
+    const char *why;
+    if (auth_check(w->auth, authz->p + 7, authz->n - 7, ev_now(w->loop), user, &g, &why) < 0) {
+        log_info("client %llu: POST /publish: token refused: %s", (unsigned long long)c->id, why);
+        return 0;
+    }
+    bool ok = auth_may(g, AUTH_PUB, ch);
+    auth_grant_free(g);
+    return ok ? 1 : -1;
+}
+
+/* --publish-rate, as GCRA over the worker: bursts of one second's worth. */
+static bool within_publish_rate(worker *w)
+{
+    int rate = w->cfg->publish_rate;
+    if (!rate)
+        return true;
+    double now = ev_now(w->loop);
+    if (w->publish_tat < now)
+        w->publish_tat = now;
+    if (w->publish_tat - now > 1.0)
+        return false;
+    w->publish_tat += 1.0 / rate;
+    return true;
+}
+
 static void publish_request(conn *c, const ws_http_req *req, ws_span ch)
 {
-    const config *cfg = c->w->cfg;
-    const ws_span *auth = ws_http_get(req, "Authorization");
+    worker *w = c->w;
+    const config *cfg = w->cfg;
+    const ws_span *authz = ws_http_get(req, "Authorization");
+    int allowed = publish_allowed(c, authz, ch);
     if (!ws_span_eq(req->method, "POST")) {
         http_respond(c, 405, "Allow: POST\r\n", "POST the data\n");
-    } else if (!cfg->publish_key) {
-        http_respond(c, 403, NULL, "HTTP publish is off: start wsnode with --publish-key\n");
-    } else if (!auth || !key_matches(*auth, cfg->publish_key)) {
+    } else if (!cfg->publish_key && !w->auth) {
+        http_respond(c, 403, NULL, "HTTP publish is off: start wsnode with --publish-key or --auth\n");
+    } else if (allowed == 0) {
+        w->st->auth_failures++;
         log_info("client %llu: POST /publish with a wrong or missing key", (unsigned long long)c->id);
         http_respond(c, 401, "WWW-Authenticate: Bearer\r\n", "a valid Authorization: Bearer key is required\n");
+    } else if (allowed < 0) {
+        w->st->forbidden++;
+        http_respond(c, 403, NULL, "the token does not allow publishing on this channel\n");
+    } else if (!within_publish_rate(w)) {
+        w->st->publish_limited++;
+        http_respond(c, 429, "Retry-After: 1\r\n", "over --publish-rate; try again\n");
     } else if (!env_channel_valid(ch)) {
         http_respond(c, 400, NULL, "channel names are 1-200 bytes of [A-Za-z0-9._:-]\n");
     } else if (req->chunked || req->content_length < 0) {
@@ -1295,19 +1461,8 @@ static void route_request(conn *c, const ws_http_req *req)
         http_end(c, out, ws_handshake_error(out, sizeof out, &r));
         return;
     }
-    ws_span user;
-    if (route == R_WS && ws_http_query_get(req->query, "user", &user)) {
-        if (!env_user_valid(user)) {
-            w->st->handshakes_failed++;
-            log_info("client %llu: bad user id in the upgrade", (unsigned long long)c->id);
-            http_respond(c, 400, NULL, "user must be 1-64 bytes of [A-Za-z0-9._:@-]\n");
-            return;
-        }
-        if (!(c->user = strndup(user.p, user.n))) {
-            http_respond(c, 503, NULL, "out of memory\n");
-            return;
-        }
-    }
+    if (route == R_WS && identify(c, req) < 0)
+        return;
     open_ws(c, route, &r, r.protocol >= 0 ? o.protocols[r.protocol] : NULL, req->head_len);
 }
 
@@ -1368,6 +1523,8 @@ static void handshake_read(conn *c)
         if (r == WS_HTTP_BAD || r == WS_HTTP_TOO_LARGE) {
             w->st->handshakes_failed++;
             int status = r == WS_HTTP_BAD ? 400 : 431;
+            if (status == 431)
+                w->st->too_large_heads++;
             log_info("client %llu: bad HTTP request: %d", (unsigned long long)c->id, status);
             http_respond(c, status, NULL, status == 400 ? "malformed request\n" : "request head too large\n");
             return;
@@ -1493,16 +1650,19 @@ hub_deliver_fn conn_hub_deliver(void) { return deliver; }
 
 hub_deliver_fn conn_evhub_deliver(void) { return deliver_event; }
 
-void conn_accept(worker *w, int fd)
+void conn_accept(worker *w, int fd, ip_entry *ip)
 {
     conn *c = calloc(1, sizeof *c);
     if (!c) {
         log_error("out of memory accepting a connection");
         close(fd);
+        if (ip)
+            ipl_release(w->ips, ip, ev_now(w->loop));
         return;
     }
     c->w = w;
     c->fd = fd;
+    c->ip = ip;
     c->id = ++w->next_client;
     c->state = ST_HANDSHAKE;
     w->nconns++;

@@ -6,8 +6,10 @@
 
 #include "worker.h"
 
-/* Takes ownership of an accepted non-blocking socket and starts its handshake. */
-void conn_accept(worker *w, int fd);
+/* Takes ownership of an accepted non-blocking socket (and of its admission ip, which may be
+ * NULL) and starts its handshake. */
+struct ip_entry;
+void conn_accept(worker *w, int fd, struct ip_entry *ip);
 
 /* The hub's delivery callback: queues a shared frame on a subscriber, or drops it (counted)
  * when the subscriber is closing or, under --slow-policy drop, over its soft limit. */

@@ -68,6 +68,16 @@ size_t metrics_render(const worker_stats *all, int n, char *buf, size_t cap)
     metric(&o, "redis_pending_publishes", "gauge", "Publishes sent to Redis, not yet answered.", SUM(bus_pending));
     metric(&o, "redis_received_total", "counter", "Channel messages received from Redis.", SUM(bus_received));
     metric(&o, "redis_malformed_total", "counter", "Messages from Redis dropped as malformed.", SUM(bus_malformed));
+    metric(&o, "auth_failures_total", "counter", "Upgrades refused 401 for a missing, bad or expired token.", SUM(auth_failures));
+    metric(&o, "forbidden_total", "counter", "Requests refused for the token's permissions (err forbidden).", SUM(forbidden));
+    metric(&o, "rate_limited_total", "counter", "Messages dropped over --max-msg-rate (err rate_limited).", SUM(rate_limited));
+    metric(&o, "abuse_closes_total", "counter", "Connections closed 1008 for staying over --max-msg-rate.", SUM(abuse_closes));
+    metric(&o, "too_many_subscriptions_total", "counter", "Subscriptions refused over --max-subs.", SUM(too_many_subs));
+    metric(&o, "ip_refused_total", "counter", "Connections refused 429 over --max-conns-per-ip or --ip-connect-rate.", SUM(ip_refused));
+    metric(&o, "too_large_heads_total", "counter", "HTTP request heads refused 431 over --max-header-size or --max-headers.", SUM(too_large_heads));
+    metric(&o, "too_large_messages_total", "counter", "Connections closed 1009 for a message over --max-message.", SUM(too_large_messages));
+    metric(&o, "too_large_data_total", "counter", "Requests refused err too_large for data over --max-data.", SUM(too_large_data));
+    metric(&o, "publish_limited_total", "counter", "POST /publish refused 429 over --publish-rate.", SUM(publish_limited));
     metric(&o, "presence_events_sent_total", "counter", "Joins and leaves reported to wsrouter.", SUM(pres_events_sent));
     metric(&o, "presence_events_lost_total", "counter", "Joins and leaves not reported while Redis was down (snapshots repair them).", SUM(pres_events_lost));
     metric(&o, "presence_unrouted_total", "counter", "Envelopes for a router shard nobody listened to.", SUM(pres_unrouted));

@@ -41,6 +41,8 @@ typedef struct worker_stats {
     uint64_t pres_events_sent, pres_events_lost, pres_unrouted, pres_snapshots, pres_queries,
         pres_directs_in, pres_directs_out, pres_timeouts, pres_event_frames,
         pres_malformed; /* copied from presence by the tick */
+    uint64_t auth_failures, forbidden, rate_limited, abuse_closes, too_many_subs, ip_refused,
+        publish_limited, too_large_heads, too_large_messages, too_large_data;
     uint64_t lat_count, lat_sum_us, lat_bucket[LAT_BUCKETS];
 } worker_stats;
 
@@ -54,7 +56,7 @@ typedef struct worker {
     ev_timer accept_pause; /* out of descriptors: stop accepting for a moment */
     ev_timer tick;         /* walks the timeout lists */
     ev_prepare flush_w;    /* before the loop sleeps: write every pending connection */
-    ev_signal sigterm_w, sigint_w;
+    ev_signal sigterm_w, sigint_w, sighup_w; /* drain; drain; reload the TLS certificate */
     ev_timer drain_w;
     SSL_CTX *tls;
     uint8_t *rbuf; /* one read buffer for all connections; frames are parsed in place */
@@ -69,6 +71,9 @@ typedef struct worker {
     struct presence *pres; /* with the bus: wsrouter traffic and direct messages */
     hub evhub;             /* subscribers that asked for join/leave events, per channel */
     struct files *files;   /* --static, in memory */
+    struct auth *auth;     /* --auth: the JWT verifier; NULL when off */
+    struct ip_table *ips;  /* connections and connect rate per client address */
+    double publish_tat;    /* --publish-rate, as GCRA */
     conn **clients;        /* /ws connections by local number (conn.cnext chains) */
     size_t nclients, clients_cap;
     ws_parser_opts ws_opts, echo_opts;

@@ -247,7 +247,7 @@ def test_wsload_through_the_bus_counts_every_message_once_in_publisher_order(nod
     import pathlib
     import subprocess
     wsload = os.environ.get("WSLOAD", str(pathlib.Path(__file__).resolve().parents[2] / "build" / "loadtest" / "wsload"))
-    a = node("--redis", f"127.0.0.1:{redis.port}", "--workers", "1")
+    a = node("--redis", f"127.0.0.1:{redis.port}", "--workers", "1", "--max-msg-rate", "0")
     b = node("--redis", f"127.0.0.1:{redis.port}", "--workers", "2")
     out = tmp_path / "r.json"
     p = subprocess.run([wsload, "fanout", "--subscribers", "4", "--publishers", "4", "--rate", "max",

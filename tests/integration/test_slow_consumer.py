@@ -6,7 +6,9 @@ import json
 from conftest import (OP_PING, OP_PONG, OP_TEXT, STEP, Raw, connect, run,
                       server_side_tcp_state)
 
-LIMITS = ["--outbuf-soft", "64k", "--outbuf-hard", "256k", "--outbuf-soft-seconds", "1"]
+# The publisher bursts faster than a client may by default: these tests are about the readers.
+LIMITS = ["--outbuf-soft", "64k", "--outbuf-hard", "256k", "--outbuf-soft-seconds", "1",
+          "--max-msg-rate", "0"]
 SOFT_SECONDS = 1
 # ~6 MiB in total: more than the hard limit plus the socket buffers (the kernel lets a
 # loopback send buffer grow to tcp_wmem max, 4 MiB by default)
@@ -114,7 +116,8 @@ def test_policy_close_after_soft_seconds_without_further_traffic(node):
     all is quiet: it must still be closed once --outbuf-soft-seconds have passed."""
     soft_seconds, close_timeout = 2, 1
     n = node("--slow-policy", "close", "--outbuf-soft", "64k", "--outbuf-hard", "512m",
-             "--outbuf-soft-seconds", soft_seconds, "--close-timeout", close_timeout)
+             "--outbuf-soft-seconds", soft_seconds, "--close-timeout", close_timeout,
+             "--max-msg-rate", "0")
 
     async def main():
         slow = await slow_subscriber(n.port, "feed")
