@@ -53,7 +53,7 @@ struct bus {
     struct ev_loop *loop;
     char host[256];
     int port; /* 0: unix socket at host */
-    char *password, *prefix, *node_id;
+    char *user, *password, *prefix, *node_id; /* user, password: NULL if not given */
     redisAsyncContext *sub, *cmd;
     bool sub_up, cmd_up, loading;
     ev_timer retry;
@@ -297,6 +297,20 @@ static void on_ignore(redisAsyncContext *ac, void *r, void *privdata)
     }
 }
 
+/* A refused AUTH (wrong password, unknown or disabled user) leaves a link that can do
+ * nothing: it is closed (once the replies already on their way are in) and retried with
+ * backoff like a lost one, so a login fixed on the Redis side is picked up. */
+static void on_auth(redisAsyncContext *ac, void *r, void *privdata)
+{
+    (void)privdata;
+    redisReply *reply = r;
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        bus *b = ac->data;
+        log_warn("redis %s:%d: AUTH refused: %s", b->host, b->port, reply->str);
+        redisAsyncDisconnect(ac);
+    }
+}
+
 static redisAsyncContext *open_link(bus *b)
 {
     redisAsyncContext *ac = b->port ? redisAsyncConnect(b->host, b->port) : redisAsyncConnectUnix(b->host);
@@ -311,8 +325,12 @@ static redisAsyncContext *open_link(bus *b)
     redisLibevAttach(b->loop, ac);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    if (b->password)
-        redisAsyncCommand(ac, on_ignore, NULL, "AUTH %s", b->password);
+    /* Queued before anything else on the link, so every later command runs authenticated.
+     * While AUTH is refused the bus is never up: publishes get err unavailable. */
+    if (b->user)
+        redisAsyncCommand(ac, on_auth, NULL, "AUTH %s %s", b->user, b->password ? b->password : "");
+    else if (b->password)
+        redisAsyncCommand(ac, on_auth, NULL, "AUTH %s", b->password);
     return ac;
 }
 
@@ -324,9 +342,9 @@ static void connect_links(bus *b)
         schedule_retry(b);
 }
 
-bus *bus_new(struct ev_loop *loop, const char *addr, const char *password, const char *prefix,
-             const char *node_id, bus_message_fn on_message, bus_resubscribe_fn resubscribe,
-             void *ctx)
+bus *bus_new(struct ev_loop *loop, const char *addr, const char *user, const char *password,
+             const char *prefix, const char *node_id, bus_message_fn on_message,
+             bus_resubscribe_fn resubscribe, void *ctx)
 {
     bus *b = calloc(1, sizeof *b);
     if (!b)
@@ -344,7 +362,10 @@ bus *bus_new(struct ev_loop *loop, const char *addr, const char *password, const
         }
     }
     b->loop = loop;
+    b->user = user && user[0] ? strdup(user) : NULL;
     b->password = password ? strdup(password) : NULL;
+    if (b->user && !b->password)
+        log_warn("--redis-user %s without --redis-password: sending an empty password", b->user);
     b->prefix = strdup(prefix);
     b->node_id = strdup(node_id);
     b->on_message = on_message;

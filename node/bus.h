@@ -32,12 +32,14 @@ typedef struct bus_stats {
     bool up;
 } bus_stats;
 
-/* Connects to addr ("host:port" or a unix socket path starting with '/'), with an optional
- * password, on loop. Channels are named <prefix>ch:<name>, seq keys <prefix>seq:<name>.
+/* Connects to addr ("host:port" or a unix socket path starting with '/'), on loop. Each link
+ * first sends AUTH: "AUTH user password" with a user (a Redis 6+ ACL user; an empty password
+ * if none is given, which only a nopass user accepts), "AUTH password" with only a password,
+ * nothing with neither. Channels are named <prefix>ch:<name>, seq keys <prefix>seq:<name>.
  * Returns NULL (logged) for a bad address. The links come up asynchronously. */
-bus *bus_new(struct ev_loop *loop, const char *addr, const char *password, const char *prefix,
-             const char *node_id, bus_message_fn on_message, bus_resubscribe_fn resubscribe,
-             void *ctx);
+bus *bus_new(struct ev_loop *loop, const char *addr, const char *user, const char *password,
+             const char *prefix, const char *node_id, bus_message_fn on_message,
+             bus_resubscribe_fn resubscribe, void *ctx);
 
 /* True while both links are connected. */
 bool bus_up(const bus *b);

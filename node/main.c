@@ -1,5 +1,6 @@
 /* wsnode master: parses the configuration, forks the workers, restarts any that die and, on
- * SIGTERM or SIGINT, has them drain. Signals are taken synchronously (sigtimedwait), so no
+ * SIGTERM or SIGINT, has them drain; SIGHUP is forwarded (each worker reloads its TLS
+ * certificate). Signals are taken synchronously (sigtimedwait), so no
  * handler runs at an awkward moment. */
 #include <errno.h>
 #include <signal.h>
@@ -11,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "config.h"
 #include "files.h"
 #include "log.h"
@@ -39,6 +41,9 @@ static pid_t spawn(const config *cfg, int index, const sigset_t *old)
 {
     pid_t pid = fork();
     if (pid == 0) {
+        /* SIGHUP kills by default: a reload forwarded before the worker's own watcher is up
+         * must not take the new worker down (its watcher replaces this). */
+        signal(SIGHUP, SIG_IGN);
         sigprocmask(SIG_SETMASK, old, NULL);
         exit(worker_run(cfg, index, shared_stats)); /* exit, not _exit: LeakSanitizer checks workers */
     }
@@ -85,6 +90,15 @@ int main(int argc, char **argv)
         log_info("--static: %zu files from %s", files_count(f), cfg.static_dir);
         files_free(f);
     }
+    if (cfg.auth != AUTH_OFF) { /* an unreadable key stops the start, not every worker */
+        char err[512];
+        auth *a = auth_new(&cfg, err, sizeof err);
+        if (!a) {
+            log_error("--auth: %s", err);
+            return 2;
+        }
+        auth_free(a);
+    }
 
     /* Counters every worker writes to its own slot of and /metrics sums. */
     shared_stats = mmap(NULL, sizeof(worker_stats) * (size_t)cfg.workers, PROT_READ | PROT_WRITE,
@@ -128,6 +142,15 @@ int main(int argc, char **argv)
             for (int i = 0; i < cfg.workers; i++)
                 if (slots[i].pid > 0)
                     kill(slots[i].pid, SIGTERM);
+        }
+        if (sig == SIGHUP) { /* each worker reloads the TLS certificate (or ignores it) */
+            int n = 0;
+            for (int i = 0; i < cfg.workers; i++)
+                if (slots[i].pid > 0 && kill(slots[i].pid, SIGHUP) == 0)
+                    n++;
+            log_info("SIGHUP: %s, forwarded to %d worker%s",
+                     cfg.tls_cert ? "reloading the TLS certificate" : "no TLS, nothing to reload",
+                     n, n == 1 ? "" : "s");
         }
 
         int status;

@@ -13,7 +13,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "conn.h"
+#include "iplimit.h"
 #include "files.h"
 #include "log.h"
 #include "tls.h"
@@ -53,12 +55,28 @@ static int listen_on(const config *cfg)
     return fd;
 }
 
+/* Answers a connection refused at accept with status and closes it: no struct, no buffers, no
+ * timer, so refusing costs next to nothing however many come. */
+static void refuse(int fd, const char *status)
+{
+    char out[160];
+    int n = snprintf(out, sizeof out,
+                     "HTTP/1.1 %s\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                     status);
+    if (send(fd, out, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) { /* best effort */
+    }
+    shutdown(fd, SHUT_WR);
+    close(fd);
+}
+
 static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
 {
     (void)revents;
     worker *w = io->data;
     for (int i = 0; i < ACCEPTS_PER_WAKEUP; i++) {
-        int fd = accept4(w->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof peer;
+        int fd = accept4(w->lfd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -74,14 +92,24 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
         }
         if (w->nconns >= w->max_conns) {
             w->st->rejected++;
-            log_warn("connection limit %zu reached: refusing a connection", w->max_conns);
-            close(fd);
+            log_warn("connection limit %zu reached: refusing a connection (503)", w->max_conns);
+            refuse(fd, "503 Service Unavailable");
             continue;
+        }
+        ip_entry *ip = NULL;
+        if (w->ips && (w->cfg->limit_loopback || !ipl_loopback(&peer))) {
+            const char *why;
+            if (!(ip = ipl_admit(w->ips, &peer, ev_now(loop), &why))) {
+                w->st->ip_refused++;
+                log_info("refusing a connection (429): %s", why);
+                refuse(fd, "429 Too Many Requests");
+                continue;
+            }
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         w->st->accepted++;
-        conn_accept(w, fd);
+        conn_accept(w, fd, ip);
     }
 }
 
@@ -99,6 +127,8 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     worker *w = t->data;
     conn_tick(w);
+    if (w->ips)
+        ipl_sweep(w->ips, ev_now(loop));
     w->st->conns_open = w->nconns;
     if (w->bus) {
         const bus_stats *b = bus_get_stats(w->bus);
@@ -168,6 +198,31 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
     ev_timer_init(&w->drain_w, on_drain_timeout, w->cfg->drain_timeout, 0);
     w->drain_w.data = w;
     ev_timer_start(loop, &w->drain_w);
+}
+
+/* SIGHUP (the master forwards its own): reload the certificate and key from the same paths.
+ * Only new connections use the new context; every open one keeps its SSL object, which holds
+ * a reference to the context it was made from, so none is dropped. A reload that fails keeps
+ * the old context. Static: worker.h has no field for it and there is one worker per process. */
+
+static void on_reload_signal(struct ev_loop *loop, ev_signal *s, int revents)
+{
+    (void)loop;
+    (void)revents;
+    worker *w = s->data;
+    if (!w->tls) {
+        log_info("SIGHUP: no TLS certificate to reload; ignored");
+        return;
+    }
+    char err[512];
+    SSL_CTX *ctx = tls_server_ctx(w->cfg->tls_cert, w->cfg->tls_key, err, sizeof err);
+    if (!ctx) {
+        log_error("TLS: reload failed, keeping the old certificate: %s", err);
+        return;
+    }
+    SSL_CTX_free(w->tls);
+    w->tls = ctx;
+    log_info("TLS: certificate reloaded from %s", w->cfg->tls_cert);
 }
 
 /* ---- the Redis bus ---- */
@@ -254,12 +309,25 @@ int worker_run(const config *cfg, int index, worker_stats *shared)
     signal(SIGPIPE, SIG_IGN);
 
     w.loop = ev_default_loop(EVFLAG_AUTO);
+    /* SIGHUP's default action kills; the master sets it to SIG_IGN in the child before
+     * unblocking it, and this watcher takes over before the certificate is first loaded, so a
+     * SIGHUP arriving from here on is a reload once the loop runs, never a death. */
+    ev_signal_init(&w.sighup_w, on_reload_signal, SIGHUP);
+    w.sighup_w.data = &w;
+    ev_signal_start(w.loop, &w.sighup_w);
     make_node_id(&w);
     if (cfg->tls_cert) {
         char err[512];
         w.tls = tls_server_ctx(cfg->tls_cert, cfg->tls_key, err, sizeof err);
         if (!w.tls) {
             log_error("TLS: %s", err);
+            return 2;
+        }
+    }
+    if (cfg->auth != AUTH_OFF) {
+        char err[512];
+        if (!(w.auth = auth_new(cfg, err, sizeof err))) {
+            log_error("--auth: %s", err);
             return 2;
         }
     }
@@ -297,10 +365,15 @@ int worker_run(const config *cfg, int index, worker_stats *shared)
         return 1;
     }
     hub_init(&w.hub, conn_hub_deliver(), &w, HUB_MAX_IDLE, key);
+    if ((cfg->max_conns_per_ip || cfg->ip_connect_rate) &&
+        !(w.ips = ipl_new(cfg->max_conns_per_ip, cfg->ip_connect_rate, key))) {
+        log_error("out of memory");
+        return 1;
+    }
     hub_init(&w.evhub, conn_evhub_deliver(), &w, 1, key);
     if (cfg->redis) {
-        w.bus = bus_new(w.loop, cfg->redis, cfg->redis_password, cfg->redis_prefix, w.node_id,
-                        on_bus_message, on_bus_resubscribe, &w);
+        w.bus = bus_new(w.loop, cfg->redis, cfg->redis_user, cfg->redis_password,
+                        cfg->redis_prefix, w.node_id, on_bus_message, on_bus_resubscribe, &w);
         if (!w.bus)
             return 2;
         w.hub.on_active = on_channel_active;
@@ -336,6 +409,7 @@ int worker_run(const config *cfg, int index, worker_stats *shared)
 
     conn_flush_pending(&w); /* frees connections closed in the last iteration */
     files_free(w.files);
+    auth_free(w.auth);
     if (w.pres) { /* the last leaves: give Redis a moment to take them, so the router need not
                    * wait for the heartbeat timeout */
         presence_flush(w.pres);

@@ -11,6 +11,8 @@
 static const cli_def defs[] = {
     {"redis", CLI_STRING, O(redis), "HOST:PORT", "127.0.0.1:6379",
      "Redis the nodes use (or a unix socket path)"},
+    {"redis-user", CLI_STRING, O(redis_user), "USER", NULL,
+     "Redis ACL user (AUTH user password; Redis 6+)"},
     {"redis-password", CLI_STRING, O(redis_password), "PASSWORD", NULL, "Redis AUTH password"},
     {"redis-prefix", CLI_STRING, O(redis_prefix), "PREFIX", "wsfan:",
      "prefix of every Redis channel; the nodes' --redis-prefix"},

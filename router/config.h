@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 typedef struct rconfig {
-    const char *redis, *redis_password, *redis_prefix;
+    const char *redis, *redis_user, *redis_password, *redis_prefix;
     uint32_t shard, shards; /* --shard i/N */
     const char *bind;
     int port; /* /healthz and /metrics; 0: none */

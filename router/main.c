@@ -459,8 +459,8 @@ int main(int argc, char **argv)
     }
     r.warm = r.cfg.node_timeout ? r.cfg.node_timeout : 3 * DEFAULT_HEARTBEAT;
     r.warm_until = 1e300; /* until the first subscription: then warm seconds from it */
-    r.bus = bus_new(r.loop, r.cfg.redis, r.cfg.redis_password, r.cfg.redis_prefix, r.name, NULL,
-                    NULL, &r);
+    r.bus = bus_new(r.loop, r.cfg.redis, r.cfg.redis_user, r.cfg.redis_password,
+                    r.cfg.redis_prefix, r.name, NULL, NULL, &r);
     if (!r.bus || bus_listen(r.bus, r.listen, on_message, &r) < 0)
         return 2;
     bus_on_up(r.bus, on_bus_up, NULL);
