@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -75,7 +76,7 @@ static const cli_def defs[] = {
      "read the HS256/384/512 secret from FILE (keeps it out of ps)"},
     {"jwt-public-key", CLI_STRING, O(jwt_public_key), "FILE", NULL,
      "PEM public key for RS256/384/512 or ES256/384/512 tokens"},
-    {"jwt-leeway", CLI_SECONDS, O(jwt_leeway), "SEC", "30", "clock skew allowed on exp and nbf"},
+    {"jwt-leeway", CLI_CUSTOM, O(jwt_leeway), "SEC", "30", "clock skew allowed on exp and nbf (0: none)"},
     {"anonymous-sub", CLI_CUSTOM, 0, "PATTERN", NULL,
      "with --auth: channels clients without a token may subscribe to (repeatable; name or "
      "prefix*)"},
@@ -116,6 +117,14 @@ static int custom(void *base, const cli_def *d, const char *v)
             c->auth = AUTH_REQUIRED;
         else
             return -1;
+        return 0;
+    }
+    if (strcmp(d->name, "jwt-leeway") == 0) {
+        char *end;
+        double x = strtod(v, &end);
+        if (end == v || *end || !(x >= 0 && x <= 86400))
+            return -1;
+        c->jwt_leeway = x;
         return 0;
     }
     if (strcmp(d->name, "anonymous-sub") == 0 || strcmp(d->name, "anonymous-pub") == 0) {

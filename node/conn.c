@@ -15,6 +15,7 @@
 #include "auth.h"
 #include "envelope.h"
 #include "files.h"
+#include "gcra.h"
 #include "iplimit.h"
 #include "log.h"
 #include "metrics.h"
@@ -963,11 +964,7 @@ static bool within_msg_rate(conn *c)
     int rate = w->cfg->max_msg_rate;
     if (!rate)
         return true;
-    double now = ev_now(w->loop), step = 1.0 / rate, burst = 2.0;
-    if (c->rl_tat < now)
-        c->rl_tat = now;
-    if (c->rl_tat - now <= burst) {
-        c->rl_tat += step;
+    if (gcra_admit(&c->rl_tat, ev_now(w->loop), rate, 2.0 * rate)) {
         c->rl_refused = 0;
         return true;
     }
@@ -1311,15 +1308,7 @@ static int publish_allowed(conn *c, const ws_span *authz, ws_span ch)
 static bool within_publish_rate(worker *w)
 {
     int rate = w->cfg->publish_rate;
-    if (!rate)
-        return true;
-    double now = ev_now(w->loop);
-    if (w->publish_tat < now)
-        w->publish_tat = now;
-    if (w->publish_tat - now > 1.0)
-        return false;
-    w->publish_tat += 1.0 / rate;
-    return true;
+    return !rate || gcra_admit(&w->publish_tat, ev_now(w->loop), rate, rate);
 }
 
 static void publish_request(conn *c, const ws_http_req *req, ws_span ch)

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gcra.h"
 #include "ws_hash.h"
 
 struct ip_entry {
@@ -101,7 +102,6 @@ ip_entry *ipl_admit(ip_table *t, const struct sockaddr_storage *addr, double now
         }
         e->hash = h;
         memcpy(e->addr, x, 16);
-        e->tat = now;
         e->next = t->b[h & (t->cap - 1)];
         t->b[h & (t->cap - 1)] = e;
         t->n++;
@@ -110,14 +110,9 @@ ip_entry *ipl_admit(ip_table *t, const struct sockaddr_storage *addr, double now
         *why = "too many connections from this address";
         return NULL;
     }
-    if (t->rate) {
-        if (e->tat < now)
-            e->tat = now;
-        if (e->tat - now > BURST_SECONDS) {
-            *why = "connecting too fast";
-            return NULL;
-        }
-        e->tat += 1.0 / t->rate;
+    if (t->rate && !gcra_admit(&e->tat, now, t->rate, BURST_SECONDS * t->rate)) {
+        *why = "connecting too fast";
+        return NULL;
     }
     e->conns++;
     return e;

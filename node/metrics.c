@@ -68,7 +68,7 @@ size_t metrics_render(const worker_stats *all, int n, char *buf, size_t cap)
     metric(&o, "redis_pending_publishes", "gauge", "Publishes sent to Redis, not yet answered.", SUM(bus_pending));
     metric(&o, "redis_received_total", "counter", "Channel messages received from Redis.", SUM(bus_received));
     metric(&o, "redis_malformed_total", "counter", "Messages from Redis dropped as malformed.", SUM(bus_malformed));
-    metric(&o, "auth_failures_total", "counter", "Upgrades refused 401 for a missing, bad or expired token.", SUM(auth_failures));
+    metric(&o, "auth_failures_total", "counter", "Upgrades and POST /publish requests refused 401 for a missing, bad or expired token or key.", SUM(auth_failures));
     metric(&o, "forbidden_total", "counter", "Requests refused for the token's permissions (err forbidden).", SUM(forbidden));
     metric(&o, "rate_limited_total", "counter", "Messages dropped over --max-msg-rate (err rate_limited).", SUM(rate_limited));
     metric(&o, "abuse_closes_total", "counter", "Connections closed 1008 for staying over --max-msg-rate.", SUM(abuse_closes));

@@ -15,12 +15,12 @@
 #include "cluster.pb-c.h"
 #include "config.h"
 #include "envelope.h"
+#include "ingest.h"
 #include "log.h"
 #include "roster.h"
 #include "ws_hash.h"
 #include "ws_utf8.h"
 
-#define MEMBERS_MAX 100000 /* members one envelope may carry */
 #define DEFAULT_HEARTBEAT 1.0
 #define RECONNECT_GRACE 6.0 /* after Redis is back: nodes reconnect with backoff of up to 5 s */
 
@@ -97,48 +97,35 @@ static bool bad(router *r, const char *origin, const char *why)
     return false;
 }
 
-static bool str_ok(const char *s, size_t max)
-{
-    size_t n = s ? strlen(s) : 0;
-    return n && n <= max && ws_utf8_valid((const uint8_t *)s, n);
-}
-
-/* A channel named by a node: valid and owned by this shard. */
+/* A channel a query names: valid and owned by this shard. */
 static bool channel_ok(router *r, const char *origin, const char *ch)
 {
     if (!ch || !env_channel_valid((ws_span){ch, strlen(ch)}))
         return bad(r, origin, "bad channel name");
     if (ws_shard(ch, strlen(ch), r->cfg.shards) != r->cfg.shard) {
         r->st.misrouted++;
-        log_warn("%s sent channel %s to shard %u/%u, which does not own it: are its "
+        log_warn("%s asked about channel %s at shard %u/%u, which does not own it: are its "
                  "--router-shards and this --shard the same N?", origin, ch, r->cfg.shard, r->cfg.shards);
         return false;
     }
     return true;
 }
 
-/* Applies e's members: all joins (join true), all leaves (false), or each as its left flag
- * says (MEMBERS). */
+/* Applies e's members (see ingest_members) and reports what did not fit. */
 static void members_in(router *r, rnode *n, const Wsfan__Envelope *e, bool join, bool emit)
 {
-    bool mixed = e->kind == WSFAN__ENVELOPE__KIND__MEMBERS;
-    for (size_t i = 0; i < e->n_members; i++) {
-        const Wsfan__Envelope__Member *m = e->members[i];
-        if (mixed)
-            join = !m->left;
-        if (!channel_ok(r, n->id, m->channel))
-            continue;
-        if (!str_ok(m->client_id, 160) || (join && !str_ok(m->user_id, 256))) {
-            bad(r, n->id, "bad client or user id");
-            continue;
-        }
-        int rc = join ? roster_join(r->ro, n, m->client_id, m->user_id, m->channel, emit)
-                      : roster_leave(r->ro, n, m->client_id, m->channel, emit);
-        if (rc == -1)
-            bad(r, n->id, "a client id that is not of this node");
-        else if (rc == -2)
-            log_error("out of memory adding a member");
-    }
+    ingest_result res;
+    ingest_members(r->ro, n, e, join, emit, r->cfg.shard, r->cfg.shards, &res);
+    r->st.malformed += res.malformed;
+    r->st.misrouted += res.misrouted;
+    if (res.malformed)
+        log_warn("dropped %u members from %s: %s", res.malformed, n->id, res.why);
+    if (res.misrouted)
+        log_warn("%s sent %u members of channels this shard (%u/%u) does not own, such as %s: "
+                 "are its --router-shards and this --shard the same N?", n->id, res.misrouted,
+                 r->cfg.shard, r->cfg.shards, res.misrouted_channel);
+    if (res.out_of_memory)
+        log_error("out of memory adding members");
 }
 
 typedef struct collect {
@@ -285,11 +272,9 @@ static void on_message(void *ctx, const uint8_t *p, size_t len)
         bad(r, NULL, "not an Envelope");
         return;
     }
-    if (!e->origin || !env_channel_valid((ws_span){e->origin, strlen(e->origin)}) ||
-        strlen(e->origin) > 127)
-        bad(r, NULL, "bad origin");
-    else if (e->n_members > MEMBERS_MAX)
-        bad(r, e->origin, "too many members");
+    const char *why = ingest_check(e);
+    if (why)
+        bad(r, e->origin && !strcmp(why, "too many members") ? e->origin : NULL, why);
     else if (e->kind == WSFAN__ENVELOPE__KIND__PRESENCE_QUERY)
         answer_query(r, e);
     else if (e->kind == WSFAN__ENVELOPE__KIND__HEARTBEAT || e->kind == WSFAN__ENVELOPE__KIND__JOIN ||
