@@ -205,6 +205,8 @@ size_t ws_http_response(char *out, size_t cap, int status, const char *extra,
 
 bool ws_http_query_get(ws_span query, const char *name, ws_span *value)
 {
+    if (query.n == 0)
+        return false; /* query.p may be NULL: no arithmetic on it */
     size_t nl = strlen(name);
     const char *p = query.p, *end = query.p + query.n;
     while (p < end) {

@@ -172,7 +172,7 @@ wbuf *files_get(const files *f, ws_span path, size_t *head_len)
 {
     char name[PATH_MAX_LEN];
     size_t n = 0;
-    for (size_t i = 0; i < path.n; i++) { /* percent-decoded; a name with NUL cannot match */
+    for (size_t i = 0; i < path.n; i++) { /* percent-decoded */
         char c = path.p[i];
         if (c == '%') {
             int hi = i + 2 < path.n ? hexval(path.p[i + 1]) : -1;
@@ -182,8 +182,8 @@ wbuf *files_get(const files *f, ws_span path, size_t *head_len)
             c = (char)(hi << 4 | lo);
             i += 2;
         }
-        if (n + 1 >= sizeof name - 16)
-            return NULL;
+        if (c == '\0' || n + 1 >= sizeof name - 16)
+            return NULL; /* no name holds a NUL: "/index.html\0.txt" is not index.html */
         name[n++] = c;
     }
     if (n == 0 || name[0] != '/')

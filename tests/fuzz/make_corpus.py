@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora in tests/fuzz/corpus/{frame,handshake,envelope}/.
+"""Writes the seed corpora in tests/fuzz/corpus/{frame,handshake,envelope,jwt,http}/.
 
 Input formats are described at the top of each fuzz_<name>.c. Run from anywhere:
     python3 tests/fuzz/make_corpus.py
 Files are deterministic; re-running rewrites them unchanged. Crash reproducers added by hand
 (crash-*) are left alone.
 """
+import base64
+import hashlib
+import hmac
 import json
 import os
 import struct
@@ -135,6 +138,120 @@ ENVELOPE_RAW = {
 }
 
 
+# ---- fuzz_jwt: 1 mode byte, then a token (mode 0), header\0payload signed by the target
+# (modes 1, 2; bits 2-3 the HMAC, bit 4 no signature, bit 5 padded base64) or patterns (mode 3).
+JWT_SECRET = b"fuzz-secret"  # as in fuzz_jwt.c, which checks at "now" = 1700000000
+
+
+def b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=")
+
+
+def jwt_token(header, payload, secret=JWT_SECRET, digest=hashlib.sha256, sig=True):
+    def enc(v):
+        return v if isinstance(v, bytes) else json.dumps(v, separators=(",", ":")).encode()
+    signing = b64url(enc(header)) + b"." + b64url(enc(payload))
+    mac = b64url(hmac.new(secret, signing, digest).digest()) if sig else b""
+    return signing + b"." + mac
+
+
+def jwt_pair(mode, header, payload):
+    return bytes([mode]) + json.dumps(header, separators=(",", ":")).encode() + b"\0" + (
+        payload if isinstance(payload, bytes) else json.dumps(payload).encode())
+
+
+HS256 = {"alg": "HS256", "typ": "JWT"}
+GOOD = {"sub": "alice", "exp": 2000000000, "nbf": 1600000000, "iat": 1600000000}
+PERM = {"sub": ["room.*", "lobby"], "pub": ["room.1", "chat.*"], "send": True}
+
+JWT = {
+    "hs256_valid": b"\x00" + jwt_token(HS256, GOOD),
+    "hs256_perm": b"\x00" + jwt_token(HS256, {**GOOD, "sub": "bob@example.com", "perm": PERM}),
+    "hs384_valid": b"\x00" + jwt_token({"alg": "HS384"}, GOOD, digest=hashlib.sha384),
+    "hs512_perm_star": b"\x00" + jwt_token({"alg": "HS512"}, {"sub": "c", "perm": {"sub": ["*"]}},
+                                           digest=hashlib.sha512),
+    "hs256_expired": b"\x00" + jwt_token(HS256, {"sub": "alice", "exp": 1600000000}),
+    "hs256_in_leeway": b"\x00" + jwt_token(HS256, {"sub": "alice", "exp": 1699999990,
+                                                   "nbf": 1700000020}),
+    "hs256_nbf_future": b"\x00" + jwt_token(HS256, {"sub": "alice", "nbf": 1800000000}),
+    "hs256_no_sub": b"\x00" + jwt_token(HS256, {"exp": 2000000000}),
+    "hs256_sub_too_long": b"\x00" + jwt_token(HS256, {"sub": "u" * 129}),
+    "hs256_bad_perm": b"\x00" + jwt_token(HS256, {"sub": "a", "perm": {"sub": ["bad channel"]}}),
+    "hs256_wrong_key": b"\x00" + jwt_token(HS256, GOOD, secret=b"other-secret"),
+    "alg_none": b"\x00" + jwt_token({"alg": "none"}, GOOD, sig=False),
+    "alg_none_signed": b"\x00" + jwt_token({"alg": "none"}, GOOD),
+    "alg_rs256_hmac": b"\x00" + jwt_token({"alg": "RS256"}, GOOD),
+    "garbage": b"\x00not.a.token",
+    "two_parts": b"\x00" + b64url(b'{"alg":"HS256"}') + b"." + b64url(b'{"sub":"a"}'),
+    "four_parts": b"\x00" + jwt_token(HS256, GOOD) + b".x",
+    "nul_inside": b"\x00" + jwt_token(HS256, GOOD)[:10] + b"\x00" + jwt_token(HS256, GOOD)[11:],
+    # mode 1: signed here with HMAC-SHA256; 0x05 / 0x09: -SHA384 / -SHA512; 0x0d: another key;
+    # 0x11: no signature; 0x21: padded standard base64.
+    "pair_hs256": jwt_pair(0x01, HS256, GOOD),
+    "pair_perm": jwt_pair(0x01, HS256, {"sub": "bob", "exp": 1700000100, "perm": PERM}),
+    "pair_perm_pub_only": jwt_pair(0x02, HS256, {"sub": "x", "perm": {"pub": ["a*", "b"]}}),
+    "pair_exp_string": jwt_pair(0x01, HS256, {"sub": "a", "exp": "2000000000"}),
+    "pair_nbf_past": jwt_pair(0x01, HS256, {"sub": "a", "nbf": 1699999000}),
+    "pair_exp_fraction": jwt_pair(0x01, HS256, {"sub": "a", "exp": 1800000000.5}),
+    "pair_nbf_fraction_future": jwt_pair(0x01, HS256, {"sub": "a", "nbf": 1800000000.5}),
+    "pair_nbf_null": jwt_pair(0x01, HS256, {"sub": "a", "nbf": None}),
+    "pair_sub_escaped": jwt_pair(0x01, HS256, b'{"sub":"caf\\u00e9 \\"q\\"","exp":1800000000}'),
+    "pair_sub_number": jwt_pair(0x01, HS256, {"sub": 42}),
+    "pair_hs384": jwt_pair(0x05, {"alg": "HS384"}, GOOD),
+    "pair_hs512": jwt_pair(0x09, {"alg": "HS512"}, GOOD),
+    "pair_alg_mismatch": jwt_pair(0x09, HS256, GOOD),
+    "pair_wrong_key": jwt_pair(0x0D, HS256, GOOD),
+    "pair_none": jwt_pair(0x11, {"alg": "none"}, GOOD),
+    "pair_rs256": jwt_pair(0x01, {"alg": "RS256", "typ": "JWT"}, GOOD),
+    "pair_padded": jwt_pair(0x21, HS256, {"sub": "ab"}),
+    "pair_many_patterns": jwt_pair(0x01, HS256, {"sub": "m", "perm": {
+        "sub": ["c%d" % i for i in range(65)]}}),
+    # mode 3: 0x03 | a << 2 | b << 5: a sub patterns, b pub patterns, then channels.
+    "patterns": bytes([0x03 | 2 << 2 | 1 << 5]) + b"room.*\0lobby\0chat.*\0room.1\0lobby\0chat.x\0room",
+    "patterns_star": bytes([0x03 | 1 << 2]) + b"*\0anything\0\0a*\0a",
+    "patterns_bad": bytes([0x03 | 1 << 2 | 1 << 5]) + b"a**\0b c\0a",
+}
+
+# ---- fuzz_http: 1 option byte (bits 0-1 max_head, bits 2-7 the chunking seed), then the request.
+UPGRADE = ("Host: a.example", "Upgrade: websocket", "Connection: Upgrade",
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13")
+
+
+def get(target, *lines, option=0, method="GET", eol="\r\n"):
+    return bytes([option]) + (eol.join(("%s %s HTTP/1.1" % (method, target),) + lines)
+                              + eol + eol).encode()
+
+
+HTTP = {
+    "ws_token": get("/ws?token=" + jwt_token(HS256, GOOD).decode(), *UPGRADE),
+    "ws_user_nodes": get("/ws?user=alice@example.com&nodes=3", *UPGRADE, option=0x14),
+    "ws_user_bad": get("/ws?user=bad%20user&user=second", *UPGRADE, option=0x08),
+    "ws_query_flags": get("/ws?token&user=&nodes=a&token=x&&=", *UPGRADE, option=0x40),
+    "ws_user_long": get("/ws?user=" + "u" * 65, *UPGRADE),
+    "root": get("/", "Host: a", option=0x04),
+    "index": get("/index.html", "Host: a"),
+    "head_app": get("/js/app.js", "Host: a", method="HEAD", option=0x1c),
+    "sub_index": get("/sub/", "Host: a"),
+    "space_name": get("/a%20b.txt", "Host: a"),
+    "percent_name": get("/100%25.txt?x=1", "Host: a"),
+    "encoded_slash": get("/%2Fjs%2Fapp.js", "Host: a"),
+    "dotdot": get("/../secret.txt", "Host: a"),
+    "dotdot_inner": get("/js/../index.html", "Host: a"),
+    "dotdot_encoded": get("/%2e%2e/secret.txt", "Host: a", option=0x30),
+    "dotdot_mixed": get("/.%2E/%2e./secret.txt", "Host: a"),
+    "dotdot_slash_encoded": get("/..%2fsecret.txt", "Host: a"),
+    "dotfile": get("/.hidden", "Host: a"),
+    "dotdir": get("/.git/config", "Host: a"),
+    "dot_segment": get("/./index.html", "Host: a"),
+    "symlink": get("/link.html", "Host: a"),
+    "nul_escape": get("/index.html%00.txt", "Host: a"),
+    "bad_escape": get("/%zz%4", "Host: a"),
+    "absolute_form": get("http://a.example/index.html", "Host: a.example"),
+    "lf_only": get("/js/app.js?token=abc", "Host: a", eol="\n", option=0xfc),
+    "small_head": get("/index.html", "Host: a", option=0x02),
+}
+
+
 def write(name, files):
     d = os.path.join(HERE, "corpus", name)
     os.makedirs(d, exist_ok=True)
@@ -147,3 +264,5 @@ write("frame", FRAME)
 write("handshake", HANDSHAKE)
 write("envelope", {**{k: json.dumps(v, separators=(",", ":"), ensure_ascii=False).encode()
                       for k, v in ENVELOPE.items()}, **ENVELOPE_RAW})
+write("jwt", JWT)
+write("http", HTTP)
