@@ -198,6 +198,12 @@ int config_parse(config *c, int argc, char **argv)
         fprintf(stderr, "wsnode: --max-subs must be 1-65535\n");
         return -1;
     }
+    if (c->auth == AUTH_OFF && (c->jwt_secret || c->jwt_secret_file || c->jwt_public_key ||
+                                c->nanon_sub || c->nanon_pub)) {
+        fprintf(stderr, "wsnode: --jwt-* and --anonymous-* take effect with --auth optional or "
+                        "--auth required; without --auth every client may do everything\n");
+        return -1;
+    }
     if (c->auth != AUTH_OFF && !c->jwt_secret && !c->jwt_secret_file && !c->jwt_public_key) {
         fprintf(stderr, "wsnode: --auth needs --jwt-secret, --jwt-secret-file or --jwt-public-key\n");
         return -1;

@@ -69,7 +69,7 @@ struct conn {
     char *user;        /* user id for presence; NULL: anonymous */
     auth_grant *grant; /* what it may do; NULL: everything (no --auth) */
     double rl_tat;     /* --max-msg-rate: GCRA's theoretical arrival time of the next message */
-    uint32_t rl_refused; /* messages refused since the last one let through */
+    double abuse_tat;  /* the same for its refused messages: over a tenth of the rate, closed */
     conn *cnext;       /* w->clients chain */
     ip_entry *ip;      /* its address's entry in w->ips (NULL: not limited) */
     uint64_t id;
@@ -956,22 +956,23 @@ static bool permitted(conn *c, const env_req *r)
 }
 
 /* --max-msg-rate, as GCRA: one timestamp per connection. A message beyond the rate (and its
- * burst of twice the rate) gets err rate_limited and is dropped; a client that keeps going for
- * a whole second's worth of refusals is closed 1008. */
+ * burst of twice the rate) gets err rate_limited and is dropped. The refusals have a budget of
+ * their own, a tenth of the rate with a burst of the rate: a client that keeps sending clearly
+ * faster than allowed (at twice the rate, within about a second) is closed 1008, while one
+ * that overshoots a little only loses those messages. */
 static bool within_msg_rate(conn *c)
 {
     worker *w = c->w;
     int rate = w->cfg->max_msg_rate;
     if (!rate)
         return true;
-    if (gcra_admit(&c->rl_tat, ev_now(w->loop), rate, 2.0 * rate)) {
-        c->rl_refused = 0;
+    double now = ev_now(w->loop);
+    if (gcra_admit(&c->rl_tat, now, rate, 2.0 * rate))
         return true;
-    }
     w->st->rate_limited++;
-    if (++c->rl_refused > (uint32_t)rate) {
+    if (!gcra_admit(&c->abuse_tat, now, rate / 10.0, rate)) {
         w->st->abuse_closes++;
-        log_info("client %llu: over --max-msg-rate for a second: closing 1008", (unsigned long long)c->id);
+        log_info("client %llu: keeps sending over --max-msg-rate: closing 1008", (unsigned long long)c->id);
         close_with(c, WS_CLOSE_POLICY, "message rate limit");
         return false;
     }
@@ -1281,8 +1282,8 @@ static bool key_matches(ws_span got, const char *key)
     return diff == 0;
 }
 
-/* POST /publish may go on with this Authorization: 1 (the publish key, or a JWT allowing pub on
- * ch), 0 (no or a bad credential), -1 (a valid JWT that does not allow ch). */
+/* POST /publish may go on with this Authorization: 1 (the publish key), 2 (a JWT allowing pub
+ * on ch), 0 (no or a bad credential), -1 (a valid JWT that does not allow ch). */
 static int publish_allowed(conn *c, const ws_span *authz, ws_span ch)
 {
     worker *w = c->w;
@@ -1301,14 +1302,16 @@ static int publish_allowed(conn *c, const ws_span *authz, ws_span ch)
     }
     bool ok = auth_may(g, AUTH_PUB, ch);
     auth_grant_free(g);
-    return ok ? 1 : -1;
+    return ok ? 2 : -1;
 }
 
-/* --publish-rate, as GCRA over the worker: bursts of one second's worth. */
-static bool within_publish_rate(worker *w)
+/* --publish-rate, as GCRA over the worker, bursts of one second's worth: one budget for the
+ * publish key (the backends) and one for JWTs (clients), so clients cannot use up the
+ * backends'. */
+static bool within_publish_rate(worker *w, bool key)
 {
     int rate = w->cfg->publish_rate;
-    return !rate || gcra_admit(&w->publish_tat, ev_now(w->loop), rate, rate);
+    return !rate || gcra_admit(key ? &w->publish_tat : &w->publish_jwt_tat, ev_now(w->loop), rate, rate);
 }
 
 static void publish_request(conn *c, const ws_http_req *req, ws_span ch)
@@ -1328,7 +1331,7 @@ static void publish_request(conn *c, const ws_http_req *req, ws_span ch)
     } else if (allowed < 0) {
         w->st->forbidden++;
         http_respond(c, 403, NULL, "the token does not allow publishing on this channel\n");
-    } else if (!within_publish_rate(w)) {
+    } else if (!within_publish_rate(w, allowed == 1)) {
         w->st->publish_limited++;
         http_respond(c, 429, "Retry-After: 1\r\n", "over --publish-rate; try again\n");
     } else if (!env_channel_valid(ch)) {

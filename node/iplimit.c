@@ -53,6 +53,10 @@ static void addr16(const struct sockaddr_storage *a, uint8_t out[16])
     memset(out, 0, 16);
     if (a->ss_family == AF_INET6) {
         memcpy(out, &((const struct sockaddr_in6 *)a)->sin6_addr, 16);
+        static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        static const uint8_t loop6[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+        if (memcmp(out, v4mapped, 12) != 0 && memcmp(out, loop6, 16) != 0)
+            memset(out + 8, 0, 8); /* one IPv6 host holds a /64: limit the /64, not each address */
     } else if (a->ss_family == AF_INET) {
         out[10] = out[11] = 0xff;
         memcpy(out + 12, &((const struct sockaddr_in *)a)->sin_addr, 4);

@@ -1,5 +1,6 @@
-/* iplimit: per client address, the connections it holds on this worker and the rate it opens
- * new ones (GCRA, bursts of ten seconds' worth). No I/O. Entries live while the address has
+/* iplimit: per client address (an IPv6 /64, since one host holds a whole /64), the
+ * connections it holds on this worker and the rate it opens new ones (GCRA, bursts of ten
+ * seconds' worth). No I/O. Entries live while the address has
  * connections or its rate state matters, so the table holds only addresses seen recently. */
 #ifndef IPLIMIT_H
 #define IPLIMIT_H

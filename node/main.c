@@ -62,6 +62,16 @@ static void describe(int status, char *out, size_t n)
 
 int main(int argc, char **argv)
 {
+    /* Signals are taken synchronously from the very start: a SIGHUP (a reload hook) or a
+     * SIGTERM that comes while the configuration is still being checked must not kill. */
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigprocmask(SIG_BLOCK, &set, &old);
+
     config cfg;
     int rc = config_parse(&cfg, argc, argv);
     if (rc != 0)
@@ -107,14 +117,6 @@ int main(int argc, char **argv)
         log_error("mmap: %s", strerror(errno));
         return 1;
     }
-
-    sigset_t set, old;
-    sigemptyset(&set);
-    sigaddset(&set, SIGCHLD);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigprocmask(SIG_BLOCK, &set, &old);
 
     static slot slots[MAX_WORKERS];
     for (int i = 0; i < cfg.workers; i++) {

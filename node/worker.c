@@ -408,16 +408,20 @@ int worker_run(const config *cfg, int index, worker_stats *shared)
     ev_run(w.loop, 0);
 
     conn_flush_pending(&w); /* frees connections closed in the last iteration */
-    files_free(w.files);
-    auth_free(w.auth);
     if (w.pres) { /* the last leaves: give Redis a moment to take them, so the router need not
                    * wait for the heartbeat timeout */
         presence_flush(w.pres);
         ev_timer last;
         ev_timer_init(&last, on_last_words, 0.2, 0);
         ev_timer_start(w.loop, &last);
-        ev_run(w.loop, 0);
+        ev_run(w.loop, 0); /* connections still closing are served meanwhile */
+        conn_flush_pending(&w);
     }
+    /* Only now: connections still open use the anonymous grant, the address table and the
+     * files until the loop stops for the last time. */
+    files_free(w.files);
+    auth_free(w.auth);
+    ipl_free(w.ips);
     log_info("worker exiting: %llu accepted, %llu messages in, %llu out",
              (unsigned long long)w.st->accepted, (unsigned long long)w.st->messages_in,
              (unsigned long long)w.st->messages_out);

@@ -73,7 +73,7 @@ typedef struct worker {
     struct files *files;   /* --static, in memory */
     struct auth *auth;     /* --auth: the JWT verifier; NULL when off */
     struct ip_table *ips;  /* connections and connect rate per client address */
-    double publish_tat;    /* --publish-rate, as GCRA */
+    double publish_tat, publish_jwt_tat; /* --publish-rate (GCRA): the key's, the JWTs' */
     conn **clients;        /* /ws connections by local number (conn.cnext chains) */
     size_t nclients, clients_cap;
     ws_parser_opts ws_opts, echo_opts;

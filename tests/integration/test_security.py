@@ -17,6 +17,7 @@ import base64
 import hashlib
 import hmac
 import json
+import signal
 import subprocess
 import time
 
@@ -860,8 +861,9 @@ def test_message_rate_flood_gets_rate_limited_then_closed_1008(node):
             assert fr.close_code == 1008, fr
             await f.send_frame(OP_CLOSE, close_payload(1008))
             assert 2 * rate <= acks <= 2 * rate + 10, (acks, errs)
-            # a second's worth of refusals in a row (more only if one got through meanwhile)
-            assert rate <= errs <= 2 * rate, (acks, errs)
+            # refusals have a budget of the rate's worth in a burst: the flood is closed after
+            # about that many (a few more if time moved on meanwhile)
+            assert 0.9 * rate <= errs <= 2 * rate, (acks, errs)
             await f.wait_eof()
             await f.aclose()
             await b.served_since(mark)
@@ -871,7 +873,7 @@ def test_message_rate_flood_gets_rate_limited_then_closed_1008(node):
             assert m["wsfan_rate_limited_total"] >= errs + 15, m
             await c.aclose()
     run(main())
-    log_has(n, "over --max-msg-rate for a second: closing 1008")
+    log_has(n, "keeps sending over --max-msg-rate: closing 1008")
 
 
 def test_too_many_connections_from_one_address(node):
@@ -1077,4 +1079,47 @@ def test_too_many_subscriptions(node):
             await c.close()
             await b.served_since(b.rounds)
             assert await wait_metric(n, "wsfan_too_many_subscriptions_total", 1) == 1
+    run(main())
+
+
+def test_client_tokens_cannot_use_up_the_backends_publish_budget(node):
+    n = hs_node(node, "--publish-key", "k", "--publish-rate", "5")
+    user = [("Authorization", "Bearer " + jwt_hs(claims("mallory")))]
+    backend = [("Authorization", "Bearer k")]
+
+    async def main():
+        statuses = [(await http_request(n.port, "POST", "/publish/news", user, b"1")).status
+                    for _ in range(12)]
+        assert 429 in statuses and statuses[:5] == [202] * 5, statuses
+        # the publish key has its own budget, untouched by the tokens
+        for _ in range(5):
+            assert (await http_request(n.port, "POST", "/publish/news", backend, b"2")).status == 202
+    run(main())
+
+
+def test_jwt_flags_without_auth_are_refused(tmp_path):
+    from conftest import WSNODE
+    for args in (["--jwt-secret", "x"], ["--anonymous-sub", "a.*"], ["--jwt-public-key", "k.pem"]):
+        out = subprocess.run([WSNODE, *args], capture_output=True, text=True, timeout=10)
+        assert out.returncode == 2 and "--auth" in out.stderr, (args, out.stderr)
+
+
+def test_a_client_still_closing_when_the_worker_exits(node, redis):
+    """--auth optional with Redis: an anonymous client ignores the drain's close 1001 and hangs
+    up while the worker sends its last presence leaves. The worker must not touch what it
+    has already freed (the sanitizer builds check the log at teardown)."""
+    n = node("--redis", f"127.0.0.1:{redis.port}", "--workers", "1", "--auth", "optional",
+             "--jwt-secret", "x", "--anonymous-sub", "*", "--drain-timeout", "0.3",
+             "--close-timeout", "5")
+
+    async def main():
+        c, _ = await upgrade(n.port, "/ws")
+        assert (await raw_json(c))["op"] == "hello"
+        await c.send(build_frame(OP_TEXT, '{"op":"sub","ch":"x","id":1}'))
+        assert (await raw_json(c))["op"] == "ack"
+        n.signal(signal.SIGTERM)
+        n.expect_exit = True
+        await asyncio.sleep(0.4)  # after the drain timeout, inside the last 0.2 s for Redis
+        c.close()
+        assert await asyncio.get_running_loop().run_in_executor(None, n.wait_exit, 10) == 0
     run(main())
