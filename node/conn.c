@@ -992,6 +992,7 @@ static void ws_request(conn *c, uint8_t opcode, const uint8_t *data, size_t len)
     const char *err, *why;
     if (env_parse((const char *)data, len, w->cfg->max_data, &r, &err, &why) < 0) {
         log_info("client %llu: rejected request: %s (%s)", (unsigned long long)c->id, err, why);
+        w->st->bad_requests++;
         if (strcmp(err, ENV_ERR_TOO_LARGE) == 0)
             w->st->too_large_data++;
         reply_err(c, r.id, err, why);

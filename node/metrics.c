@@ -77,6 +77,7 @@ size_t metrics_render(const worker_stats *all, int n, char *buf, size_t cap)
     metric(&o, "too_large_heads_total", "counter", "HTTP request heads refused 431 over --max-header-size or --max-headers.", SUM(too_large_heads));
     metric(&o, "too_large_messages_total", "counter", "Connections closed 1009 for a message over --max-message.", SUM(too_large_messages));
     metric(&o, "too_large_data_total", "counter", "Requests refused err too_large for data over --max-data.", SUM(too_large_data));
+    metric(&o, "bad_requests_total", "counter", "Requests answered err bad_json, bad_op, bad_channel (a name over 200 bytes included), bad_request or too_large.", SUM(bad_requests));
     metric(&o, "publish_limited_total", "counter", "POST /publish refused 429 over --publish-rate.", SUM(publish_limited));
     metric(&o, "presence_events_sent_total", "counter", "Joins and leaves reported to wsrouter.", SUM(pres_events_sent));
     metric(&o, "presence_events_lost_total", "counter", "Joins and leaves not reported while Redis was down (snapshots repair them).", SUM(pres_events_lost));

@@ -42,7 +42,7 @@ typedef struct worker_stats {
         pres_directs_in, pres_directs_out, pres_timeouts, pres_event_frames,
         pres_malformed; /* copied from presence by the tick */
     uint64_t auth_failures, forbidden, rate_limited, abuse_closes, too_many_subs, ip_refused,
-        publish_limited, too_large_heads, too_large_messages, too_large_data;
+        publish_limited, too_large_heads, too_large_messages, too_large_data, bad_requests;
     uint64_t lat_count, lat_sum_us, lat_bucket[LAT_BUCKETS];
 } worker_stats;
 
