@@ -6,20 +6,18 @@
 
 #include "gcra.h"
 #include "ws_hash.h"
+#include "ws_table.h"
 
 struct ip_entry {
-    ip_entry *next;
-    uint64_t hash;
-    uint8_t addr[16]; /* IPv4 as ::ffff:a.b.c.d */
+    tab_entry e;      /* keyed by addr */
+    uint8_t addr[16]; /* IPv4 as ::ffff:a.b.c.d, IPv6 as its /64 */
     uint32_t conns;
     double tat; /* GCRA: when the next connection is due at the steady rate */
 };
 
 struct ip_table {
-    ip_entry **b;
-    size_t cap, n;
+    table t;
     int max_conns, rate;
-    uint64_t key[2];
 };
 
 #define BURST_SECONDS 10.0
@@ -29,22 +27,26 @@ ip_table *ipl_new(int max_conns, int rate, const uint8_t key[16])
     ip_table *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
+    uint64_t k[2];
+    ws_siphash_key(k, key);
+    tab_init(&t->t, k);
     t->max_conns = max_conns;
     t->rate = rate;
-    ws_siphash_key(t->key, key);
     return t;
+}
+
+static void free_entry(tab_entry *e, void *ctx)
+{
+    tab_del(ctx, e);
+    free(e);
 }
 
 void ipl_free(ip_table *t)
 {
     if (!t)
         return;
-    for (size_t i = 0; i < t->cap; i++)
-        for (ip_entry *e = t->b[i], *next; e; e = next) {
-            next = e->next;
-            free(e);
-        }
-    free(t->b);
+    tab_each(&t->t, free_entry, &t->t);
+    tab_free(&t->t);
     free(t);
 }
 
@@ -72,43 +74,25 @@ bool ipl_loopback(const struct sockaddr_storage *a)
     return (memcmp(x, v4, 12) == 0 && x[12] == 127) || memcmp(x, one, 16) == 0;
 }
 
-static int grow(ip_table *t)
-{
-    size_t cap = t->cap ? t->cap * 2 : 256;
-    ip_entry **b = calloc(cap, sizeof *b);
-    if (!b)
-        return -1;
-    for (size_t i = 0; i < t->cap; i++)
-        for (ip_entry *e = t->b[i], *next; e; e = next) {
-            next = e->next;
-            e->next = b[e->hash & (cap - 1)];
-            b[e->hash & (cap - 1)] = e;
-        }
-    free(t->b);
-    t->b = b;
-    t->cap = cap;
-    return 0;
-}
-
 ip_entry *ipl_admit(ip_table *t, const struct sockaddr_storage *addr, double now, const char **why)
 {
     uint8_t x[16];
     addr16(addr, x);
-    uint64_t h = ws_siphash(t->key, x, 16);
-    ip_entry *e = NULL;
-    if (t->cap)
-        for (e = t->b[h & (t->cap - 1)]; e && (e->hash != h || memcmp(e->addr, x, 16)); e = e->next)
-            ;
+    tab_entry *te = tab_get(&t->t, (const char *)x, sizeof x);
+    ip_entry *e = te ? (ip_entry *)te : NULL; /* e is the first member */
     if (!e) {
-        if ((t->n >= t->cap && grow(t) < 0) || !(e = calloc(1, sizeof *e))) {
+        if (!(e = calloc(1, sizeof *e))) {
             *why = "out of memory";
             return NULL;
         }
-        e->hash = h;
-        memcpy(e->addr, x, 16);
-        e->next = t->b[h & (t->cap - 1)];
-        t->b[h & (t->cap - 1)] = e;
-        t->n++;
+        memcpy(e->addr, x, sizeof x);
+        e->e.key = (const char *)e->addr;
+        e->e.klen = sizeof e->addr;
+        if (tab_put(&t->t, &e->e) < 0) {
+            free(e);
+            *why = "out of memory";
+            return NULL;
+        }
     }
     if (t->max_conns && e->conns >= (uint32_t)t->max_conns) {
         *why = "too many connections from this address";
@@ -130,17 +114,23 @@ void ipl_release(ip_table *t, ip_entry *e, double now)
         e->conns--;
 }
 
+typedef struct sweep {
+    table *t;
+    double now;
+} sweep;
+
+static void sweep_one(tab_entry *te, void *ctx)
+{
+    sweep *s = ctx;
+    ip_entry *e = (ip_entry *)te;
+    if (e->conns == 0 && e->tat <= s->now) {
+        tab_del(s->t, te);
+        free(e);
+    }
+}
+
 void ipl_sweep(ip_table *t, double now)
 {
-    for (size_t i = 0; i < t->cap; i++)
-        for (ip_entry **pp = &t->b[i]; *pp;) {
-            ip_entry *e = *pp;
-            if (e->conns == 0 && e->tat <= now) {
-                *pp = e->next;
-                free(e);
-                t->n--;
-            } else {
-                pp = &e->next;
-            }
-        }
+    sweep s = {&t->t, now};
+    tab_each(&t->t, sweep_one, &s);
 }

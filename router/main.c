@@ -15,6 +15,7 @@
 #include "cluster.pb-c.h"
 #include "config.h"
 #include "envelope.h"
+#include "gcra.h"
 #include "ingest.h"
 #include "log.h"
 #include "roster.h"
@@ -185,11 +186,7 @@ static void answer_query(router *r, const Wsfan__Envelope *q)
  * one arrives that began after the last drop. */
 static bool within_rate(router *r, rnode *n, double now)
 {
-    if (now - n->flood_since >= 1) {
-        n->flood_since = now;
-        n->flood_n = 0;
-    }
-    if (++n->flood_n <= (uint32_t)r->cfg.node_rate)
+    if (gcra_admit(&n->flood_tat, now, r->cfg.node_rate, r->cfg.node_rate))
         return true;
     if (!n->flooded)
         log_warn("node %s sends more than %d envelopes a second: dropping them, then resyncing it",

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "table.h"
+#include "ws_table.h"
 #include "ws_hash.h"
 
 typedef struct rclient rclient;

@@ -21,8 +21,7 @@ struct rnode {
     uint32_t gen;        /* members not refreshed by snapshot snap_id have an older gen */
     bool synced;         /* a complete snapshot has arrived since the node was created */
     double resync_asked; /* caller's: when a RESYNC was last sent to it */
-    double flood_since;  /* caller's: start of the second the flood budget counts */
-    uint32_t flood_n;    /* caller's: envelopes in that second */
+    double flood_tat;    /* caller's: --node-rate, as GCRA (bursts of a second's worth) */
     bool flooded;        /* caller's: envelopes were dropped; ask for a snapshot */
     double last_drop;    /* caller's: when the last one was dropped */
     double snap_began;   /* caller's: when the snapshot being received began */

@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "../../node/gcra.h"
+#include "gcra.h"
 
 static int admitted(double *tat, double now, double rate, double burst, int tries)
 {

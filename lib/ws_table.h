@@ -1,8 +1,9 @@
-/* table: an intrusive hash table of byte-string keys, for the router's nodes, clients, users
- * and channels. The caller embeds a tab_entry in its struct and owns both; the table holds
- * only pointers. Keys come from the network, so the hash is keyed SipHash. No I/O. */
-#ifndef TABLE_H
-#define TABLE_H
+/* ws_table: an intrusive hash table of byte-string keys (the router's nodes, clients, users
+ * and channels; the node's client addresses). The caller embeds a tab_entry in its struct and
+ * owns both; the table holds only pointers. Keys come from the network, so the hash is keyed
+ * SipHash. No I/O. */
+#ifndef WS_TABLE_H
+#define WS_TABLE_H
 
 #include <stddef.h>
 #include <stdint.h>
