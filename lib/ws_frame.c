@@ -56,6 +56,10 @@ static int start_frame(ws_parser *p, ws_event *ev)
     if (len == 126) {
         len = (uint64_t)h[2] << 8 | h[3];
         at = 4;
+        if (len < 126) { /* RFC 6455 section 5.2: the minimal number of bytes MUST be used */
+            fail(p, ev, 0, WS_CLOSE_PROTOCOL, "16-bit length for a payload under 126 bytes");
+            return -1;
+        }
     } else if (len == 127) {
         len = 0;
         for (int i = 0; i < 8; i++)
@@ -63,6 +67,10 @@ static int start_frame(ws_parser *p, ws_event *ev)
         at = 10;
         if (len >> 63) {
             fail(p, ev, 0, WS_CLOSE_PROTOCOL, "64-bit length with the top bit set");
+            return -1;
+        }
+        if (len < 65536) {
+            fail(p, ev, 0, WS_CLOSE_PROTOCOL, "64-bit length for a payload under 64 KiB");
             return -1;
         }
     }

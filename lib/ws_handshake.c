@@ -76,7 +76,9 @@ int ws_handshake_check(const ws_http_req *req, const ws_hs_opts *o, ws_hs_result
     r->protocol = -1;
     if (!ws_span_eq(req->method, "GET"))
         return fail(r, 400, "WebSocket handshake must be a GET");
-    if (req->http_major < 1 || (req->http_major == 1 && req->http_minor < 1))
+    if (req->http_major != 1) /* RFC 9110 section 15.6.6 */
+        return fail(r, 505, "HTTP/1.1 is spoken here");
+    if (req->http_minor < 1) /* a later 1.x reads as 1.1 (RFC 9112 section 2.3) */
         return fail(r, 400, "WebSocket handshake needs HTTP/1.1");
     if (ws_http_count(req, "Host") != 1)
         return fail(r, 400, "exactly one Host header is required");

@@ -72,6 +72,14 @@ static auth_grant *grant_make(const ws_span *sub, size_t nsub, const ws_span *pu
     return g;
 }
 
+bool auth_pattern_wide(ws_span p)
+{
+    if (p.n < 2 || p.p[p.n - 1] != '*')
+        return false;
+    char before = p.p[p.n - 2];
+    return before != '.' && before != ':' && before != '-';
+}
+
 static bool pattern_valid(ws_span p)
 {
     if (p.n == 1 && p.p[0] == '*')
@@ -232,6 +240,15 @@ int auth_check(const auth *a, const char *token, size_t len, double now, char *u
      * token "signed" with the public key would pass. Only the configured family counts. */
     if (a->hmac ? !hmac : !pk) {
         *why = "algorithm not allowed";
+        goto out;
+    }
+    /* RFC 7515 section 4.1.11: a token whose crit header names extensions the recipient does
+     * not understand MUST be refused, and this server understands none (an empty list is
+     * itself invalid). */
+    char *crit = jwt_get_headers_json(jwt, "crit");
+    if (crit) {
+        free(crit);
+        *why = "crit header (no critical extension is understood here)";
         goto out;
     }
     double exp, nbf;

@@ -44,6 +44,10 @@ bool auth_may(const auth_grant *g, enum auth_what what, ws_span ch);
 /* True if pattern (a channel name, or a prefix ending in '*') matches ch. */
 bool auth_match(ws_span pattern, ws_span ch);
 
+/* True if a prefix pattern's '*' follows a character other than '.', ':' or '-': "a*" matches
+ * "admin.secret" too, which is rarely what was meant (wsnode warns at startup). */
+bool auth_pattern_wide(ws_span pattern);
+
 /* Frees a grant from auth_check; the anonymous grant and NULL are left alone. */
 void auth_grant_free(auth_grant *g);
 

@@ -75,7 +75,7 @@ typedef struct pub_req {
     void *arg;
     char *payload;
     size_t payload_len;
-    char keys[2][300];
+    char keys[2][BUS_PREFIX_MAX + 8 + ENV_CHANNEL_MAX];
 } pub_req;
 
 static void connect_links(bus *b);
@@ -86,7 +86,7 @@ static void schedule_retry(bus *b)
 {
     if (ev_is_active(&b->retry))
         return;
-    double jitter = b->backoff * (0.5 + (double)rand() / RAND_MAX / 2);
+    double jitter = b->backoff * (0.5 + bus_random_unit() / 2);
     ev_timer_set(&b->retry, jitter, 0);
     ev_timer_start(b->loop, &b->retry);
     b->backoff = b->backoff * 2 > 5 ? 5 : b->backoff * 2;
@@ -366,6 +366,11 @@ bus *bus_new(struct ev_loop *loop, const char *addr, const char *user, const cha
     b->password = password ? strdup(password) : NULL;
     if (b->user && !b->password)
         log_warn("--redis-user %s without --redis-password: sending an empty password", b->user);
+    if (!bus_prefix_valid(prefix)) { /* the configuration checks it; never build cut names */
+        log_error("bad --redis-prefix (at most %d printable bytes, no space)", BUS_PREFIX_MAX);
+        free(b);
+        return NULL;
+    }
     b->prefix = strdup(prefix);
     b->node_id = strdup(node_id);
     b->on_message = on_message;
@@ -378,9 +383,17 @@ bus *bus_new(struct ev_loop *loop, const char *addr, const char *user, const cha
         snprintf(b->sha + 2 * i, 3, "%02x", md[i]);
     ev_init(&b->retry, on_retry);
     b->retry.data = b;
-    srand((unsigned)(uintptr_t)b ^ (unsigned)ev_now(loop));
     connect_links(b);
     return b;
+}
+
+bool bus_prefix_valid(const char *p)
+{
+    size_t n = strlen(p);
+    for (size_t i = 0; i < n; i++)
+        if (p[i] <= ' ' || p[i] > '~')
+            return false;
+    return n <= BUS_PREFIX_MAX;
 }
 
 bool bus_up(const bus *b) { return b->st.up; }
@@ -469,8 +482,10 @@ static void send_publish(pub_req *q)
 
 int bus_publish(bus *b, ws_span ch, ws_span data, bus_published_fn done, void *arg)
 {
-    if (!b->st.up)
+    if (!b->st.up) {
+        b->st.publish_failures++; /* refused here is as failed as refused by Redis */
         return -1;
+    }
     Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
     char chan[ENV_CHANNEL_MAX + 1];
     snprintf(chan, sizeof chan, "%.*s", (int)ch.n, ch.p);
@@ -486,6 +501,7 @@ int bus_publish(bus *b, ws_span ch, ws_span data, bus_published_fn done, void *a
     size_t n = wsfan__envelope__get_packed_size(&e);
     if (!q || !(q->payload = malloc(n))) {
         free(q);
+        b->st.publish_failures++;
         return -1;
     }
     q->payload_len = wsfan__envelope__pack(&e, (uint8_t *)q->payload);

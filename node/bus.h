@@ -7,6 +7,7 @@
 #define BUS_H
 
 #include <ev.h>
+#include <openssl/rand.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -14,6 +15,23 @@
 #include "ws_http.h"
 
 typedef struct bus bus;
+
+/* Longest --redis-prefix: every Redis name is the prefix, a short kind ("seq:", "ch:") and a
+ * channel or node id, and each is built whole, never cut short. */
+#define BUS_PREFIX_MAX 64
+
+/* True if p may prefix Redis names: 0-BUS_PREFIX_MAX bytes of printable ASCII, no space. */
+bool bus_prefix_valid(const char *p);
+
+/* A uniform number in [0, 1) from the OS's randomness (OpenSSL's DRBG), for jitter: processes
+ * forked from one master must not retry in step, as any seed they share would make them. */
+static inline double bus_random_unit(void)
+{
+    uint32_t r = 0;
+    if (RAND_bytes((unsigned char *)&r, sizeof r) != 1)
+        r = (uint32_t)(ev_time() * 1e9); /* the DRBG failed: fall back to the clock */
+    return r / 4294967296.0;
+}
 
 /* A channel message arrived from Redis (already checked: valid name, valid JSON data);
  * sent_us is the publisher's wall clock at publish (0 if unknown). */

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bus.h"
 #include "cli.h"
 #include "envelope.h"
 #include "log.h"
@@ -16,6 +17,10 @@
 static const cli_def defs[] = {
     {"bind", CLI_STRING, O(bind), "ADDR", "0.0.0.0", "address to listen on"},
     {"port", CLI_INT, O(port), "N", "8080", "TCP port (every worker binds it with SO_REUSEPORT)"},
+    {"share-port", CLI_FLAG, O(share_port), NULL, NULL,
+     "start even though the port is already served, and share its connections with whoever "
+     "serves it (SO_REUSEPORT): for a deliberate hand-over, the old node then draining "
+     "(docs/deploy.md). Without it a served port is refused"},
     {"workers", CLI_INT, O(workers), "K", NULL,
      "worker processes (default: 1, or the CPU count with --redis); more than 1 needs --redis, "
      "since workers without a bus would split channels between them"},
@@ -83,7 +88,8 @@ static const cli_def defs[] = {
     {"anonymous-pub", CLI_CUSTOM, 0, "PATTERN", NULL,
      "with --auth: channels clients without a token may publish to (repeatable)"},
     {"node-id", CLI_STRING, O(node_id), "PREFIX", NULL,
-     "node id prefix; workers are PREFIX.wK.<random> (default: hostname-port)"},
+     "node id prefix, public in every client id; workers are PREFIX.wK.<random> (default: "
+     "random, n<8 hex>; the log names the host)"},
     {"redis", CLI_STRING, O(redis), "HOST:PORT", NULL,
      "Redis for the cluster bus (or a unix socket path): every worker and node on it is one "
      "pub/sub system"},
@@ -220,6 +226,11 @@ int config_parse(config *c, int argc, char **argv)
                        !env_channel_valid((ws_span){c->node_id, strlen(c->node_id)}))) {
         fprintf(stderr, "wsnode: --node-id must be 1-64 bytes of [A-Za-z0-9._:-]: it names Redis "
                         "channels and is part of every client id\n");
+        return -1;
+    }
+    if (!bus_prefix_valid(c->redis_prefix)) {
+        fprintf(stderr, "%s: --redis-prefix must be at most 64 bytes of printable ASCII without spaces: it "
+                        "begins every Redis key and channel name, which must never be cut short\n", "wsnode");
         return -1;
     }
     if (c->echo_max_message > (size_t)1 << 31 || c->max_message > (size_t)1 << 31) {

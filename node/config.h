@@ -18,6 +18,7 @@ typedef struct config {
     int port;
     int workers; /* 0 until parsed: then 1, or the CPU count once a bus is configured */
     bool echo;
+    bool share_port; /* --share-port: join listeners already on the port (a hand-over) */
     size_t echo_max_message;
     size_t max_message;
     size_t max_data;

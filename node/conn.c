@@ -1522,6 +1522,14 @@ static void handshake_read(conn *c)
             http_respond(c, status, NULL, status == 400 ? "malformed request\n" : "request head too large\n");
             return;
         }
+        if (req.http_major != 1) { /* HTTP/2.0 or 0.9 in a request line: RFC 9110 15.6.6 */
+            w->st->handshakes_failed++;
+            w->st->bad_requests++;
+            log_info("client %llx: request line says HTTP/%d.%d: 505", (unsigned long long)c->id,
+                     req.http_major, req.http_minor);
+            http_respond(c, 505, NULL, "HTTP/1.1 is spoken here\n");
+            return;
+        }
         route_request(c, &req);
         /* Frames that came in the same TLS record as the head wait inside OpenSSL, where the
          * socket's readiness will not announce them. */

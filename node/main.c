@@ -3,11 +3,13 @@
  * certificate). Signals are taken synchronously (sigtimedwait), so no
  * handler runs at an awkward moment. */
 #include <errno.h>
+#include <openssl/rand.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,11 +41,18 @@ static worker_stats *shared_stats;
 
 static pid_t spawn(const config *cfg, int index, const sigset_t *old)
 {
+    pid_t master = getpid();
     pid_t pid = fork();
     if (pid == 0) {
         /* SIGHUP kills by default: a reload forwarded before the worker's own watcher is up
          * must not take the new worker down (its watcher replaces this). */
         signal(SIGHUP, SIG_IGN);
+        /* A worker never outlives its master: if the master dies (kill -9, OOM killer), the
+         * kernel sends this worker SIGTERM and it drains and exits, so no orphan keeps
+         * listening on the port where no later master can see or stop it. The master may
+         * have died before prctl took effect: then the parent is already someone else. */
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != master)
+            _exit(1);
         sigprocmask(SIG_SETMASK, old, NULL);
         exit(worker_run(cfg, index, shared_stats)); /* exit, not _exit: LeakSanitizer checks workers */
     }
@@ -81,6 +90,21 @@ int main(int argc, char **argv)
         log_error("--workers is at most %d", MAX_WORKERS);
         return 2;
     }
+    static char node_prefix[16];
+    if (!cfg.node_id) { /* public in every client id: random, not the host name */
+        unsigned char rnd[4];
+        if (RAND_bytes(rnd, sizeof rnd) != 1) {
+            log_error("no randomness for the node id");
+            return 1;
+        }
+        snprintf(node_prefix, sizeof node_prefix, "n%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3]);
+        cfg.node_id = node_prefix;
+    }
+    char host[256] = "?";
+    gethostname(host, sizeof host - 1);
+    log_info("node %s on host %s, port %d", cfg.node_id, host, cfg.port);
+    if (!cfg.share_port && worker_port_in_use(&cfg))
+        return 2;
     if (cfg.tls_cert) { /* fail here, once, rather than in every worker */
         char err[512];
         SSL_CTX *ctx = tls_server_ctx(cfg.tls_cert, cfg.tls_key, err, sizeof err);
@@ -108,6 +132,15 @@ int main(int argc, char **argv)
             return 2;
         }
         auth_free(a);
+        for (int i = 0; i < cfg.nanon_sub + cfg.nanon_pub; i++) {
+            bool sub = i < cfg.nanon_sub;
+            const char *pat = sub ? cfg.anon_sub[i] : cfg.anon_pub[i - cfg.nanon_sub];
+            if (auth_pattern_wide((ws_span){pat, strlen(pat)}))
+                log_warn("--anonymous-%s '%s' matches every channel whose name merely begins "
+                         "with '%.*s'; end a prefix with '.', ':' or '-' (as in '%.*s.*') unless "
+                         "that is meant", sub ? "sub" : "pub", pat, (int)strlen(pat) - 1, pat,
+                         (int)strlen(pat) - 1, pat);
+        }
     }
 
     /* Counters every worker writes to its own slot of and /metrics sums. */

@@ -268,7 +268,7 @@ static void resync_later(presence *p, uint32_t shard)
 {
     if (shard >= p->shards || ev_is_active(&p->resync[shard]))
         return; /* out of range, or a snapshot for that shard is about to go anyway */
-    ev_timer_set(&p->resync[shard], p->w->cfg->heartbeat / 4 * ((double)rand() / RAND_MAX), 0);
+    ev_timer_set(&p->resync[shard], p->w->cfg->heartbeat / 4 * bus_random_unit(), 0);
     ev_timer_start(p->w->loop, &p->resync[shard]);
 }
 

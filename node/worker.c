@@ -24,8 +24,11 @@
 #define ACCEPTS_PER_WAKEUP 64
 #define HUB_MAX_IDLE 65536 /* channels without subscribers whose seq is remembered */
 
-/* Binds cfg->bind:port with SO_REUSEPORT; returns a non-blocking listening socket or -1. */
-static int listen_on(const config *cfg)
+/* Binds cfg->bind:port, the first address it resolves to that binds. share: SO_REUSEPORT, as
+ * every worker does; without it the bind is a probe that fails while anyone listens there.
+ * Returns the socket (listening when listen_too) or -1 with errno set; logs only on quiet ==
+ * false. */
+static int bind_port(const config *cfg, bool share, bool listen_too, bool quiet)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
@@ -35,24 +38,52 @@ static int listen_on(const config *cfg)
     int rc = getaddrinfo(cfg->bind, port, &hints, &res);
     if (rc != 0) {
         log_error("cannot resolve --bind %s: %s", cfg->bind, gai_strerror(rc));
+        errno = EINVAL;
         return -1;
     }
-    int fd = -1;
+    int fd = -1, err = 0;
     for (struct addrinfo *a = res; a; a = a->ai_next) {
         fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
+        if (fd < 0) {
+            err = errno;
             continue;
+        }
         int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-        if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 4096) == 0)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* TIME_WAIT is no owner */
+        if (share)
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+        if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && (!listen_too || listen(fd, 4096) == 0))
             break;
-        log_error("cannot listen on %s:%d: %s", cfg->bind, cfg->port, strerror(errno));
+        err = errno;
+        if (!quiet)
+            log_error("cannot listen on %s:%d: %s", cfg->bind, cfg->port, strerror(err));
         close(fd);
         fd = -1;
     }
     freeaddrinfo(res);
+    if (fd < 0)
+        errno = err;
     return fd;
+}
+
+/* Binds cfg->bind:port with SO_REUSEPORT; returns a non-blocking listening socket or -1. */
+static int listen_on(const config *cfg) { return bind_port(cfg, true, true, false); }
+
+bool worker_port_in_use(const config *cfg)
+{
+    int fd = bind_port(cfg, false, false, true);
+    if (fd >= 0) {
+        close(fd);
+        return false;
+    }
+    if (errno == EADDRINUSE)
+        log_error("%s:%d is already served by another process (another wsnode, or anything "
+                  "listening there): refusing to share it by accident. For a deliberate "
+                  "hand-over (an upgrade: start the new node, then drain the old one), give "
+                  "--share-port; see docs/deploy.md", cfg->bind, cfg->port);
+    else
+        log_error("cannot listen on %s:%d: %s", cfg->bind, cfg->port, strerror(errno));
+    return true;
 }
 
 /* Answers a connection refused at accept with status and closes it: no struct, no buffers, no
@@ -265,21 +296,14 @@ static void on_channel_active(void *ctx, ws_span ch, bool active)
         bus_unsubscribe(w->bus, ch);
 }
 
+/* <prefix>.w<index>.<6 random hex>: the prefix is --node-id or the master's random one. */
 static void make_node_id(worker *w)
 {
-    char host[64] = "wsnode";
-    gethostname(host, sizeof host - 1);
-    host[sizeof host - 1] = '\0';
     unsigned char rnd[3] = {0};
     if (RAND_bytes(rnd, sizeof rnd) != 1)
         memcpy(rnd, &(int){getpid()}, sizeof rnd);
-    char prefix[80];
-    if (w->cfg->node_id)
-        snprintf(prefix, sizeof prefix, "%s", w->cfg->node_id);
-    else
-        snprintf(prefix, sizeof prefix, "%s-%d", host, w->cfg->port);
-    snprintf(w->node_id, sizeof w->node_id, "%s.w%d.%02x%02x%02x", prefix, w->index, rnd[0],
-             rnd[1], rnd[2]);
+    snprintf(w->node_id, sizeof w->node_id, "%s.w%d.%02x%02x%02x", w->cfg->node_id, w->index,
+             rnd[0], rnd[1], rnd[2]);
 }
 
 static double tick_interval(const config *c)

@@ -90,6 +90,10 @@ typedef struct worker {
  * stat slots in memory shared with the other workers. */
 int worker_run(const config *cfg, int index, worker_stats *shared);
 
+/* True (logged) when cfg's address and port cannot be taken without sharing them with whoever
+ * listens there already: the master checks it once before forking, unless --share-port. */
+bool worker_port_in_use(const config *cfg);
+
 /* Upper bounds (seconds) of the publish-to-delivery latency buckets, LAT_BUCKETS of them. */
 const double *worker_lat_bounds(void);
 

@@ -110,9 +110,13 @@ static void on_io(struct ev_loop *loop, ev_io *io, int revents)
     int rc = ws_http_parse(c->in, c->in_len, last, &lim, &req);
     if (rc == WS_HTTP_PARTIAL && c->in_len < sizeof c->in)
         return;
-    if (rc < 0) {
+    if (rc < 0 || req.http_major != 1) {
         static const char bad[] = "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
-        if (write(c->fd, bad, sizeof bad - 1) < 0) { /* best effort: the peer sent garbage */
+        static const char version[] = "HTTP/1.1 505 HTTP Version Not Supported\r\n"
+                                      "Connection: close\r\nContent-Length: 0\r\n\r\n";
+        bool v = rc >= 0;
+        if (write(c->fd, v ? version : bad, v ? sizeof version - 1 : sizeof bad - 1) < 0) {
+            /* best effort: the peer sent garbage */
         }
         client_close(c);
         return;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus.h"
 #include "cli.h"
 
 #define O(f) offsetof(rconfig, f)
@@ -70,6 +71,11 @@ int rconfig_parse(rconfig *c, int argc, char **argv)
     if (c->event_max < 1 || c->event_max > 10000 || c->presence_max_members < 1 || c->node_rate < 1) {
         fprintf(stderr, "wsrouter: --event-max must be 1-10000; --presence-max-members and "
                         "--node-rate at least 1\n");
+        return -1;
+    }
+    if (!bus_prefix_valid(c->redis_prefix)) {
+        fprintf(stderr, "%s: --redis-prefix must be at most 64 bytes of printable ASCII without spaces: it "
+                        "begins every Redis key and channel name, which must never be cut short\n", "wsrouter");
         return -1;
     }
     return 0;

@@ -19,6 +19,19 @@ def test_healthz(node):
     assert resp.status == 200
 
 
+@pytest.mark.parametrize("version,expected", [
+    ("HTTP/1.1", 200), ("HTTP/1.0", 200), ("HTTP/1.2", 200),  # 1.x is read as 1.1 (RFC 9112 2.3)
+    ("HTTP/2.0", 505), ("HTTP/3.0", 505), ("HTTP/0.9", 505)])  # RFC 9110 15.6.6
+def test_request_line_version(node, version, expected):
+    n = node()
+    assert status_of(n, f"GET /healthz {version}\r\nHost: x\r\n\r\n".encode()) == expected
+    run(still_serves_echo_or_health(n))
+
+
+async def still_serves_echo_or_health(n):
+    assert (await http_get(n.port, "/healthz")).status == 200
+
+
 def test_unknown_path_is_404(node):
     n = node("--echo")
     assert run(http_get(n.port, "/no/such/thing")).status == 404
@@ -52,6 +65,8 @@ def test_valid_upgrade_and_accept_value(node):
 @pytest.mark.parametrize("case,request_kw,expected", [
     ("post", dict(method="POST"), 400),
     ("http_1_0", dict(version="HTTP/1.0"), 400),
+    ("http_2_0", dict(version="HTTP/2.0"), 505),
+    ("http_3_0", dict(version="HTTP/3.0"), 505),
     ("no_host", dict(skip=["Host"]), 400),
     ("no_upgrade", dict(skip=["Upgrade"]), 400),
     ("upgrade_not_websocket", dict(skip=["Upgrade"], extra_headers=[("Upgrade", "h2c")]), 400),

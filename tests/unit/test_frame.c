@@ -656,6 +656,38 @@ static void test_64_bit_length_with_top_bit_is_1002(void **state)
     free(in.p);
 }
 
+/* RFC 6455 section 5.2: "the minimal number of bytes MUST be used to encode the length". Each
+ * length just under a wider encoding's range, in that wider encoding, is refused; the first
+ * length that needs it is accepted. */
+static void test_length_not_minimally_encoded_is_1002(void **state)
+{
+    (void)state;
+    static const uint8_t bad16[] = {0x82, 0x7E, 0x00, 0x7D};             /* 125 in 16 bits */
+    static const uint8_t bad16_zero[] = {0x82, 0x7E, 0x00, 0x00};        /* 0 in 16 bits */
+    static const uint8_t bad64[] = {0x82, 0x7F, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF}; /* 65535 */
+    static const uint8_t bad64_small[] = {0x82, 0x7F, 0, 0, 0, 0, 0, 0, 0, 0x05};
+    const uint8_t *cases[] = {bad16, bad16_zero, bad64, bad64_small};
+    const size_t sizes[] = {sizeof bad16, sizeof bad16_zero, sizeof bad64, sizeof bad64_small};
+    for (size_t i = 0; i < 4; i++) {
+        bytes in = {0};
+        put(&in, cases[i], sizes[i]);
+        assert_fails(&CLIENT, &in, WS_CLOSE_PROTOCOL);
+        free(in.p);
+    }
+    /* The smallest lengths of each encoding parse (the payload is still to come). */
+    uint8_t ok16[] = {0x82, 0x7E, 0x00, 0x7E};
+    uint8_t ok64[] = {0x82, 0x7F, 0, 0, 0, 0, 0, 0x01, 0x00, 0x00};
+    const ws_parser_opts o = {.max_frame = 1 << 20, .max_message = 1 << 20};
+    ws_parser p;
+    ws_event ev;
+    ws_parser_init(&p, &o);
+    assert_int_equal(ws_parser_feed(&p, ok16, sizeof ok16, &ev), sizeof ok16);
+    assert_int_equal(ev.type, WS_EV_NONE);
+    ws_parser_init(&p, &o);
+    assert_int_equal(ws_parser_feed(&p, ok64, sizeof ok64, &ev), sizeof ok64);
+    assert_int_equal(ev.type, WS_EV_NONE);
+}
+
 static void test_frame_over_max_frame_is_1009_at_header(void **state)
 {
     (void)state;
@@ -1182,6 +1214,7 @@ int main(void)
         cmocka_unit_test(test_continuation_after_finished_message_is_1002),
         cmocka_unit_test(test_new_message_inside_fragmented_one_is_1002),
         cmocka_unit_test(test_64_bit_length_with_top_bit_is_1002),
+        cmocka_unit_test(test_length_not_minimally_encoded_is_1002),
         cmocka_unit_test(test_frame_over_max_frame_is_1009_at_header),
         cmocka_unit_test(test_message_over_max_message_summed_over_fragments_is_1009),
         cmocka_unit_test(test_control_frames_do_not_count_toward_max_message),

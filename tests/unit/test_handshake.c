@@ -197,6 +197,9 @@ static void test_http_1_0_is_400(void **state)
 {
     (void)state;
     assert_status("GET /chat HTTP/1.0\r\n" HOST UPGRADE CONNECTION KEY VERSION END, 400);
+    assert_status("GET /chat HTTP/2.0\r\n" HOST UPGRADE CONNECTION KEY VERSION END, 505);
+    assert_status("GET /chat HTTP/9.9\r\n" HOST UPGRADE CONNECTION KEY VERSION END, 505);
+    assert_status("GET /chat HTTP/1.2\r\n" HOST UPGRADE CONNECTION KEY VERSION END, 101);
 }
 
 static void test_missing_upgrade_is_400(void **state)
