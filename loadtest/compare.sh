@@ -3,6 +3,11 @@
 # a noisy machine treats them alike, and prints medians and ratios against wsnode.
 #   loadtest/compare.sh [--rounds N] [--peers "nchan node-ws python-websockets node-ws-redis"]
 #                       [--base wsnode|wsnode-redis] [--subscribers S] [--seconds T] [--out DIR]
+#                       [--against OLD_WSNODE]
+# --against runs the base twice in every round, this build's wsnode and OLD_WSNODE (another
+# build, e.g. of the previous commit) with the same flags, as "<base>-before": the before/after
+# table a change on the hot path comes with. The peers are then left out unless --peers names
+# them.
 # wsnode-redis is two wsnode processes on one Redis, publisher on the first, subscribers on the
 # second: the layout of node-ws-redis and nchan-redis.
 # Needs: a build (./scripts/build.sh), the peers' packages (loadtest/peers/install.sh), and for
@@ -15,10 +20,13 @@ BASE=wsnode
 SUBS=1000
 SECONDS_RUN=5
 OUT=$(mktemp -d /tmp/wsfan-compare.XXXXXX)
+AGAINST=""
+PEERS_GIVEN=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
-    --peers) PEERS=$2; shift 2 ;;
+    --peers) PEERS=$2; PEERS_GIVEN=1; shift 2 ;;
+    --against) AGAINST=$2; shift 2 ;;
     --base) BASE=$2; shift 2 ;;
     --subscribers) SUBS=$2; shift 2 ;;
     --seconds) SECONDS_RUN=$2; shift 2 ;;
@@ -29,6 +37,11 @@ done
 WSLOAD=./build/loadtest/wsload
 WSNODE=./build/node/wsnode
 [ -x $WSLOAD ] && [ -x $WSNODE ] || { echo "build first: ./scripts/build.sh" >&2; exit 1; }
+if [ -n "$AGAINST" ]; then
+    [ -x "$AGAINST" ] || { echo "compare.sh: --against $AGAINST is not an executable" >&2; exit 2; }
+    [ $PEERS_GIVEN = 1 ] || PEERS=""
+    PEERS="$BASE-before $PEERS"
+fi
 
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() {
@@ -61,8 +74,11 @@ trap 'stop_server; [ -n "$REDIS_PID" ] && kill $REDIS_PID 2>/dev/null; true' EXI
 # start TARGET: sets PORT, PORT2, SERVER_PID (a process group), SUB_ARGS, ECHO_URL.
 start() {
     PORT=$(free_port); PORT2=""
-    local cmd
-    case "$1" in
+    local cmd WSNODE=$WSNODE target=$1
+    case "$target" in
+    *-before) WSNODE=$AGAINST; target=${target%-before} ;;
+    esac
+    case "$target" in
     # No per-connection message rate: the peers have none, and fanout_max publishes flat out.
     wsnode) cmd="$WSNODE --bind 127.0.0.1 --port $PORT --echo --log-level warn --max-msg-rate 0" ;;
     wsnode-redis) need_redis; PORT2=$(free_port)
@@ -78,7 +94,7 @@ start() {
     wait_port "$PORT" || { echo "$1 did not start; see $OUT/$1.log" >&2; return 1; }
     [ -z "$PORT2" ] || wait_port "$PORT2"
     sleep 0.3
-    case "$1" in
+    case "$target" in
     nchan|nchan-redis)
         SUB_ARGS=(--proto template --pub-template '{"ts":{ts},"seq":{seq}}'
                   --pub-url "http://127.0.0.1:$PORT/pub/{ch}" "ws://127.0.0.1:$PORT/sub/{ch}")

@@ -1,8 +1,8 @@
 #include "bus.h"
 
-#include <hiredis/adapters/libev.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <sys/ioctl.h>
 #include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +79,82 @@ typedef struct pub_req {
 } pub_req;
 
 static void connect_links(bus *b);
+
+/* ---- hiredis on libev -----------------------------------------------------------------------
+ * hiredis's own libev adapter reads 16 KiB per wakeup. A subscriber link carries every message
+ * of every channel the worker follows, and a worker that is busy fanning out wakes up rarely:
+ * Redis would buffer the rest and cut the link at its pub/sub output-buffer limit, losing what
+ * was in it. This adapter reads on until the socket is empty (up to LINK_READ_MAX a wakeup),
+ * so the backlog lives in the worker's client queues, whose limits it controls, and its watchers
+ * run first in each loop iteration. */
+#define LINK_READ_MAX (4 << 20)
+
+typedef struct link_ev {
+    redisAsyncContext *ac;
+    struct ev_loop *loop;
+    ev_io rev, wev;
+    bool *alive; /* set while a read callback runs: cleared if hiredis frees us under it */
+} link_ev;
+
+static void link_read(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    link_ev *e = w->data;
+    bool alive = true;
+    e->alive = &alive;
+    for (size_t done = 0; done < LINK_READ_MAX; done += 16384) {
+        int pending = 0;
+        redisAsyncHandleRead(e->ac); /* one read of up to 16 KiB, then the callbacks */
+        if (!alive || e->ac->c.fd < 0 || ioctl(e->ac->c.fd, FIONREAD, &pending) < 0 || pending <= 0)
+            break;
+    }
+    if (alive)
+        e->alive = NULL;
+}
+
+static void link_write(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    redisAsyncHandleWrite(((link_ev *)w->data)->ac);
+}
+
+static void link_add_read(void *p) { ev_io_start(((link_ev *)p)->loop, &((link_ev *)p)->rev); }
+static void link_del_read(void *p) { ev_io_stop(((link_ev *)p)->loop, &((link_ev *)p)->rev); }
+static void link_add_write(void *p) { ev_io_start(((link_ev *)p)->loop, &((link_ev *)p)->wev); }
+static void link_del_write(void *p) { ev_io_stop(((link_ev *)p)->loop, &((link_ev *)p)->wev); }
+
+static void link_cleanup(void *p)
+{
+    link_ev *e = p;
+    link_del_read(e);
+    link_del_write(e);
+    if (e->alive)
+        *e->alive = false;
+    free(e);
+}
+
+static int link_attach(struct ev_loop *loop, redisAsyncContext *ac)
+{
+    link_ev *e = calloc(1, sizeof *e);
+    if (!e || ac->ev.data)
+        return free(e), -1;
+    e->ac = ac;
+    e->loop = loop;
+    ev_io_init(&e->rev, link_read, ac->c.fd, EV_READ);
+    ev_io_init(&e->wev, link_write, ac->c.fd, EV_WRITE);
+    ev_set_priority(&e->rev, EV_MAXPRI);
+    ev_set_priority(&e->wev, EV_MAXPRI);
+    e->rev.data = e->wev.data = e;
+    ac->ev.addRead = link_add_read;
+    ac->ev.delRead = link_del_read;
+    ac->ev.addWrite = link_add_write;
+    ac->ev.delWrite = link_del_write;
+    ac->ev.cleanup = link_cleanup;
+    ac->ev.data = e;
+    return 0;
+}
 static void listen_one(bus *b, listener *l);
 static void release_head(bus *b);
 
@@ -322,7 +398,10 @@ static redisAsyncContext *open_link(bus *b)
         return NULL;
     }
     ac->data = b;
-    redisLibevAttach(b->loop, ac);
+    if (link_attach(b->loop, ac) < 0) {
+        redisAsyncFree(ac);
+        return NULL;
+    }
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     /* Queued before anything else on the link, so every later command runs authenticated.

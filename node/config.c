@@ -71,6 +71,10 @@ static const cli_def defs[] = {
     {"max-msg-rate", CLI_INT, O(max_msg_rate), "N", "1000",
      "messages a second one connection may send, bursts of twice that; beyond, err "
      "rate_limited, and close 1008 when it keeps on (0: no limit)"},
+    {"direct-rate", CLI_INT, O(direct_rate), "N", "100",
+     "direct messages (send) a second one connection may send, and one may receive, bursts of "
+     "twice that; beyond, err rate_limited for the sender, err busy when the recipient's "
+     "budget is spent (0: no limit)"},
     {"publish-rate", CLI_INT, O(publish_rate), "N", "10000",
      "POST /publish requests a second per worker, 429 beyond (0: no limit)"},
     {"auth", CLI_CUSTOM, 0, "off|optional|required", "off",
@@ -104,6 +108,9 @@ static const cli_def defs[] = {
      "enable POST /publish/<channel> for backends, authorized by Authorization: Bearer KEY"},
     {"router-shards", CLI_INT, O(router_shards), "N", "1",
      "wsrouter shards presence is spread over (the routers' --shard i/N); 0: no presence"},
+    {"presence-max-members", CLI_INT, O(presence_max_members), "N", "1000",
+     "without --redis: a presence answer lists at most this many members, larger channels get "
+     "a count (with --redis the router's flag of the same name decides)"},
     {"heartbeat", CLI_SECONDS, O(heartbeat), "SEC", "1",
      "interval of the heartbeat each worker sends every router shard"},
     {"router-timeout", CLI_SECONDS, O(router_timeout), "SEC", "2",
@@ -226,6 +233,10 @@ int config_parse(config *c, int argc, char **argv)
                        !env_channel_valid((ws_span){c->node_id, strlen(c->node_id)}))) {
         fprintf(stderr, "wsnode: --node-id must be 1-64 bytes of [A-Za-z0-9._:-]: it names Redis "
                         "channels and is part of every client id\n");
+        return -1;
+    }
+    if (c->presence_max_members < 1) {
+        fprintf(stderr, "wsnode: --presence-max-members must be at least 1\n");
         return -1;
     }
     if (!bus_prefix_valid(c->redis_prefix)) {

@@ -46,7 +46,8 @@ typedef struct config {
     int router_shards;     /* 0: no presence traffic */
     double heartbeat;      /* seconds between heartbeats to every router shard */
     double router_timeout; /* presence and send answers wait this long */
-    int max_conns_per_ip, ip_connect_rate, max_msg_rate, publish_rate;
+    int max_conns_per_ip, ip_connect_rate, max_msg_rate, publish_rate, direct_rate;
+    int presence_max_members; /* without --redis: larger channels get a count only */
     bool limit_loopback;
     int auth;
     const char *jwt_secret, *jwt_secret_file, *jwt_public_key;

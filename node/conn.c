@@ -2,11 +2,14 @@
 
 #include <errno.h>
 #include <openssl/err.h>
+#include <openssl/rand.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -54,7 +57,11 @@ struct conn {
     wbuf **q;
     uint32_t qhead, qlen, qcap, qoff;
     size_t qbytes;
-    double soft_since;   /* when qbytes went over --outbuf-soft (on w->soft) */
+    union {
+        double soft_since;  /* open: when qbytes went over --outbuf-soft (on w->soft) */
+        double close_since; /* closing: when the close began */
+    };
+    uint32_t close_outq;    /* closing: bytes the kernel still held for the peer at last look */
     conn *sprev, *snext; /* w->soft: over the soft limit, oldest first (policy close only) */
     bool in_soft;
     /* Handshake buffer (only during the handshake) and message assembly (only mid-message). */
@@ -70,11 +77,17 @@ struct conn {
     auth_grant *grant; /* what it may do; NULL: everything (no --auth) */
     double rl_tat;     /* --max-msg-rate: GCRA's theoretical arrival time of the next message */
     double abuse_tat;  /* the same for its refused messages: over a tenth of the rate, closed */
+    double send_tat;   /* --direct-rate for the direct messages it sends */
+    double direct_tat; /* --direct-rate for the direct messages it receives */
     conn *cnext;       /* w->clients chain */
     ip_entry *ip;      /* its address's entry in w->ips (NULL: not limited) */
-    uint64_t id;
+    uint64_t id;   /* random: the public part of its client id, never guessable */
     uint32_t refs; /* publishes awaiting Redis's answer: the struct outlives them */
     uint8_t asks;  /* presence queries and direct messages in flight (at most ASKS_MAX) */
+    wbuf *pong;    /* the last pong queued (our reference): the one a new ping may rewrite */
+    uint8_t *held; /* input read but not yet processed while its output is backed up */
+    uint32_t held_len;
+    bool behind;   /* its queue is over a quarter of the soft limit: counted in w->nbehind */
     ws_parser parser;
 };
 
@@ -104,6 +117,10 @@ static void tl_remove(conn *c)
 /* Moves c to the tail of list `which`, its clock starting now. */
 static void tl_move(conn *c, uint8_t which)
 {
+    if (which == TL_CLOSING && c->tl != TL_CLOSING) {
+        c->close_since = ev_now(c->w->loop);
+        c->close_outq = UINT32_MAX;
+    }
     tl_remove(c);
     tlist *l = &c->w->lists[which];
     c->tl = which;
@@ -195,6 +212,37 @@ static void mark_pending(conn *c)
     }
 }
 
+/* Overload: when a quarter of a worker's clients (and at least OVERLOAD_MIN) are behind at
+ * once, each with a quarter of its soft limit queued, it is not they who are slow: the
+ * publishers produce more than the worker can deliver. Until fewer than half that many are
+ * behind, the node refuses publishes (err overloaded, 503), so those who read as fast as they
+ * can catch up instead of being closed as slow consumers; the few who really are slow still
+ * reach the soft limit and its clock. The flag lives in the worker's shared stats slot, so
+ * every worker of the node refuses: a publish on any of them reaches all of them. */
+#define OVERLOAD_MIN 16
+
+static void overload_update(worker *w)
+{
+    size_t on = w->nconns / 4 > OVERLOAD_MIN ? w->nconns / 4 : OVERLOAD_MIN;
+    if (!w->st->overloaded && w->nbehind >= on) {
+        w->st->overloaded = 1;
+        log_warn("overloaded: %zu of %zu clients are behind; refusing publishes until they catch up",
+                 w->nbehind, w->nconns);
+    } else if (w->st->overloaded && w->nbehind < on / 2) {
+        w->st->overloaded = 0;
+        log_info("no longer overloaded: %zu clients behind", w->nbehind);
+    }
+}
+
+/* True while any worker of this node is overloaded. */
+static bool node_overloaded(const worker *w)
+{
+    for (int i = 0; i < w->cfg->workers; i++)
+        if (w->all[i].overloaded)
+            return true;
+    return false;
+}
+
 /* The soft list holds connections over --outbuf-soft in the order they went over, so the
  * tick closes those that stayed there --outbuf-soft-seconds by looking at its head only. */
 static void soft_remove(conn *c)
@@ -220,6 +268,12 @@ static void soft_remove(conn *c)
 static void soft_update(conn *c)
 {
     worker *w = c->w;
+    bool behind = c->state == ST_OPEN && c->qlen > 1 && c->qbytes >= w->cfg->outbuf_soft / 4;
+    if (behind != c->behind) {
+        c->behind = behind;
+        w->nbehind += behind ? 1 : (size_t)-1;
+        overload_update(w);
+    }
     bool over = c->qlen > 1 && c->qbytes > w->cfg->outbuf_soft && c->state == ST_OPEN;
     if (c->in_soft && !over) {
         soft_remove(c);
@@ -298,14 +352,50 @@ static void release_queue(conn *c, uint32_t keep)
         c->q = NULL;
         c->qcap = c->qhead = c->qoff = 0;
         c->qbytes = 0;
+        if (c->pong) { /* sent or dropped: an idle connection owns no buffer */
+            wbuf_unref(c->pong);
+            c->pong = NULL;
+        }
     }
     soft_update(c);
+}
+
+/* RFC 6455 section 5.5.3 lets a pong answer only the latest of several pings. A connection
+ * keeps at most one pong waiting: a ping that finds the last one still queued and not started
+ * (nor held by a TLS write that must be retried with the same bytes) rewrites it in place, so
+ * a client that pings without reading costs one small buffer, not one per ping. */
+static void answer_ping(conn *c, const uint8_t *p, size_t n)
+{
+    wbuf *b = c->pong;
+    if (b && b->refs > 1 && !c->tls_retry && !(c->qoff && c->q[c->qhead] == b)) {
+        uint32_t before = b->len;
+        b->len = (uint32_t)ws_frame_header(b->data, WS_OP_PONG, true, false, n, NULL);
+        memcpy(b->data + b->len, p, n);
+        b->len += (uint32_t)n;
+        c->qbytes = c->qbytes - before + b->len;
+        return;
+    }
+    if (b) {
+        wbuf_unref(b);
+        c->pong = NULL;
+    }
+    b = wbuf_frame_copy(WS_OP_PONG, p, n);
+    if (!b) {
+        log_error("out of memory framing a pong");
+        destroy(c, "out of memory");
+        return;
+    }
+    enqueue(c, b); /* takes its own reference; ours stays in c->pong */
+    c->pong = b;
 }
 
 /* ---- closing ------------------------------------------------------------------------------ */
 
 static void free_buffers(conn *c)
 {
+    free(c->held);
+    c->held = NULL;
+    c->held_len = 0;
     free(c->hs);
     c->hs = NULL;
     c->hs_len = c->hs_cap = 0;
@@ -328,7 +418,7 @@ static void destroy(conn *c, const char *why)
     if (c->state == ST_DEAD)
         return;
     worker *w = c->w;
-    log_debug("client %llu: closed: %s", (unsigned long long)c->id, why);
+    log_debug("client %llx: closed: %s", (unsigned long long)c->id, why);
     tl_remove(c);
     ev_io_stop(w->loop, &c->rio);
     ev_io_stop(w->loop, &c->wio);
@@ -336,6 +426,11 @@ static void destroy(conn *c, const char *why)
     if (c->ssl) {
         SSL_free(c->ssl);
         c->ssl = NULL;
+    }
+    /* Unread input makes close() send a reset, and a reset throws away what the kernel still
+     * holds for the peer: the close frame of a slow consumer, the end of a response. Read it
+     * out first (a bounded amount: a flood simply gets its reset). */
+    for (int i = 0; i < 4 && read(c->fd, w->rbuf, w->rbuf_size) > 0; i++) {
     }
     close(c->fd);
     c->fd = -1;
@@ -377,6 +472,7 @@ static void close_with(conn *c, uint16_t code, const char *reason)
     c->state = ST_CLOSING;
     soft_remove(c);
     tl_move(c, TL_CLOSING);
+    ev_io_start(c->w->loop, &c->rio); /* held input is dropped; the close reply is read */
     queue_close_frame(c, code, reason);
 }
 
@@ -388,7 +484,7 @@ static void fail(conn *c, uint16_t code, const char *reason)
     w->st->protocol_errors++;
     if (code == WS_CLOSE_TOO_BIG)
         w->st->too_large_messages++;
-    log_info("client %llu: protocol error: %s: closing %u", (unsigned long long)c->id, reason, code);
+    log_info("client %llx: protocol error: %s: closing %u", (unsigned long long)c->id, reason, code);
     bool was_open = c->state == ST_OPEN;
     leave_channels(c);
     free_buffers(c);
@@ -396,6 +492,7 @@ static void fail(conn *c, uint16_t code, const char *reason)
     soft_remove(c);
     c->after_flush = AF_SHUTDOWN;
     tl_move(c, TL_CLOSING);
+    ev_io_start(w->loop, &c->rio);
     mark_pending(c);
     if (was_open)
         queue_close_frame(c, code, reason);
@@ -405,7 +502,7 @@ static void fail(conn *c, uint16_t code, const char *reason)
 static void send_bytes(conn *c, const void *p, size_t n)
 {
     if (n == 0) { /* the response did not fit its buffer: a programming error, not the client's */
-        log_error("client %llu: response did not fit its buffer", (unsigned long long)c->id);
+        log_error("client %llx: response did not fit its buffer", (unsigned long long)c->id);
         destroy(c, "response too large");
         return;
     }
@@ -450,7 +547,7 @@ static void slow_close(conn *c)
     if (c->state != ST_OPEN) /* already closing: its close frame must not be dropped */
         return;
     w->st->slow_closes++;
-    log_info("client %llu: slow consumer (%zu bytes queued): closing 1008",
+    log_info("client %llx: slow consumer (%zu bytes queued): closing 1008",
              (unsigned long long)c->id, c->qbytes);
     /* Keep the frame being written, and whatever a waiting TLS write must be retried with. */
     uint32_t keep = 0;
@@ -467,6 +564,27 @@ static void slow_close(conn *c)
 }
 
 /* ---- writing ------------------------------------------------------------------------------ */
+
+static void process(conn *c, uint8_t *buf, size_t n);
+
+/* The output of a held connection drained: process what it had sent meanwhile, then read on
+ * (unless that filled its queue again). */
+static void resume_input(conn *c)
+{
+    uint8_t *h = c->held;
+    size_t n = c->held_len;
+    c->held = NULL;
+    c->held_len = 0;
+    if (h) {
+        process(c, h, n);
+        free(h);
+    }
+    if (c->state == ST_OPEN && !c->held && c->qbytes <= c->w->cfg->outbuf_soft) {
+        ev_io_start(c->w->loop, &c->rio);
+        if (c->ssl && SSL_pending(c->ssl)) /* decrypted bytes waiting inside OpenSSL */
+            ev_feed_event(c->w->loop, &c->rio, EV_READ);
+    }
+}
 
 static void flush(conn *c)
 {
@@ -520,6 +638,12 @@ static void flush(conn *c)
             c->qoff = 0;
         }
         soft_update(c);
+        if (c->state == ST_CLOSING || c->state == ST_LINGER)
+            tl_move(c, TL_CLOSING); /* the close is on its way: its clock runs from here */
+        if (!ev_is_active(&c->rio) && c->state == ST_OPEN && c->qbytes <= c->w->cfg->outbuf_soft / 2)
+            resume_input(c);
+        if (c->state == ST_DEAD)
+            return;
         if ((size_t)r < total && !c->ssl) {
             want_write(c, true); /* the socket buffer is full */
             return;
@@ -527,6 +651,8 @@ static void flush(conn *c)
     }
     release_queue(c, 0); /* frees the ring: an idle connection owns no buffer */
     want_write(c, false);
+    if (!ev_is_active(&c->rio) && c->state == ST_OPEN && c->after_flush == AF_NONE)
+        resume_input(c);
     if (c->after_flush == AF_DESTROY) {
         destroy(c, "closed");
     } else if (c->after_flush == AF_SHUTDOWN) {
@@ -821,7 +947,10 @@ static void presence_answered(void *arg, const char *error, const Wsfan__Envelop
         return;
     }
     if (error || !e) {
-        reply_err(c, id, error ? error : "unavailable", "wsrouter did not answer");
+        if (error && strcmp(error, "rebuilding") == 0) /* never a partial list as if whole */
+            reply_err(c, id, "unavailable", "wsrouter is rebuilding presence after a restart; try again");
+        else
+            reply_err(c, id, error ? error : "unavailable", "wsrouter did not answer");
         ask_free(a);
         return;
     }
@@ -865,7 +994,7 @@ static void presence_local(conn *c, const env_req *r)
 {
     worker *w = c->w;
     size_t count = hub_count(&w->hub, r->ch);
-    bool members = !r->count_only;
+    bool members = !r->count_only && count <= (size_t)w->cfg->presence_max_members;
     pres_out o = {0};
     pres_head h = {r->id, r->ch, count, members};
     pres_put(&o, put_head, &h);
@@ -895,20 +1024,26 @@ static void op_presence(conn *c, const env_req *r)
     }
 }
 
+/* The sender learns what became of its direct message: ack, or why not. */
+static void direct_answered_now(conn *c, ws_span id, const char *error)
+{
+    if (c->state != ST_OPEN)
+        return;
+    if (!error)
+        reply_ack(c, id, false, 0);
+    else if (strcmp(error, "not_found") == 0)
+        reply_err(c, id, "not_found", "no such client");
+    else if (strcmp(error, "busy") == 0)
+        reply_err(c, id, "busy", "the client is not reading, or receives too many direct messages: dropped");
+    else
+        reply_err(c, id, error, "the client's node did not answer");
+}
+
 static void direct_answered(void *arg, const char *error, const Wsfan__Envelope *e)
 {
     (void)e;
     ask_wait *a = arg;
-    conn *c = a->c;
-    ws_span id = {a->id, a->id_len};
-    if (c->state == ST_OPEN) {
-        if (!error)
-            reply_ack(c, id, false, 0);
-        else if (strcmp(error, "not_found") == 0)
-            reply_err(c, id, "not_found", "no such client");
-        else
-            reply_err(c, id, error, "the client's node did not answer");
-    }
+    direct_answered_now(a->c, (ws_span){a->id, a->id_len}, error);
     ask_free(a);
 }
 
@@ -923,11 +1058,15 @@ static void op_send(conn *c, const env_req *r)
         reply_err(c, r->id, "not_found", "no such client");
         return;
     }
+    int rate = w->cfg->direct_rate;
+    if (rate && !gcra_admit(&c->send_tat, ev_now(w->loop), rate, 2.0 * rate)) {
+        w->st->rate_limited++;
+        reply_err(c, r->id, "rate_limited", "over --direct-rate: message dropped");
+        return;
+    }
     if (ws_span_eq(node, w->node_id) || !w->pres) {
-        if (ws_span_eq(node, w->node_id) && conn_direct(w, local, from, r->data))
-            reply_ack(c, r->id, false, 0);
-        else
-            reply_err(c, r->id, "not_found", "no such client");
+        const char *error = ws_span_eq(node, w->node_id) ? conn_direct(w, local, from, r->data) : "not_found";
+        direct_answered_now(c, r->id, error);
         return;
     }
     if (c->asks >= ASKS_MAX) {
@@ -948,7 +1087,7 @@ static bool permitted(conn *c, const env_req *r)
     if (r->op == ENV_OP_UNSUB || auth_may(c->grant, what, r->ch))
         return true;
     c->w->st->forbidden++;
-    log_info("client %llu: forbidden: %s %.*s", (unsigned long long)c->id,
+    log_info("client %llx: forbidden: %s %.*s", (unsigned long long)c->id,
              r->op == ENV_OP_PUB ? "pub" : r->op == ENV_OP_SEND ? "send" : r->op == ENV_OP_PRESENCE ? "presence" : "sub",
              (int)r->ch.n, r->ch.p);
     reply_err(c, r->id, "forbidden", "the token does not allow this");
@@ -960,7 +1099,7 @@ static bool permitted(conn *c, const env_req *r)
  * their own, a tenth of the rate with a burst of the rate: a client that keeps sending clearly
  * faster than allowed (at twice the rate, within about a second) is closed 1008, while one
  * that overshoots a little only loses those messages. */
-static bool within_msg_rate(conn *c)
+static bool within_msg_rate(conn *c, bool control)
 {
     worker *w = c->w;
     int rate = w->cfg->max_msg_rate;
@@ -972,11 +1111,16 @@ static bool within_msg_rate(conn *c)
     w->st->rate_limited++;
     if (!gcra_admit(&c->abuse_tat, now, rate / 10.0, rate)) {
         w->st->abuse_closes++;
-        log_info("client %llu: keeps sending over --max-msg-rate: closing 1008", (unsigned long long)c->id);
+        log_info("client %llx: keeps sending over --max-msg-rate: closing 1008", (unsigned long long)c->id);
         close_with(c, WS_CLOSE_POLICY, "message rate limit");
+        /* Its close reply is not awaited: reading on would cost as much as the flood did.
+         * Once the close frame is out, TCP is shut down; the close timeout ends it. */
+        ev_io_stop(w->loop, &c->rio);
+        c->after_flush = AF_SHUTDOWN;
         return false;
     }
-    reply_err(c, (ws_span){NULL, 0}, "rate_limited", "over --max-msg-rate: message dropped");
+    if (!control) /* a ping over the rate goes unanswered: answering would amplify */
+        reply_err(c, (ws_span){NULL, 0}, "rate_limited", "over --max-msg-rate: message dropped");
     return false;
 }
 
@@ -984,14 +1128,14 @@ static void ws_request(conn *c, uint8_t opcode, const uint8_t *data, size_t len)
 {
     worker *w = c->w;
     if (opcode == WS_OP_BINARY) {
-        log_info("client %llu: binary frame on ws.json.v1", (unsigned long long)c->id);
+        log_info("client %llx: binary frame on ws.json.v1", (unsigned long long)c->id);
         close_with(c, WS_CLOSE_UNSUPPORTED, "ws.json.v1 takes text frames");
         return;
     }
     env_req r;
     const char *err, *why;
     if (env_parse((const char *)data, len, w->cfg->max_data, &r, &err, &why) < 0) {
-        log_info("client %llu: rejected request: %s (%s)", (unsigned long long)c->id, err, why);
+        log_info("client %llx: rejected request: %s (%s)", (unsigned long long)c->id, err, why);
         w->st->bad_requests++;
         if (strcmp(err, ENV_ERR_TOO_LARGE) == 0)
             w->st->too_large_data++;
@@ -1024,6 +1168,11 @@ static void ws_request(conn *c, uint8_t opcode, const uint8_t *data, size_t len)
         reply_ack(c, r.id, false, 0);
         return;
     case ENV_OP_PUB: {
+        if (node_overloaded(w)) {
+            w->st->publish_overloaded++;
+            reply_err(c, r.id, "overloaded", "the node cannot deliver faster now; retry later");
+            return;
+        }
         if (w->bus) {
             publish_via_bus(c, &r);
             return;
@@ -1052,7 +1201,7 @@ static void deliver_message(conn *c, uint8_t opcode, const uint8_t *data, size_t
     c->w->st->messages_in++;
     if (c->route == R_ECHO)
         send_owned(c, wbuf_frame_copy(opcode, data, len));
-    else if (within_msg_rate(c))
+    else if (within_msg_rate(c, false))
         ws_request(c, opcode, data, len);
 }
 
@@ -1103,11 +1252,37 @@ static void on_close_frame(conn *c, const ws_event *ev)
     mark_pending(c);
 }
 
+/* A client whose output is backed up gets no more of its requests processed (the answers
+ * would only pile up): the rest of what was read waits in c->held and reading stops until
+ * the queue is down to half the soft limit. Whatever it asks, a client cannot make the
+ * worker produce more than about its soft limit ahead of what it reads. */
+static bool hold_input(conn *c, const uint8_t *rest, size_t n)
+{
+    worker *w = c->w;
+    if (c->state != ST_OPEN || c->qbytes <= w->cfg->outbuf_soft)
+        return false;
+    if (n) {
+        uint8_t *h = malloc(n);
+        if (!h) {
+            fail(c, WS_CLOSE_INTERNAL, "out of memory holding input");
+            return true;
+        }
+        memcpy(h, rest, n);
+        c->held = h;
+        c->held_len = (uint32_t)n;
+    }
+    ev_io_stop(w->loop, &c->rio);
+    w->st->inputs_paused++;
+    return true;
+}
+
 /* Runs the frame parser over n bytes (unmasked in place) and acts on each event. */
 static void process(conn *c, uint8_t *buf, size_t n)
 {
     size_t off = 0;
     while (off < n && (c->state == ST_OPEN || c->state == ST_CLOSING)) {
+        if (c->state == ST_OPEN && c->qbytes > c->w->cfg->outbuf_soft && hold_input(c, buf + off, n - off))
+            return;
         ws_event ev;
         off += ws_parser_feed(&c->parser, buf + off, n - off, &ev);
         switch (ev.type) {
@@ -1117,11 +1292,13 @@ static void process(conn *c, uint8_t *buf, size_t n)
             if (c->state == ST_OPEN)
                 on_data(c, &ev);
             break;
-        case WS_EV_PING:
-            if (c->state == ST_OPEN)
-                send_owned(c, wbuf_frame_copy(WS_OP_PONG, ev.data, ev.len));
+        case WS_EV_PING: /* control frames count toward --max-msg-rate on /ws */
+            if (c->state == ST_OPEN && (c->route != R_WS || within_msg_rate(c, true)))
+                answer_ping(c, ev.data, ev.len);
             break;
         case WS_EV_PONG:
+            if (c->state == ST_OPEN && c->route == R_WS)
+                within_msg_rate(c, true);
             break;
         case WS_EV_CLOSE:
             on_close_frame(c, &ev);
@@ -1184,7 +1361,7 @@ static void refuse_token(conn *c, const char *why)
 {
     c->w->st->handshakes_failed++;
     c->w->st->auth_failures++;
-    log_info("client %llu: 401: %s", (unsigned long long)c->id, why); /* never the token */
+    log_info("client %llx: 401: %s", (unsigned long long)c->id, why); /* never the token */
     http_respond(c, 401, "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n", "a valid token is required\n");
 }
 
@@ -1213,7 +1390,7 @@ static int identify(conn *c, const ws_http_req *req)
     } else if (ws_http_query_get(req->query, "user", &user)) {
         if (!env_user_valid(user)) {
             w->st->handshakes_failed++;
-            log_info("client %llu: bad user id in the upgrade", (unsigned long long)c->id);
+            log_info("client %llx: bad user id in the upgrade", (unsigned long long)c->id);
             http_respond(c, 400, NULL, "user must be 1-64 bytes of [A-Za-z0-9._:@-]\n");
             return -1;
         }
@@ -1247,8 +1424,13 @@ static void publish_body(conn *c)
     ws_span ch = {(const char *)c->msg, c->pub_ch_len};
     ws_span data = {(const char *)c->msg + c->pub_ch_len, c->msg_len - c->pub_ch_len};
     if (!ws_utf8_valid((const uint8_t *)data.p, data.n) || !ws_json_valid(data.p, data.n)) {
-        log_info("client %llu: POST /publish body is not JSON", (unsigned long long)c->id);
+        log_info("client %llx: POST /publish body is not JSON", (unsigned long long)c->id);
         http_respond(c, 400, NULL, "the body must be one JSON value (UTF-8)\n");
+        return;
+    }
+    if (node_overloaded(w)) {
+        w->st->publish_overloaded++;
+        http_respond(c, 503, "Retry-After: 1\r\n", "overloaded: the node cannot deliver faster now; retry later\n");
         return;
     }
     w->st->publishes++;
@@ -1298,7 +1480,7 @@ static int publish_allowed(conn *c, const ws_span *authz, ws_span ch)
     auth_grant *g;
     const char *why;
     if (auth_check(w->auth, authz->p + 7, authz->n - 7, ev_now(w->loop), user, &g, &why) < 0) {
-        log_info("client %llu: POST /publish: token refused: %s", (unsigned long long)c->id, why);
+        log_info("client %llx: POST /publish: token refused: %s", (unsigned long long)c->id, why);
         return 0;
     }
     bool ok = auth_may(g, AUTH_PUB, ch);
@@ -1327,7 +1509,7 @@ static void publish_request(conn *c, const ws_http_req *req, ws_span ch)
         http_respond(c, 403, NULL, "HTTP publish is off: start wsnode with --publish-key or --auth\n");
     } else if (allowed == 0) {
         w->st->auth_failures++;
-        log_info("client %llu: POST /publish with a wrong or missing key", (unsigned long long)c->id);
+        log_info("client %llx: POST /publish with a wrong or missing key", (unsigned long long)c->id);
         http_respond(c, 401, "WWW-Authenticate: Bearer\r\n", "a valid Authorization: Bearer key is required\n");
     } else if (allowed < 0) {
         w->st->forbidden++;
@@ -1449,7 +1631,7 @@ static void route_request(conn *c, const ws_http_req *req)
     ws_hs_result r;
     if (ws_handshake_check(req, &o, &r) != 101) {
         w->st->handshakes_failed++;
-        log_info("client %llu: handshake refused %d: %s", (unsigned long long)c->id, r.status, r.reason);
+        log_info("client %llx: handshake refused %d: %s", (unsigned long long)c->id, r.status, r.reason);
         char out[1024];
         http_end(c, out, ws_handshake_error(out, sizeof out, &r));
         return;
@@ -1479,7 +1661,7 @@ static int tls_step(conn *c)
     if (code)
         ERR_error_string_n(code, err, sizeof err);
     c->w->st->handshakes_failed++;
-    log_info("client %llu: TLS handshake failed: %s", (unsigned long long)c->id, err);
+    log_info("client %llx: TLS handshake failed: %s", (unsigned long long)c->id, err);
     destroy(c, "TLS handshake failed");
     return -1;
 }
@@ -1518,7 +1700,7 @@ static void handshake_read(conn *c)
             int status = r == WS_HTTP_BAD ? 400 : 431;
             if (status == 431)
                 w->st->too_large_heads++;
-            log_info("client %llu: bad HTTP request: %d", (unsigned long long)c->id, status);
+            log_info("client %llx: bad HTTP request: %d", (unsigned long long)c->id, status);
             http_respond(c, status, NULL, status == 400 ? "malformed request\n" : "request head too large\n");
             return;
         }
@@ -1544,6 +1726,8 @@ static void handshake_read(conn *c)
 static void ws_read(conn *c)
 {
     worker *w = c->w;
+    if (!ev_is_active(&c->rio)) /* fed by hand while its input waits for its output */
+        return;
     /* Plain sockets: one read per readiness (level-triggered, fair to the others). TLS: drain
      * what OpenSSL has decrypted, as the socket will not signal it again. */
     for (int round = 0; round < (c->ssl ? 16 : 1); round++) {
@@ -1562,7 +1746,7 @@ static void ws_read(conn *c)
         if (c->state == ST_OPEN && (c->tl != TL_OPEN || c->tstamp != ev_now(w->loop)))
             tl_move(c, TL_OPEN); /* activity: restart its ping clock */
         process(c, w->rbuf, (size_t)n);
-        if (c->state != ST_OPEN && c->state != ST_CLOSING)
+        if ((c->state != ST_OPEN && c->state != ST_CLOSING) || !ev_is_active(&c->rio))
             return;
     }
     if (c->ssl && SSL_pending(c->ssl))
@@ -1651,6 +1835,17 @@ hub_deliver_fn conn_hub_deliver(void) { return deliver; }
 
 hub_deliver_fn conn_evhub_deliver(void) { return deliver_event; }
 
+/* 64 random bits from OpenSSL's DRBG: a client id names no neighbour, so nobody can list who
+ * is connected or aim direct messages at clients they were never told of. */
+static uint64_t new_id(worker *w)
+{
+    uint64_t id = 0;
+    while (id == 0 || clients_get(w, id))
+        if (RAND_bytes((unsigned char *)&id, sizeof id) != 1)
+            id = ++w->next_client ^ 0x9E3779B97F4A7C15ULL; /* the DRBG failed: unique, not secret */
+    return id;
+}
+
 void conn_accept(worker *w, int fd, ip_entry *ip)
 {
     conn *c = calloc(1, sizeof *c);
@@ -1664,7 +1859,7 @@ void conn_accept(worker *w, int fd, ip_entry *ip)
     c->w = w;
     c->fd = fd;
     c->ip = ip;
-    c->id = ++w->next_client;
+    c->id = new_id(w);
     c->state = ST_HANDSHAKE;
     w->nconns++;
     ev_io_init(&c->rio, on_read, fd, EV_READ);
@@ -1709,6 +1904,24 @@ void conn_flush_pending(worker *w)
     w->dead = keep;
 }
 
+/* A closing connection whose last bytes (its close frame among them) are still in the
+ * kernel, and that took at least 1 KiB of them since the last look, is still being read:
+ * closing the socket now would leave them to an orphaned socket, which the kernel drops under
+ * pressure, so the client would see EOF without its close frame. It is given up to
+ * CLOSE_MAX seconds in all. */
+#define CLOSE_MAX 60.0
+
+static bool still_delivering(conn *c, double now)
+{
+    int outq = 0;
+    if (c->fd < 0 || now - c->close_since >= CLOSE_MAX || ioctl(c->fd, SIOCOUTQ, &outq) < 0 ||
+        outq <= 0)
+        return false;
+    bool moved = c->close_outq == UINT32_MAX || (uint32_t)outq + 1024 <= c->close_outq;
+    c->close_outq = (uint32_t)outq;
+    return moved;
+}
+
 void conn_tick(worker *w)
 {
     double now = ev_now(w->loop);
@@ -1718,18 +1931,22 @@ void conn_tick(worker *w)
     l = &w->lists[TL_HANDSHAKE];
     while ((c = l->head) && now - c->tstamp >= l->timeout) {
         w->st->timeouts++;
-        log_info("client %llu: handshake timeout", (unsigned long long)c->id);
+        log_info("client %llx: handshake timeout", (unsigned long long)c->id);
         destroy(c, "handshake timeout");
     }
     l = &w->lists[TL_CLOSING];
     while ((c = l->head) && now - c->tstamp >= l->timeout) {
+        if (still_delivering(c, now)) {
+            tl_move(c, TL_CLOSING);
+            continue;
+        }
         w->st->timeouts++;
         destroy(c, "close timeout");
     }
     l = &w->lists[TL_PINGED];
     while ((c = l->head) && now - c->tstamp >= l->timeout) {
         w->st->timeouts++;
-        log_info("client %llu: no answer to ping: dropped", (unsigned long long)c->id);
+        log_info("client %llx: no answer to ping: dropped", (unsigned long long)c->id);
         destroy(c, "idle timeout");
     }
     while ((c = w->soft.head) && now - c->soft_since >= w->cfg->outbuf_soft_seconds)
@@ -1755,21 +1972,29 @@ void conn_drain_all(worker *w)
         }
 }
 
-bool conn_direct(worker *w, uint64_t local, const char *from, ws_span data)
+const char *conn_direct(worker *w, uint64_t local, const char *from, ws_span data)
 {
     conn *c = clients_get(w, local);
     if (!c || c->state != ST_OPEN)
-        return false;
+        return "not_found";
+    /* A recipient is never closed for what others send it: it takes --direct-rate a second,
+     * and none while it has half its soft limit queued (it is not reading). */
+    int rate = w->cfg->direct_rate;
+    if (c->qbytes >= w->cfg->outbuf_soft / 2 ||
+        (rate && !gcra_admit(&c->direct_tat, ev_now(w->loop), rate, 2.0 * rate))) {
+        w->st->directs_refused++;
+        return "busy";
+    }
     size_t cap = data.n + strlen(from) * 6 + 64;
     char stackbuf[4096], *out = cap <= sizeof stackbuf ? stackbuf : malloc(cap);
     if (!out)
-        return false;
+        return "busy";
     size_t n = env_write_direct(out, cap, from, data);
     if (n)
         send_owned(c, wbuf_frame_copy(WS_OP_TEXT, out, n));
     if (out != stackbuf)
         free(out);
-    return n != 0;
+    return n ? NULL : "not_found";
 }
 
 void conn_each_member(worker *w, void (*fn)(void *ctx, const char *client, const char *user, ws_span ch),

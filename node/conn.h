@@ -22,8 +22,9 @@ hub_deliver_fn conn_evhub_deliver(void);
 hub_member_fn conn_hub_member(void);
 
 /* Delivers a direct message {"op":"msg","from":..,"data":..} to the open /ws client with this
- * local number; false if there is none. */
-bool conn_direct(worker *w, uint64_t local, const char *from, ws_span data);
+ * local number. Returns NULL when queued, "not_found" when there is no such client, "busy" when
+ * it is over --direct-rate or has half its soft limit queued (the message is dropped). */
+const char *conn_direct(worker *w, uint64_t local, const char *from, ws_span data);
 
 /* Calls fn for every channel every open /ws client of w subscribes (the presence snapshot). */
 void conn_each_member(worker *w, void (*fn)(void *ctx, const char *client, const char *user, ws_span ch),

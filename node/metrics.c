@@ -64,7 +64,7 @@ size_t metrics_render(const worker_stats *all, int n, char *buf, size_t cap)
     metric(&o, "redis_up", "gauge", "Workers whose Redis links are both up.", SUM(bus_up));
     metric(&o, "redis_reconnects_total", "counter", "Redis reconnection attempts.", SUM(bus_reconnects));
     metric(&o, "redis_published_total", "counter", "Publishes Redis accepted.", SUM(bus_published));
-    metric(&o, "redis_publish_failures_total", "counter", "Publishes Redis refused or lost.", SUM(bus_publish_failures));
+    metric(&o, "redis_publish_failures_total", "counter", "Publishes Redis refused or lost, or not sent because Redis was down.", SUM(bus_publish_failures));
     metric(&o, "redis_pending_publishes", "gauge", "Publishes sent to Redis, not yet answered.", SUM(bus_pending));
     metric(&o, "redis_received_total", "counter", "Channel messages received from Redis.", SUM(bus_received));
     metric(&o, "redis_malformed_total", "counter", "Messages from Redis dropped as malformed.", SUM(bus_malformed));
@@ -79,8 +79,13 @@ size_t metrics_render(const worker_stats *all, int n, char *buf, size_t cap)
     metric(&o, "too_large_data_total", "counter", "Requests refused err too_large for data over --max-data.", SUM(too_large_data));
     metric(&o, "bad_requests_total", "counter", "Requests answered err bad_json, bad_op, bad_channel (a name over 200 bytes included), bad_request or too_large.", SUM(bad_requests));
     metric(&o, "publish_limited_total", "counter", "POST /publish refused 429 over --publish-rate.", SUM(publish_limited));
+    metric(&o, "directs_refused_total", "counter", "Direct messages dropped for a recipient over --direct-rate or not reading (err busy).", SUM(directs_refused));
+    metric(&o, "publish_overloaded_total", "counter", "Publishes refused while the node was overloaded (err overloaded, 503).", SUM(publish_overloaded));
+    metric(&o, "inputs_paused_total", "counter", "Times a connection's requests waited until its queued output drained.", SUM(inputs_paused));
+    metric(&o, "overloaded", "gauge", "Workers whose clients are behind at large: publishes are refused meanwhile.", SUM(overloaded));
     metric(&o, "presence_events_sent_total", "counter", "Joins and leaves reported to wsrouter.", SUM(pres_events_sent));
     metric(&o, "presence_events_lost_total", "counter", "Joins and leaves not reported while Redis was down (snapshots repair them).", SUM(pres_events_lost));
+    metric(&o, "presence_events_announced_total", "counter", "Joins and leaves no router heard (none was running), announced to event subscribers by the node itself.", SUM(pres_events_announced));
     metric(&o, "presence_unrouted_total", "counter", "Envelopes for a router shard nobody listened to.", SUM(pres_unrouted));
     metric(&o, "presence_snapshots_total", "counter", "Snapshots sent to router shards.", SUM(pres_snapshots));
     metric(&o, "presence_queries_total", "counter", "Presence queries asked of wsrouter.", SUM(pres_queries));

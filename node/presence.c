@@ -62,28 +62,103 @@ static void on_event_sent(void *arg, long long receivers)
         p->st.unrouted++;
 }
 
-/* Packs e and publishes it on <prefix><name>; false when Redis is down. */
-static bool send_env(presence *p, const char *name, Wsfan__Envelope *e)
+/* Packs e and publishes it on <prefix><name>; done(arg, receivers) follows unless this
+ * returns false (Redis down). */
+static bool send_env_then(presence *p, const char *name, Wsfan__Envelope *e, bus_sent_fn done,
+                          void *arg)
 {
     size_t n = wsfan__envelope__get_packed_size(e);
     uint8_t stackbuf[1024], *buf = n <= sizeof stackbuf ? stackbuf : malloc(n);
     if (!buf)
         return false;
     wsfan__envelope__pack(e, buf);
-    int rc = bus_send(p->w->bus, name, buf, n, on_event_sent, p);
+    int rc = bus_send(p->w->bus, name, buf, n, done, arg);
     if (buf != stackbuf)
         free(buf);
     return rc == 0;
 }
 
-static void send_to_shard(presence *p, uint32_t shard, Wsfan__Envelope *e)
+static bool send_env(presence *p, const char *name, Wsfan__Envelope *e)
+{
+    return send_env_then(p, name, e, on_event_sent, p);
+}
+
+static bool send_to_shard_then(presence *p, uint32_t shard, Wsfan__Envelope *e, bus_sent_fn done,
+                               void *arg)
 {
     char name[32];
     snprintf(name, sizeof name, "router:%u", shard);
     e->origin = p->w->node_id;
     e->heartbeat_ms = (uint32_t)(p->w->cfg->heartbeat * 1000); /* every envelope says when
                                                                   the next heartbeat is due */
-    send_env(p, name, e);
+    return send_env_then(p, name, e, done, arg);
+}
+
+static void send_to_shard(presence *p, uint32_t shard, Wsfan__Envelope *e)
+{
+    send_to_shard_then(p, shard, e, on_event_sent, p);
+}
+
+/* ---- joins and leaves no router heard ------------------------------------------------------
+ * A MEMBERS envelope that Redis delivered to nobody found no router of its shard running (it
+ * is restarting, or none was started). Its joins and leaves are then announced by the node
+ * itself, as EVENTS on each channel, the way the router would have: event subscribers hear of
+ * them at once, and the restarted router, which rebuilds from snapshots without events, need
+ * not. Listed up to NODE_EVENTS_MAX per channel, the rest counted, as the router's default
+ * --event-max does. */
+#define NODE_EVENTS_MAX 20
+
+typedef struct sent_batch {
+    presence *p;
+    size_t n;
+    Wsfan__Envelope__Member *m; /* owned: the batch's array and its strings */
+} sent_batch;
+
+static int by_channel(const void *a, const void *b)
+{
+    const Wsfan__Envelope__Member *x = *(Wsfan__Envelope__Member *const *)a;
+    const Wsfan__Envelope__Member *y = *(Wsfan__Envelope__Member *const *)b;
+    int c = strcmp(x->channel, y->channel);
+    return c ? c : (x < y ? -1 : x > y); /* stable: their order within a channel is kept */
+}
+
+static void announce(presence *p, Wsfan__Envelope__Member *m, size_t n)
+{
+    Wsfan__Envelope__Member **mp = malloc(n * sizeof *mp);
+    if (!mp)
+        return;
+    for (size_t i = 0; i < n; i++)
+        mp[i] = &m[i];
+    qsort(mp, n, sizeof *mp, by_channel);
+    for (size_t i = 0, j; i < n; i = j) {
+        Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
+        e.kind = WSFAN__ENVELOPE__KIND__EVENTS;
+        e.origin = p->w->node_id;
+        e.channel = mp[i]->channel;
+        for (j = i; j < n && strcmp(mp[j]->channel, e.channel) == 0; j++)
+            if (j - i >= NODE_EVENTS_MAX)
+                mp[j]->left ? e.more_leaves++ : e.more_joins++;
+        e.members = mp + i;
+        e.n_members = j - i < NODE_EVENTS_MAX ? j - i : NODE_EVENTS_MAX;
+        char name[ENV_CHANNEL_MAX + 8];
+        snprintf(name, sizeof name, "ch:%s", e.channel);
+        if (send_env_then(p, name, &e, NULL, NULL))
+            p->st.events_announced += j - i;
+    }
+    free(mp);
+}
+
+static void on_members_sent(void *arg, long long receivers)
+{
+    sent_batch *sb = arg;
+    if (receivers == 0) {
+        sb->p->st.unrouted++;
+        announce(sb->p, sb->m, sb->n);
+    }
+    for (size_t i = 0; i < sb->n; i++)
+        free(sb->m[i].client_id); /* one allocation holds the member's three strings */
+    free(sb->m);
+    free(sb);
 }
 
 static void batch_clear(batch *b)
@@ -99,17 +174,23 @@ static void flush_shard(presence *p, uint32_t shard)
     if (!b->n)
         return;
     Wsfan__Envelope__Member **mp = malloc(b->n * sizeof *mp);
-    if (mp) {
+    sent_batch *sb = malloc(sizeof *sb);
+    if (mp && sb) {
         for (size_t i = 0; i < b->n; i++)
             mp[i] = &b->m[i];
         Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
         e.kind = WSFAN__ENVELOPE__KIND__MEMBERS;
         e.n_members = b->n;
         e.members = mp;
-        send_to_shard(p, shard, &e);
-        p->st.events_sent += b->n;
-        free(mp);
+        *sb = (sent_batch){p, b->n, b->m}; /* the batch's members go with the envelope */
+        if (send_to_shard_then(p, shard, &e, on_members_sent, sb)) {
+            p->st.events_sent += b->n;
+            *b = (batch){0};
+            sb = NULL;
+        }
     }
+    free(mp);
+    free(sb);
     batch_clear(b);
 }
 
@@ -475,10 +556,11 @@ static void direct_in(presence *p, const Wsfan__Envelope *e)
         return;
     }
     p->st.directs_in++;
-    bool ok = e->client_id && presence_split_client((ws_span){e->client_id, strlen(e->client_id)}, &node, &local) &&
-              ws_span_eq(node, p->w->node_id) &&
-              conn_direct(p->w, local, e->from, (ws_span){(const char *)e->payload.data, e->payload.len});
-    reply_direct(p, e, ok ? NULL : "not_found");
+    const char *error = "not_found";
+    if (e->client_id && presence_split_client((ws_span){e->client_id, strlen(e->client_id)}, &node, &local) &&
+        ws_span_eq(node, p->w->node_id))
+        error = conn_direct(p->w, local, e->from, (ws_span){(const char *)e->payload.data, e->payload.len});
+    reply_direct(p, e, error);
 }
 
 static void answer(presence *p, const Wsfan__Envelope *e)
@@ -487,7 +569,7 @@ static void answer(presence *p, const Wsfan__Envelope *e)
     if (!pend_take(p, e->request_id, &q))
         return; /* answered late: the client already got unavailable */
     const char *err = e->error && e->error[0] ? e->error : NULL;
-    if (err && strcmp(err, "not_found") != 0)
+    if (err && strcmp(err, "not_found") != 0 && strcmp(err, "busy") != 0 && strcmp(err, "rebuilding") != 0)
         err = "unavailable";
     q.done(q.arg, err, e->kind == WSFAN__ENVELOPE__KIND__PRESENCE_REPLY ? e : NULL);
 }
@@ -612,8 +694,10 @@ presence *presence_new(worker *w)
     }
     char name[160];
     node_channel(name, sizeof name, (ws_span){w->node_id, strlen(w->node_id)});
+    /* Only nodes with router shards listen for RESYNC broadcasts: a router counts the
+     * listeners as the snapshots it must wait for. */
     if (bus_listen(w->bus, name, on_node_message, w) < 0 ||
-        bus_listen(w->bus, "nodes", on_nodes_message, w) < 0) {
+        (p->shards && bus_listen(w->bus, "nodes", on_nodes_message, w) < 0)) {
         free(p->batches);
         free(p->resync);
         free(p);

@@ -24,6 +24,7 @@ typedef struct presence_stats {
     uint64_t events_sent;   /* joins and leaves reported to routers */
     uint64_t events_lost;   /* reported while Redis was down (the next snapshot repairs them) */
     uint64_t unrouted;      /* envelopes no router shard was subscribed to receive */
+    uint64_t events_announced; /* joins and leaves no router heard, announced by the node */
     uint64_t snapshots;     /* snapshots sent */
     uint64_t queries, directs_in, directs_out, timeouts;
     uint64_t event_frames;  /* join/leave frames framed for event subscribers */

@@ -184,6 +184,7 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
         w->st->pres_timeouts = p->timeouts;
         w->st->pres_event_frames = p->event_frames;
         w->st->pres_malformed = p->malformed;
+        w->st->pres_events_announced = p->events_announced;
     }
 }
 
@@ -327,6 +328,7 @@ int worker_run(const config *cfg, int index, worker_stats *shared)
     w.index = index;
     w.all = shared;
     w.st = &shared[index];
+    w.st->overloaded = 0; /* a restarted worker starts with none of its predecessor's clients */
     char who[16];
     snprintf(who, sizeof who, "w%d", index);
     log_setup(cfg->log_level, who);

@@ -40,9 +40,13 @@ typedef struct worker_stats {
         bus_malformed, bus_pending; /* copied from the bus by the tick */
     uint64_t pres_events_sent, pres_events_lost, pres_unrouted, pres_snapshots, pres_queries,
         pres_directs_in, pres_directs_out, pres_timeouts, pres_event_frames,
-        pres_malformed; /* copied from presence by the tick */
+        pres_malformed, pres_events_announced; /* copied from presence by the tick */
     uint64_t auth_failures, forbidden, rate_limited, abuse_closes, too_many_subs, ip_refused,
         publish_limited, too_large_heads, too_large_messages, too_large_data, bad_requests;
+    uint64_t directs_refused;    /* direct messages dropped for a busy recipient (err busy) */
+    uint64_t publish_overloaded; /* publishes refused while the node was overloaded */
+    uint64_t inputs_paused;      /* times a connection's requests waited for its output */
+    uint64_t overloaded;         /* gauge: 1 while this worker's clients are behind at large */
     uint64_t lat_count, lat_sum_us, lat_bucket[LAT_BUCKETS];
 } worker_stats;
 
@@ -79,6 +83,7 @@ typedef struct worker {
     ws_parser_opts ws_opts, echo_opts;
     uint64_t next_client;
     size_t nconns;
+    size_t nbehind; /* open connections with a quarter of --outbuf-soft queued (overload) */
     size_t max_conns;
     bool draining;
     worker_stats *st;  /* this worker's slot of the shared array */

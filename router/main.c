@@ -28,6 +28,7 @@
 typedef struct router_stats {
     uint64_t envelopes, malformed, misrouted, flood_dropped, queries, count_only_answers;
     uint64_t snapshots, resyncs, event_envelopes, events_lost, nodes_expired, nodes_seen;
+    uint64_t incomplete; /* queries answered "rebuilding" */
 } router_stats;
 
 typedef struct router {
@@ -41,6 +42,12 @@ typedef struct router {
     double warm;       /* how long the first snapshots are applied without events */
     double warm_until; /* snapshots before this rebuild what a restart forgot: no events */
     double expire_from; /* no node expires before this: Redis was away, nodes are reconnecting */
+    /* Completeness: after a RESYNC broadcast, presence is only answered once as many nodes as
+     * Redis delivered the broadcast to have sent a whole snapshot (or warm seconds passed,
+     * for a node that died meanwhile): never a partial list passed off as whole. */
+    double resync_at;  /* when the last broadcast went out */
+    long long expect;  /* nodes it reached (-1: not known yet) */
+    bool complete;
     ev_timer tick, events;
     ev_signal sigterm, sigint;
     router_stats st;
@@ -63,6 +70,12 @@ static void send_env(router *r, const char *name, Wsfan__Envelope *e)
 
 /* ---- asking nodes for snapshots ---- */
 
+static void on_resync_sent(void *arg, long long receivers)
+{
+    router *r = arg;
+    r->expect = receivers < 0 ? 0 : receivers; /* refused: fall back on the warm period */
+}
+
 static void try_resync(router *r)
 {
     if (!r->resync_wanted || !r->subscribed || !bus_up(r->bus))
@@ -71,7 +84,17 @@ static void try_resync(router *r)
     e.kind = WSFAN__ENVELOPE__KIND__RESYNC;
     e.shard = r->cfg.shard;
     e.shards = r->cfg.shards;
-    send_env(r, "nodes", &e);
+    e.origin = r->name;
+    size_t n = wsfan__envelope__get_packed_size(&e);
+    uint8_t buf[128];
+    if (n > sizeof buf)
+        return;
+    wsfan__envelope__pack(&e, buf);
+    if (bus_send(r->bus, "nodes", buf, n, on_resync_sent, r) < 0)
+        return;
+    r->resync_at = ev_now(r->loop);
+    r->expect = -1;
+    r->complete = false;
     r->resync_wanted = false;
     r->st.resyncs++;
     log_info("asked every node for a snapshot");
@@ -145,6 +168,31 @@ static void collect_one(void *ctx, const char *client, const char *user, const c
     c->mp[c->n++] = m;
 }
 
+static void count_synced(rnode *n, void *ctx)
+{
+    router *r = ctx;
+    if (n->synced_at >= r->resync_at)
+        r->expect--;
+}
+
+/* True once every node the last RESYNC reached has sent its whole snapshot. */
+static bool is_complete(router *r)
+{
+    if (r->complete)
+        return true;
+    if (ev_now(r->loop) >= r->resync_at + r->warm) {
+        r->complete = true; /* a node that never answered died meanwhile: it expires */
+    } else if (r->expect >= 0) {
+        long long want = r->expect;
+        roster_each_node(r->ro, count_synced, r);
+        r->complete = r->expect <= 0;
+        r->expect = want;
+    }
+    if (r->complete)
+        log_info("presence is whole again: every node's snapshot is in");
+    return r->complete;
+}
+
 static void answer_query(router *r, const Wsfan__Envelope *q)
 {
     r->st.queries++;
@@ -156,6 +204,12 @@ static void answer_query(router *r, const Wsfan__Envelope *q)
     e.channel = q->channel;
     if (!channel_ok(r, q->origin, q->channel)) {
         e.error = "wrong_shard";
+        send_env(r, name, &e);
+        return;
+    }
+    if (!is_complete(r)) {
+        r->st.incomplete++;
+        e.error = "rebuilding";
         send_env(r, name, &e);
         return;
     }
@@ -231,6 +285,7 @@ static void node_in(router *r, const Wsfan__Envelope *e)
         members_in(r, n, e, true, emit);
         if (e->last) {
             size_t gone = roster_snapshot_end(r->ro, n, emit);
+            n->synced_at = now;
             r->st.snapshots++;
             if (n->flooded && n->last_drop < n->snap_began)
                 n->flooded = false; /* it holds everything that was dropped */
@@ -402,6 +457,7 @@ static size_t page(void *ctx, ws_span path, int *status, const char **ctype, cha
         {"router_flood_dropped_total", "counter", "Envelopes dropped over --node-rate.", r->st.flood_dropped},
         {"router_queries_total", "counter", "Presence queries answered.", r->st.queries},
         {"router_count_only_total", "counter", "Presence queries answered with a count only.", r->st.count_only_answers},
+        {"router_rebuilding_total", "counter", "Presence queries answered unavailable while snapshots were still coming in after a restart or a Redis outage.", r->st.incomplete},
         {"router_snapshots_total", "counter", "Complete node snapshots received.", r->st.snapshots},
         {"router_resyncs_total", "counter", "Broadcasts asking every node for a snapshot.", r->st.resyncs},
         {"router_events_total", "counter", "Joins and leaves queued for subscribers.", s.events},
@@ -441,6 +497,8 @@ int main(int argc, char **argv)
     }
     r.warm = r.cfg.node_timeout ? r.cfg.node_timeout : 3 * DEFAULT_HEARTBEAT;
     r.warm_until = 1e300; /* until the first subscription: then warm seconds from it */
+    r.resync_at = 1e300;  /* no presence answered before the first RESYNC went out */
+    r.expect = -1;
     r.bus = bus_new(r.loop, r.cfg.redis, r.cfg.redis_user, r.cfg.redis_password,
                     r.cfg.redis_prefix, r.name, NULL, NULL, &r);
     if (!r.bus || bus_listen(r.bus, r.listen, on_message, &r) < 0)

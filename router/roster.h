@@ -25,6 +25,7 @@ struct rnode {
     bool flooded;        /* caller's: envelopes were dropped; ask for a snapshot */
     double last_drop;    /* caller's: when the last one was dropped */
     double snap_began;   /* caller's: when the snapshot being received began */
+    double synced_at;    /* caller's: when its last complete snapshot arrived */
     size_t nclients;
 };
 

@@ -532,6 +532,21 @@ class Raw:
             pass
 
 
+def node_metrics(port):
+    """{name: value} of a node's GET /metrics (summed over its workers)."""
+    with socket.create_connection((HOST, port), timeout=STEP) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    out = {}
+    for line in data.decode().split("\r\n\r\n", 1)[1].splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
 async def http_get(port, path, ssl_ctx=None, headers=(), timeout=STEP):
     """A plain HTTP/1.1 request; returns the Response."""
     c = await Raw.open(port, ssl_ctx, timeout)

@@ -26,8 +26,10 @@ def test_two_pages_chat_see_presence_ticks_and_survive_a_node_kill(redis, router
     (web / "nodes.json").write_text(json.dumps([f"ws://127.0.0.1:{p}/ws" for p in ports]))
     router(redis)
     key = "browser-test-key"
+    # Node ids are random by default; naming them after their ports lets demo.mjs find the
+    # process behind the node a page is connected to.
     nodes = [node("--redis", f"127.0.0.1:{redis.port}", "--workers", "1", "--static", web,
-                  "--publish-key", key, port=p) for p in ports]
+                  "--publish-key", key, "--node-id", f"node-{p}", port=p) for p in ports]
     ticker = subprocess.Popen(
         ["/usr/bin/python3", ROOT / "deploy/local/ticker.py", "--key", key, "--rate", "10",
          *[f"http://127.0.0.1:{p}" for p in ports]],

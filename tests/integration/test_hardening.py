@@ -17,8 +17,8 @@ import time
 import pytest
 import websockets
 
-from conftest import (HOST, STEP, WSROUTER, Raw, free_port, pid_alive, run, tcp_accepts,
-                      upgrade_request)
+from conftest import (HOST, STEP, WSROUTER, Raw, free_port, node_metrics, pid_alive, run,
+                      tcp_accepts, upgrade_request)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -47,20 +47,6 @@ async def request(ws, msg, others=None):
             return m
         if others is not None:
             others.append(m)
-
-
-def node_metrics(port):
-    with socket.create_connection((HOST, port), timeout=STEP) as s:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    out = {}
-    for line in data.decode().split("\r\n\r\n", 1)[1].splitlines():
-        if line and not line.startswith("#"):
-            k, v = line.rsplit(" ", 1)
-            out[k] = float(v)
-    return out
 
 
 def wait_until(pred, timeout, what):
