@@ -548,7 +548,8 @@ static void on_published(redisAsyncContext *ac, void *r, void *privdata)
     free(q);
 }
 
-static void send_publish(pub_req *q)
+/* REDIS_OK, or REDIS_ERR when the link is going away (then on_published is never called). */
+static int send_publish(pub_req *q)
 {
     bus *b = q->b;
     const char *argv[6] = {"EVALSHA", b->sha, "2", q->keys[0], q->keys[1], q->payload};
@@ -556,7 +557,7 @@ static void send_publish(pub_req *q)
     for (int i = 0; i < 5; i++)
         argvlen[i] = strlen(argv[i]);
     argvlen[5] = q->payload_len;
-    redisAsyncCommandArgv(b->cmd, on_published, q, 6, argv, argvlen);
+    return redisAsyncCommandArgv(b->cmd, on_published, q, 6, argv, argvlen);
 }
 
 int bus_publish(bus *b, ws_span ch, ws_span data, bus_published_fn done, void *arg)
@@ -589,8 +590,13 @@ int bus_publish(bus *b, ws_span ch, ws_span data, bus_published_fn done, void *a
     q->arg = arg;
     snprintf(q->keys[0], sizeof q->keys[0], "%sseq:%s", b->prefix, chan);
     snprintf(q->keys[1], sizeof q->keys[1], "%sch:%s", b->prefix, chan);
+    if (send_publish(q) != REDIS_OK) {
+        free(q->payload);
+        free(q);
+        b->st.publish_failures++;
+        return -1;
+    }
     b->st.pending++;
-    send_publish(q);
     return 0;
 }
 
@@ -633,16 +639,18 @@ int bus_send(bus *b, const char *name, const void *p, size_t n, bus_sent_fn done
 {
     if (!b->cmd_up)
         return -1;
-    if (!done) {
-        redisAsyncCommand(b->cmd, on_ignore, NULL, "PUBLISH %s%s %b", b->prefix, name, p, n);
-        return 0;
-    }
+    if (!done)
+        return redisAsyncCommand(b->cmd, on_ignore, NULL, "PUBLISH %s%s %b", b->prefix, name, p, n) ==
+                       REDIS_OK ? 0 : -1;
     send_req *q = malloc(sizeof *q);
     if (!q)
         return -1;
     q->done = done;
     q->arg = arg;
-    redisAsyncCommand(b->cmd, on_sent, q, "PUBLISH %s%s %b", b->prefix, name, p, n);
+    if (redisAsyncCommand(b->cmd, on_sent, q, "PUBLISH %s%s %b", b->prefix, name, p, n) != REDIS_OK) {
+        free(q); /* the link is going away: done is never called */
+        return -1;
+    }
     return 0;
 }
 

@@ -37,6 +37,7 @@ enum { AF_NONE, AF_SHUTDOWN, AF_DESTROY };
 #define TLS_CHUNK 16384
 #define PROTO_JSON "ws.json.v1"
 #define ASKS_MAX 8 /* presence and send requests one connection may have in flight */
+#define CLOSE_MAX 60.0 /* seconds a close may take while the client still reads (below) */
 
 struct conn {
     worker *w;
@@ -47,12 +48,18 @@ struct conn {
     bool slow;     /* over the hard limit: close at the next flush */
     bool tls_done; /* TLS handshake finished */
     bool write_wants_read; /* a TLS write waits for bytes from the peer */
+    bool in_soft;  /* on w->soft */
+    bool behind;   /* its queue is over a quarter of the soft limit: counted in w->nbehind */
+    bool paused;   /* its input waits (held) for its output to drain; rio is stopped */
+    bool pub_waiting;   /* POST /publish: the body is complete, Redis has not answered yet */
+    uint8_t pub_ch_len; /* POST /publish: bytes of msg that are the channel name */
+    uint8_t asks;  /* presence queries and direct messages in flight (at most ASKS_MAX) */
+    uint32_t soft_took; /* bytes the peer took since it went over the soft limit */
     ev_io rio, wio;
     conn *tprev, *tnext; /* timeout list (tnext also links w->dead) */
     double tstamp;
     conn *pnext;
     SSL *ssl;
-    size_t tls_retry; /* bytes an SSL_write that wanted to wait must be retried with */
     /* Outbound queue: a ring of shared frames; qoff bytes of the head are already sent. */
     wbuf **q;
     uint32_t qhead, qlen, qcap, qoff;
@@ -61,16 +68,27 @@ struct conn {
         double soft_since;  /* open: when qbytes went over --outbuf-soft (on w->soft) */
         double close_since; /* closing: when the close began */
     };
-    uint32_t close_outq;    /* closing: bytes the kernel still held for the peer at last look */
+    union {
+        uint32_t close_outq; /* closing: bytes the kernel still held for the peer at last look */
+        uint32_t last_outq;  /* open and behind: the same, at the last overload check */
+    };
+    uint32_t drained;    /* bytes written since the last overload check */
+    uint32_t check_q;    /* qbytes at the last overload check */
     conn *sprev, *snext; /* w->soft: over the soft limit, oldest first (policy close only) */
-    bool in_soft;
-    /* Handshake buffer (only during the handshake) and message assembly (only mid-message). */
-    char *hs;
-    size_t hs_len, hs_cap;
+    union {
+        struct { /* the request head, during the handshake */
+            char *hs;
+            size_t hs_len, hs_cap;
+        };
+        struct { /* open: input read but not yet processed while its output is backed up */
+            uint8_t *held;
+            size_t held_len;
+        };
+    };
     uint8_t *msg; /* message assembly; for POST /publish: channel name, then the body */
     size_t msg_len, msg_cap;
-    uint8_t pub_ch_len; /* POST /publish: bytes of msg that are the channel name */
-    bool pub_waiting;   /* POST /publish: the body is complete, Redis has not answered yet */
+    uint32_t refs;      /* publishes awaiting Redis's answer: the struct outlives them */
+    uint32_t tls_retry; /* bytes an SSL_write that wanted to wait must be retried with */
     hub_member subs;
     hub_member evsubs; /* channels whose join/leave events it asked for (w->evhub) */
     char *user;        /* user id for presence; NULL: anonymous */
@@ -81,13 +99,8 @@ struct conn {
     double direct_tat; /* --direct-rate for the direct messages it receives */
     conn *cnext;       /* w->clients chain */
     ip_entry *ip;      /* its address's entry in w->ips (NULL: not limited) */
-    uint64_t id;   /* random: the public part of its client id, never guessable */
-    uint32_t refs; /* publishes awaiting Redis's answer: the struct outlives them */
-    uint8_t asks;  /* presence queries and direct messages in flight (at most ASKS_MAX) */
-    wbuf *pong;    /* the last pong queued (our reference): the one a new ping may rewrite */
-    uint8_t *held; /* input read but not yet processed while its output is backed up */
-    uint32_t held_len;
-    bool behind;   /* its queue is over a quarter of the soft limit: counted in w->nbehind */
+    uint64_t id;       /* random: the public part of its client id, never guessable */
+    wbuf *pong;        /* the last pong queued (our reference): the one a new ping may rewrite */
     ws_parser parser;
 };
 
@@ -118,8 +131,9 @@ static void tl_remove(conn *c)
 static void tl_move(conn *c, uint8_t which)
 {
     if (which == TL_CLOSING && c->tl != TL_CLOSING) {
+        int outq = 0;
         c->close_since = ev_now(c->w->loop);
-        c->close_outq = UINT32_MAX;
+        c->close_outq = c->fd >= 0 && ioctl(c->fd, SIOCOUTQ, &outq) == 0 && outq > 0 ? (uint32_t)outq : 0;
     }
     tl_remove(c);
     tlist *l = &c->w->lists[which];
@@ -194,7 +208,7 @@ static ssize_t tx_writev(conn *c, const struct iovec *iov, int n)
     }
     int e = SSL_get_error(c->ssl, r);
     if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
-        c->tls_retry = len; /* OpenSSL wants the same bytes again */
+        c->tls_retry = (uint32_t)len; /* OpenSSL wants the same bytes again (<= TLS_CHUNK) */
         c->write_wants_read = e == SSL_ERROR_WANT_READ;
         return -1;
     }
@@ -213,24 +227,55 @@ static void mark_pending(conn *c)
 }
 
 /* Overload: when a quarter of a worker's clients (and at least OVERLOAD_MIN) are behind at
- * once, each with a quarter of its soft limit queued, it is not they who are slow: the
- * publishers produce more than the worker can deliver. Until fewer than half that many are
- * behind, the node refuses publishes (err overloaded, 503), so those who read as fast as they
- * can catch up instead of being closed as slow consumers; the few who really are slow still
- * reach the soft limit and its clock. The flag lives in the worker's shared stats slot, so
- * every worker of the node refuses: a publish on any of them reaches all of them. */
+ * once, each with a quarter of its soft limit queued and each either still reading (it took
+ * at least OVERLOAD_TOOK bytes since the last check) or getting more than it takes (its queue
+ * grew), it is not they who are slow: the publishers produce more than the worker can deliver.
+ * Until fewer than half that many are, the node refuses publishes (err overloaded, 503), so
+ * those who read catch up instead of being closed as slow consumers. A reader that stalls
+ * counts only while its queue grows: it cannot hold the node in overload, since refusing
+ * publishes stops that, and it meets the soft limit and its clock while publishing goes on. Checked every OVERLOAD_CHECK seconds
+ * while anyone is behind. The flag lives in the worker's shared stats slot, so every worker of
+ * the node refuses: a publish on any of them reaches all of them. */
 #define OVERLOAD_MIN 16
+#define OVERLOAD_TOOK 1024
 
-static void overload_update(worker *w)
+/* How many of list l's connections are behind and took at least OVERLOAD_TOOK bytes since the
+ * last check, or got more queued (their takings add up in soft_took). Taken means left the kernel for the peer: bytes written minus the growth of the
+ * socket's send queue, which a peer that does not read fills without taking anything. A
+ * connection must have been behind at two checks in a row to count. */
+static size_t count_draining(tlist *l)
 {
+    size_t n = 0;
+    for (conn *c = l->head; c; c = c->tnext) {
+        int outq = 0;
+        if (!c->behind || ioctl(c->fd, SIOCOUTQ, &outq) < 0 || outq < 0) {
+            c->last_outq = UINT32_MAX; /* not known: it does not count next time either */
+        } else {
+            uint64_t in = c->last_outq == UINT32_MAX ? 0 : (uint64_t)c->drained + c->last_outq;
+            uint64_t took = in > (uint64_t)outq ? in - (uint64_t)outq : 0;
+            n += took >= OVERLOAD_TOOK || c->qbytes > c->check_q;
+            c->soft_took = c->soft_took + took > UINT32_MAX ? UINT32_MAX : c->soft_took + (uint32_t)took;
+            c->last_outq = (uint32_t)outq;
+        }
+        c->drained = 0;
+        c->check_q = c->qbytes > UINT32_MAX ? UINT32_MAX : (uint32_t)c->qbytes;
+    }
+    return n;
+}
+
+void conn_overload_check(worker *w)
+{
+    if (!w->nbehind && !w->st->overloaded)
+        return;
+    size_t n = count_draining(&w->lists[TL_OPEN]) + count_draining(&w->lists[TL_PINGED]);
     size_t on = w->nconns / 4 > OVERLOAD_MIN ? w->nconns / 4 : OVERLOAD_MIN;
-    if (!w->st->overloaded && w->nbehind >= on) {
+    if (!w->st->overloaded && n >= on) {
         w->st->overloaded = 1;
         log_warn("overloaded: %zu of %zu clients are behind; refusing publishes until they catch up",
-                 w->nbehind, w->nconns);
-    } else if (w->st->overloaded && w->nbehind < on / 2) {
+                 n, w->nconns);
+    } else if (w->st->overloaded && n < on / 2) {
         w->st->overloaded = 0;
-        log_info("no longer overloaded: %zu clients behind", w->nbehind);
+        log_info("no longer overloaded: %zu clients behind and draining", n);
     }
 }
 
@@ -268,11 +313,15 @@ static void soft_remove(conn *c)
 static void soft_update(conn *c)
 {
     worker *w = c->w;
+    /* The hot path (every frame queued or written): a short queue with nothing to undo. */
+    if (c->qbytes < w->cfg->outbuf_soft / 4 && !c->behind && !c->in_soft)
+        return;
     bool behind = c->state == ST_OPEN && c->qlen > 1 && c->qbytes >= w->cfg->outbuf_soft / 4;
     if (behind != c->behind) {
         c->behind = behind;
         w->nbehind += behind ? 1 : (size_t)-1;
-        overload_update(w);
+        if (behind && c->state == ST_OPEN)
+            c->last_outq = UINT32_MAX; /* what it takes is measured from the next check on */
     }
     bool over = c->qlen > 1 && c->qbytes > w->cfg->outbuf_soft && c->state == ST_OPEN;
     if (c->in_soft && !over) {
@@ -280,6 +329,7 @@ static void soft_update(conn *c)
     } else if (!c->in_soft && over && w->cfg->slow_policy == SLOW_CLOSE) {
         c->in_soft = true;
         c->soft_since = ev_now(w->loop);
+        c->soft_took = 0;
         c->sprev = w->soft.tail;
         c->snext = NULL;
         if (w->soft.tail)
@@ -379,12 +429,16 @@ static void answer_ping(conn *c, const uint8_t *p, size_t n)
         wbuf_unref(b);
         c->pong = NULL;
     }
-    b = wbuf_frame_copy(WS_OP_PONG, p, n);
+    uint8_t *payload; /* room for the largest pong, so a later ping can rewrite it in place */
+    b = wbuf_frame(WS_OP_PONG, WS_MAX_CONTROL, &payload);
     if (!b) {
         log_error("out of memory framing a pong");
         destroy(c, "out of memory");
         return;
     }
+    b->len = (uint32_t)ws_frame_header(b->data, WS_OP_PONG, true, false, n, NULL);
+    memcpy(b->data + b->len, p, n);
+    b->len += (uint32_t)n;
     enqueue(c, b); /* takes its own reference; ours stays in c->pong */
     c->pong = b;
 }
@@ -393,10 +447,8 @@ static void answer_ping(conn *c, const uint8_t *p, size_t n)
 
 static void free_buffers(conn *c)
 {
-    free(c->held);
-    c->held = NULL;
-    c->held_len = 0;
-    free(c->hs);
+    c->paused = false;
+    free(c->hs); /* or held: they share their place */
     c->hs = NULL;
     c->hs_len = c->hs_cap = 0;
     free(c->msg);
@@ -430,7 +482,8 @@ static void destroy(conn *c, const char *why)
     /* Unread input makes close() send a reset, and a reset throws away what the kernel still
      * holds for the peer: the close frame of a slow consumer, the end of a response. Read it
      * out first (a bounded amount: a flood simply gets its reset). */
-    for (int i = 0; i < 4 && read(c->fd, w->rbuf, w->rbuf_size) > 0; i++) {
+    char scratch[4096]; /* not w->rbuf: a caller up the stack may be parsing it */
+    for (int i = 0; i < 16 && read(c->fd, scratch, sizeof scratch) > 0; i++) {
     }
     close(c->fd);
     c->fd = -1;
@@ -575,11 +628,12 @@ static void resume_input(conn *c)
     size_t n = c->held_len;
     c->held = NULL;
     c->held_len = 0;
+    c->paused = false;
     if (h) {
-        process(c, h, n);
+        process(c, h, n); /* may hold it again */
         free(h);
     }
-    if (c->state == ST_OPEN && !c->held && c->qbytes <= c->w->cfg->outbuf_soft) {
+    if (c->state == ST_OPEN && !c->paused) {
         ev_io_start(c->w->loop, &c->rio);
         if (c->ssl && SSL_pending(c->ssl)) /* decrypted bytes waiting inside OpenSSL */
             ev_feed_event(c->w->loop, &c->rio, EV_READ);
@@ -612,8 +666,10 @@ static void flush(conn *c)
         ssize_t r = tx_writev(c, iov, n);
         if (r == -1) {
             /* A TLS write that waits for the peer's bytes resumes from ws_read, not from
-             * writability, which would spin. */
+             * writability, which would spin; a paused connection reads for it too. */
             want_write(c, !c->write_wants_read);
+            if (c->write_wants_read && c->paused)
+                ev_io_start(w->loop, &c->rio);
             return;
         }
         if (r < 0) {
@@ -621,6 +677,7 @@ static void flush(conn *c)
             return;
         }
         w->st->bytes_out += (uint64_t)r;
+        c->drained = c->drained > UINT32_MAX - (uint32_t)r ? UINT32_MAX : c->drained + (uint32_t)r;
         size_t left = (size_t)r;
         while (left) {
             wbuf *b = c->q[c->qhead];
@@ -638,9 +695,9 @@ static void flush(conn *c)
             c->qoff = 0;
         }
         soft_update(c);
-        if (c->state == ST_CLOSING || c->state == ST_LINGER)
+        if ((c->state == ST_CLOSING || c->state == ST_LINGER) && ev_now(w->loop) - c->close_since < CLOSE_MAX)
             tl_move(c, TL_CLOSING); /* the close is on its way: its clock runs from here */
-        if (!ev_is_active(&c->rio) && c->state == ST_OPEN && c->qbytes <= c->w->cfg->outbuf_soft / 2)
+        if (c->paused && c->state == ST_OPEN && c->qbytes <= w->cfg->outbuf_soft / 2)
             resume_input(c);
         if (c->state == ST_DEAD)
             return;
@@ -651,8 +708,6 @@ static void flush(conn *c)
     }
     release_queue(c, 0); /* frees the ring: an idle connection owns no buffer */
     want_write(c, false);
-    if (!ev_is_active(&c->rio) && c->state == ST_OPEN && c->after_flush == AF_NONE)
-        resume_input(c);
     if (c->after_flush == AF_DESTROY) {
         destroy(c, "closed");
     } else if (c->after_flush == AF_SHUTDOWN) {
@@ -660,6 +715,8 @@ static void flush(conn *c)
         if (c->ssl)
             SSL_shutdown(c->ssl); /* close_notify; the peer's is not awaited */
         shutdown(c->fd, SHUT_WR);
+    } else if (c->paused && c->state == ST_OPEN) {
+        resume_input(c); /* what it queues is written on the next pass */
     }
 }
 
@@ -1269,8 +1326,9 @@ static bool hold_input(conn *c, const uint8_t *rest, size_t n)
         }
         memcpy(h, rest, n);
         c->held = h;
-        c->held_len = (uint32_t)n;
+        c->held_len = n;
     }
+    c->paused = true;
     ev_io_stop(w->loop, &c->rio);
     w->st->inputs_paused++;
     return true;
@@ -1723,10 +1781,40 @@ static void handshake_read(conn *c)
 
 /* ---- reading ------------------------------------------------------------------------------ */
 
+/* A paused connection is only read when a TLS write needs the peer's bytes: what that reads is
+ * kept behind what it held already. */
+static void paused_read(conn *c)
+{
+    worker *w = c->w;
+    ev_io_stop(w->loop, &c->rio);
+    if (!c->write_wants_read)
+        return;
+    c->write_wants_read = false;
+    mark_pending(c);
+    ssize_t n = tx_read(c, w->rbuf, w->rbuf_size);
+    if (n <= 0) {
+        if (n != -1)
+            destroy(c, n == 0 ? "client closed TCP" : "read failed");
+        return;
+    }
+    uint8_t *h = realloc(c->held, c->held_len + (size_t)n);
+    if (!h) {
+        fail(c, WS_CLOSE_INTERNAL, "out of memory holding input");
+        return;
+    }
+    memcpy(h + c->held_len, w->rbuf, (size_t)n);
+    c->held = h;
+    c->held_len += (size_t)n;
+}
+
 static void ws_read(conn *c)
 {
     worker *w = c->w;
-    if (!ev_is_active(&c->rio)) /* fed by hand while its input waits for its output */
+    if (c->paused) {
+        paused_read(c);
+        return;
+    }
+    if (!ev_is_active(&c->rio)) /* fed by hand after its reading stopped */
         return;
     /* Plain sockets: one read per readiness (level-triggered, fair to the others). TLS: drain
      * what OpenSSL has decrypted, as the socket will not signal it again. */
@@ -1746,7 +1834,7 @@ static void ws_read(conn *c)
         if (c->state == ST_OPEN && (c->tl != TL_OPEN || c->tstamp != ev_now(w->loop)))
             tl_move(c, TL_OPEN); /* activity: restart its ping clock */
         process(c, w->rbuf, (size_t)n);
-        if ((c->state != ST_OPEN && c->state != ST_CLOSING) || !ev_is_active(&c->rio))
+        if ((c->state != ST_OPEN && c->state != ST_CLOSING) || c->paused || !ev_is_active(&c->rio))
             return;
     }
     if (c->ssl && SSL_pending(c->ssl))
@@ -1905,19 +1993,18 @@ void conn_flush_pending(worker *w)
 }
 
 /* A closing connection whose last bytes (its close frame among them) are still in the
- * kernel, and that took at least 1 KiB of them since the last look, is still being read:
+ * kernel, and that took at least 1 KiB of them since the last look (or the close began), is
+ * still being read:
  * closing the socket now would leave them to an orphaned socket, which the kernel drops under
  * pressure, so the client would see EOF without its close frame. It is given up to
  * CLOSE_MAX seconds in all. */
-#define CLOSE_MAX 60.0
-
 static bool still_delivering(conn *c, double now)
 {
     int outq = 0;
     if (c->fd < 0 || now - c->close_since >= CLOSE_MAX || ioctl(c->fd, SIOCOUTQ, &outq) < 0 ||
         outq <= 0)
         return false;
-    bool moved = c->close_outq == UINT32_MAX || (uint32_t)outq + 1024 <= c->close_outq;
+    bool moved = (uint32_t)outq + 1024 <= c->close_outq;
     c->close_outq = (uint32_t)outq;
     return moved;
 }
@@ -1949,8 +2036,17 @@ void conn_tick(worker *w)
         log_info("client %llx: no answer to ping: dropped", (unsigned long long)c->id);
         destroy(c, "idle timeout");
     }
-    while ((c = w->soft.head) && now - c->soft_since >= w->cfg->outbuf_soft_seconds)
-        slow_close(c);
+    /* Over the soft limit for its time: a slow consumer, unless it took its fair pace meanwhile
+     * (a quarter of the soft limit: a reader behind only because the worker is overloaded),
+     * which starts a new period instead. */
+    while ((c = w->soft.head) && now - c->soft_since >= w->cfg->outbuf_soft_seconds) {
+        if (c->soft_took >= w->cfg->outbuf_soft / 4) {
+            soft_remove(c);
+            soft_update(c);
+        } else {
+            slow_close(c);
+        }
+    }
     l = &w->lists[TL_OPEN];
     while ((c = l->head) && now - c->tstamp >= l->timeout) {
         send_owned(c, wbuf_frame_copy(WS_OP_PING, NULL, 0));

@@ -38,6 +38,10 @@ void conn_flush_pending(worker *w);
  * never finished closing. Called from the worker's one periodic timer. */
 void conn_tick(worker *w);
 
+/* Decides every OVERLOAD_CHECK seconds whether the worker is overloaded (see conn.c). */
+#define OVERLOAD_CHECK 0.1
+void conn_overload_check(worker *w);
+
 /* Drain: drops connections still in handshake and sends close 1001 to every open one. */
 void conn_drain_all(worker *w);
 

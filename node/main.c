@@ -195,6 +195,7 @@ int main(int argc, char **argv)
                 if (slots[i].pid != pid)
                     continue;
                 slots[i].pid = 0;
+                shared_stats[i].overloaded = 0; /* its clients are gone with it */
                 char how[64];
                 describe(status, how, sizeof how);
                 if (stopping) {

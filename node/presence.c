@@ -50,6 +50,7 @@ struct presence {
     ev_timer heartbeat;
     ev_timer flush;   /* armed while joins or leaves wait */
     ev_timer *resync; /* per shard: a snapshot due after a broadcast RESYNC */
+    uint64_t *resync_id; /* per shard: the broadcast that snapshot answers */
     presence_stats st;
 };
 
@@ -311,7 +312,7 @@ static void snap_one(void *ctx, const char *client, const char *user, ws_span ch
 
 /* Sends shard its part of this worker's members, as one snapshot in chunks: the router
  * replaces what it knew of this node with it. */
-static void snapshot(presence *p, uint32_t shard)
+static void snapshot(presence *p, uint32_t shard, uint64_t answers)
 {
     if (shard >= p->shards || !bus_up(p->w->bus))
         return;
@@ -326,6 +327,7 @@ static void snapshot(presence *p, uint32_t shard)
     wsfan__envelope__init(&s->e);
     s->e.kind = WSFAN__ENVELOPE__KIND__SNAPSHOT;
     s->e.seq = ++p->snap_id;
+    s->e.request_id = answers;
     s->fill = 0;
     conn_each_member(p->w, snap_one, s);
     snap_chunk(s, s->fill, true);
@@ -342,13 +344,17 @@ static void on_resync_wait(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)revents;
     presence *p = t->data;
-    snapshot(p, (uint32_t)(t - p->resync));
+    uint32_t shard = (uint32_t)(t - p->resync);
+    snapshot(p, shard, p->resync_id[shard]);
 }
 
-static void resync_later(presence *p, uint32_t shard)
+static void resync_later(presence *p, uint32_t shard, uint64_t id)
 {
-    if (shard >= p->shards || ev_is_active(&p->resync[shard]))
-        return; /* out of range, or a snapshot for that shard is about to go anyway */
+    if (shard >= p->shards)
+        return;
+    p->resync_id[shard] = id;
+    if (ev_is_active(&p->resync[shard]))
+        return; /* a snapshot for that shard is about to go anyway, and now answers id */
     ev_timer_set(&p->resync[shard], p->w->cfg->heartbeat / 4 * bus_random_unit(), 0);
     ev_timer_start(p->w->loop, &p->resync[shard]);
 }
@@ -605,9 +611,9 @@ static void node_message(worker *w, const uint8_t *data, size_t n, bool broadcas
             log_warn("presence: router shard %u/%u asks for a snapshot, but this node has "
                      "--router-shards %u: presence is split wrong", e->shard, e->shards, p->shards);
         if (broadcast)
-            resync_later(p, e->shard); /* every node answers: spread the snapshots out */
+            resync_later(p, e->shard, e->request_id); /* every node answers: spread them out */
         else
-            snapshot(p, e->shard);
+            snapshot(p, e->shard, 0);
         break;
     default:
         p->st.malformed++;
@@ -670,7 +676,7 @@ static void on_bus_up(void *ctx)
     worker *w = ctx;
     presence *p = w->pres;
     for (uint32_t i = 0; i < p->shards; i++)
-        snapshot(p, i);
+        snapshot(p, i, 0);
     heartbeat(p);
 }
 
@@ -683,7 +689,10 @@ presence *presence_new(worker *w)
     p->shards = (uint32_t)w->cfg->router_shards;
     p->base = p->next = 1;
     if (p->shards && (!(p->batches = calloc(p->shards, sizeof *p->batches)) ||
-                      !(p->resync = calloc(p->shards, sizeof *p->resync)))) {
+                      !(p->resync = calloc(p->shards, sizeof *p->resync)) ||
+                      !(p->resync_id = calloc(p->shards, sizeof *p->resync_id)))) {
+        free(p->resync);
+        free(p->resync_id);
         free(p->batches);
         free(p);
         return NULL;
@@ -700,6 +709,7 @@ presence *presence_new(worker *w)
         (p->shards && bus_listen(w->bus, "nodes", on_nodes_message, w) < 0)) {
         free(p->batches);
         free(p->resync);
+        free(p->resync_id);
         free(p);
         return NULL;
     }

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "auth.h"
@@ -69,9 +70,29 @@ static int bind_port(const config *cfg, bool share, bool listen_too, bool quiet)
 /* Binds cfg->bind:port with SO_REUSEPORT; returns a non-blocking listening socket or -1. */
 static int listen_on(const config *cfg) { return bind_port(cfg, true, true, false); }
 
+/* Two masters started at the same moment could both find the port free before either bound
+ * it. Each takes a lock first: an abstract unix socket named after the address, which the
+ * kernel releases with the last process holding it (the workers inherit it). */
+static bool lock_port(const config *cfg)
+{
+    static int lock_fd = -1; /* held by the master for its whole life, never closed */
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    int n = snprintf(a.sun_path + 1, sizeof a.sun_path - 1, "wsnode.port.%s.%d", cfg->bind, cfg->port);
+    if (n < 0 || (size_t)n > sizeof a.sun_path - 1)
+        n = (int)sizeof a.sun_path - 1;
+    lock_fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (lock_fd < 0)
+        return true; /* no lock to be had: the probe alone decides */
+    if (bind(lock_fd, (struct sockaddr *)&a, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)) == 0)
+        return true;
+    close(lock_fd);
+    lock_fd = -1;
+    return errno != EADDRINUSE;
+}
+
 bool worker_port_in_use(const config *cfg)
 {
-    int fd = bind_port(cfg, false, false, true);
+    int fd = lock_port(cfg) ? bind_port(cfg, false, false, true) : (errno = EADDRINUSE, -1);
     if (fd >= 0) {
         close(fd);
         return false;
@@ -186,6 +207,13 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
         w->st->pres_malformed = p->malformed;
         w->st->pres_events_announced = p->events_announced;
     }
+}
+
+static void on_overload_check(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn_overload_check(t->data);
 }
 
 static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
@@ -419,6 +447,9 @@ int worker_run(const config *cfg, int index, worker_stats *shared)
     ev_timer_init(&w.tick, on_tick, iv, iv);
     w.tick.data = &w;
     ev_timer_start(w.loop, &w.tick);
+    ev_timer_init(&w.overload_w, on_overload_check, OVERLOAD_CHECK, OVERLOAD_CHECK);
+    w.overload_w.data = &w;
+    ev_timer_start(w.loop, &w.overload_w);
     ev_prepare_init(&w.flush_w, on_prepare);
     w.flush_w.data = &w;
     ev_prepare_start(w.loop, &w.flush_w);

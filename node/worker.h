@@ -59,6 +59,7 @@ typedef struct worker {
     ev_io accept_w;
     ev_timer accept_pause; /* out of descriptors: stop accepting for a moment */
     ev_timer tick;         /* walks the timeout lists */
+    ev_timer overload_w;   /* conn_overload_check, every OVERLOAD_CHECK seconds */
     ev_prepare flush_w;    /* before the loop sleeps: write every pending connection */
     ev_signal sigterm_w, sigint_w, sighup_w; /* drain; drain; reload the TLS certificate */
     ev_timer drain_w;

@@ -46,6 +46,7 @@ typedef struct router {
      * Redis delivered the broadcast to have sent a whole snapshot (or warm seconds passed,
      * for a node that died meanwhile): never a partial list passed off as whole. */
     double resync_at;  /* when the last broadcast went out */
+    uint64_t resync_id; /* its number, which the snapshots answering it carry */
     long long expect;  /* nodes it reached (-1: not known yet) */
     bool complete;
     ev_timer tick, events;
@@ -73,7 +74,7 @@ static void send_env(router *r, const char *name, Wsfan__Envelope *e)
 static void on_resync_sent(void *arg, long long receivers)
 {
     router *r = arg;
-    r->expect = receivers < 0 ? 0 : receivers; /* refused: fall back on the warm period */
+    r->expect = receivers; /* -1 (refused): only the warm period ends the wait */
 }
 
 static void try_resync(router *r)
@@ -85,6 +86,7 @@ static void try_resync(router *r)
     e.shard = r->cfg.shard;
     e.shards = r->cfg.shards;
     e.origin = r->name;
+    e.request_id = r->resync_id + 1;
     size_t n = wsfan__envelope__get_packed_size(&e);
     uint8_t buf[128];
     if (n > sizeof buf)
@@ -93,6 +95,7 @@ static void try_resync(router *r)
     if (bus_send(r->bus, "nodes", buf, n, on_resync_sent, r) < 0)
         return;
     r->resync_at = ev_now(r->loop);
+    r->resync_id++;
     r->expect = -1;
     r->complete = false;
     r->resync_wanted = false;
@@ -171,11 +174,12 @@ static void collect_one(void *ctx, const char *client, const char *user, const c
 static void count_synced(rnode *n, void *ctx)
 {
     router *r = ctx;
-    if (n->synced_at >= r->resync_at)
+    if (n->answered == r->resync_id) /* not a snapshot sent for any other reason */
         r->expect--;
 }
 
-/* True once every node the last RESYNC reached has sent its whole snapshot. */
+/* True once every node the last RESYNC reached has sent its whole snapshot in answer to it
+ * (nodes that came later, or snapshots sent on a Redis reconnect, do not count). */
 static bool is_complete(router *r)
 {
     if (r->complete)
@@ -285,7 +289,8 @@ static void node_in(router *r, const Wsfan__Envelope *e)
         members_in(r, n, e, true, emit);
         if (e->last) {
             size_t gone = roster_snapshot_end(r->ro, n, emit);
-            n->synced_at = now;
+            if (e->request_id)
+                n->answered = e->request_id;
             r->st.snapshots++;
             if (n->flooded && n->last_drop < n->snap_began)
                 n->flooded = false; /* it holds everything that was dropped */

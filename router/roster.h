@@ -25,7 +25,7 @@ struct rnode {
     bool flooded;        /* caller's: envelopes were dropped; ask for a snapshot */
     double last_drop;    /* caller's: when the last one was dropped */
     double snap_began;   /* caller's: when the snapshot being received began */
-    double synced_at;    /* caller's: when its last complete snapshot arrived */
+    uint64_t answered;   /* caller's: the broadcast RESYNC its last whole snapshot answered */
     size_t nclients;
 };
 

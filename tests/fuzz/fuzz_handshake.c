@@ -92,7 +92,8 @@ static void check_handshake(const ws_http_req *req, const ws_hs_opts *o, size_t 
     ws_hs_result r;
     int st = ws_handshake_check(req, o, &r);
     CHECK(st == r.status);
-    CHECK(st == 101 || st == 400 || st == 403 || st == 426);
+    CHECK(st == 101 || st == 400 || st == 403 || st == 426 || st == 505);
+    CHECK((st == 505) == (req->http_major != 1 && st != 400)); /* 505: only a major version other than 1 */
     CHECK(r.reason != NULL);
     CHECK(r.protocol >= -1 && r.protocol < (int)o->nprotocols);
 
@@ -116,7 +117,7 @@ static void check_handshake(const ws_http_req *req, const ws_hs_opts *o, size_t 
         CHECK(ws_http_count(req, "Host") == 1 && ws_http_count(req, "Sec-WebSocket-Key") == 1);
         CHECK(ws_http_count(req, "Sec-WebSocket-Version") == 1 &&
               ws_span_eq(*ws_http_get(req, "Sec-WebSocket-Version"), "13"));
-        CHECK(req->http_major > 1 || (req->http_major == 1 && req->http_minor >= 1));
+        CHECK(req->http_major == 1 && req->http_minor >= 1);
         const char *proto = r.protocol >= 0 ? o->protocols[r.protocol] : NULL;
         if (proto)
             CHECK(has_protocol_token(req, proto));

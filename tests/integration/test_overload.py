@@ -63,14 +63,16 @@ class RssSampler:
 PING_BLOCK = b"".join(build_frame(0x9, b"p") for _ in range(8192))  # 56 KiB of pings
 
 
-async def ping_flood(port, seconds):
+async def ping_flood(port, seconds, sent):
     """One client that sends pings as fast as the server takes them for `seconds` without
-    reading, then reads what it was sent. Returns the close code it found (None: none)."""
-    c = await open_ws(port, rcvbuf=4096)
+    reading (asyncio reads ahead no more than 8 KiB), then reads what it was sent. Returns the
+    close code it found (None: none); adds the pings it wrote to sent[0]."""
+    c = await open_ws(port, rcvbuf=4096, limit=4096)
     deadline = time.monotonic() + seconds
     try:
         while time.monotonic() < deadline:
             c.writer.write(PING_BLOCK)
+            sent[0] += 8192
             await asyncio.wait_for(c.writer.drain(), max(deadline - time.monotonic(), 0.01))
     except (ConnectionError, asyncio.TimeoutError):
         pass
@@ -97,15 +99,20 @@ def test_a_ping_flood_from_non_readers_holds_one_pong_each(node, rate):
     worker = n.workers()[0]
 
     async def main():
+        before = node_metrics(n.port)["wsfan_messages_out_total"]
+        sent = [0]
         async with Bystander(n, slow=STEP) as b:
             async with RssSampler(worker) as rss:
                 mark = b.rounds
-                ended = await asyncio.gather(*(ping_flood(n.port, 3) for _ in range(100)))
+                ended = await asyncio.gather(*(ping_flood(n.port, 3, sent) for _ in range(100)))
                 await b.served_since(mark)
         grew = rss.peak - rss.start
         print(f"worker RSS {rss.start:.1f} MiB -> peak {rss.peak:.1f} MiB (+{grew:.1f})")
         assert grew < 16, f"the worker grew by {grew:.0f} MiB under a ping flood"
         m = node_metrics(n.port)
+        queued = m["wsfan_messages_out_total"] - before
+        print(f"{sent[0]} pings written, {queued:.0f} frames queued by the server")
+        assert queued < sent[0] / 10, "pongs were not coalesced"
         if rate == "0":
             assert m["wsfan_abuse_closes_total"] == 0 and ended == [None] * 100
         else:  # counted toward the rate, closed like any other flood
@@ -113,6 +120,32 @@ def test_a_ping_flood_from_non_readers_holds_one_pong_each(node, rate):
             assert m["wsfan_abuse_closes_total"] >= 100, m["wsfan_abuse_closes_total"]
 
     run(main(), timeout=90)
+
+
+def test_a_longer_ping_rewrites_a_shorter_pong_still_queued(node):
+    """The pong kept for rewriting has room for any ping: an empty ping, then one of 125
+    bytes, in one write (under ASan an overflow here is fatal)."""
+    n = node("--echo")
+
+    async def main():
+        for path in ("/ws", "/echo"):
+            c = await open_ws(n.port, path)
+            if path == "/ws":
+                assert json.loads((await c.recv_frame()).payload)["op"] == "hello"
+            long = bytes(range(125))
+            await c.send(build_frame(0x9, b"") + build_frame(0x9, long) + build_frame(0x9, b"x"))
+            pongs = []
+            while not pongs or pongs[-1] != b"x":
+                f = await c.recv_frame()
+                assert f.opcode == 0xA, f
+                pongs.append(f.payload)
+            assert set(pongs) <= {b"", long, b"x"} and len(pongs) <= 3, pongs
+            c.writer.write(build_frame(0x9, long))  # alone: answered in full
+            f = await c.recv_frame()
+            assert (f.opcode, f.payload) == (0xA, long), f
+            await c.aclose()
+
+    run(main())
 
 
 def test_pings_on_a_connection_get_the_latest_pong_and_count_toward_the_rate(node):
@@ -203,6 +236,8 @@ class Reader(asyncio.Protocol):
             del self.buf[:at + n]
             if op == 0x8:
                 self.close_code = int.from_bytes(payload[:2], "big")
+            elif op == 0x9:  # as every client library does
+                self.t.write(build_frame(0xA, payload))
             elif op == 0x1:
                 if payload.startswith(b'{"op":"msg"'):
                     self.seqs.append(int(SEQ.search(payload).group(1)))
@@ -233,14 +268,14 @@ async def reader(port, pace=None):
 
 
 async def publish_flat_out(port, seconds, data):
-    """Pipelines pubs on one connection for `seconds`, at most 1000 unanswered at a time;
+    """Pipelines pubs on one connection for `seconds`, at most 200 unanswered at a time;
     returns (acked seqs in order, how many were refused overloaded)."""
     c = await open_ws(port)
     assert json.loads((await c.recv_frame()).payload)["op"] == "hello"
     acked, overloaded, sent, answered = [], 0, 0, 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline or answered < sent:
-        while sent - answered < 1000 and time.monotonic() < deadline:
+        while sent - answered < 200 and time.monotonic() < deadline:
             sent += 1
             c.writer.write(build_frame(0x1, json.dumps(
                 {"op": "pub", "ch": "feed", "id": sent, "data": data})))
@@ -305,6 +340,46 @@ def test_overload_refuses_publishes_instead_of_closing_healthy_subscribers(node,
             r.t.close()
 
     run(main(), timeout=150)
+
+
+def test_readers_that_stall_cannot_hold_the_node_in_overload(node):
+    """40 subscribers that never read fall behind. While their queues grow the node may refuse
+    publishes for a moment, but they are slow consumers, not a sign of overload: they are
+    closed 1008 at the soft limit's time, and from then on every publish is accepted. Before,
+    any 16 stuck readers kept the node refusing publishes for as long as they stayed."""
+    n = node("--max-msg-rate", "0", "--outbuf-soft-seconds", "2")
+
+    async def main():
+        stalled = []
+        for _ in range(40):
+            c = await open_ws(n.port, rcvbuf=4096, limit=4096)
+            assert json.loads((await c.recv_frame()).payload)["op"] == "hello"
+            await c.send(build_frame(0x1, b'{"op":"sub","ch":"feed","id":1}'))
+            assert json.loads((await c.recv_frame()).payload)["op"] == "ack"
+            stalled.append(c)
+        pub = await open_ws(n.port)
+        assert json.loads((await pub.recv_frame()).payload)["op"] == "hello"
+        pad = "x" * 4000
+        async def publish(i):
+            await pub.send(build_frame(0x1, json.dumps({"op": "pub", "ch": "feed", "data": pad, "id": i})))
+            return json.loads((await pub.recv_frame()).payload)["op"]
+
+        deadline = time.monotonic() + 20
+        i = 0
+        while node_metrics(n.port)["wsfan_slow_consumer_closes_total"] < 40:
+            assert time.monotonic() < deadline, "the stalled readers were never all closed"
+            for _ in range(50):
+                i += 1
+                await publish(i)
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # the next overload check sees nobody behind
+        answers = [await publish(i + k) for k in range(1, 201)]
+        assert answers == ["ack"] * 200, f"{answers.count('err')} refused after the stalled left"
+        assert node_metrics(n.port)["wsfan_overloaded"] == 0
+        for c in stalled + [pub]:
+            c.close()
+
+    run(main())
 
 
 # --------------------------------------------------------------------------- 6. presence
