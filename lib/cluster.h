@@ -1,0 +1,47 @@
+/* cluster: the names and ids the cluster agrees on, in one place (docs/cluster.md). Redis
+ * names are a configured prefix (at most CLUSTER_PREFIX_MAX bytes) and one of the suffixes
+ * below; node ids, client ids and user ids have one limit each. Pure: no I/O, no allocation. */
+#ifndef CLUSTER_H
+#define CLUSTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ws_http.h"
+
+#define CLUSTER_PREFIX_MAX 64      /* --redis-prefix */
+#define CLUSTER_NODE_PREFIX_MAX 64 /* --node-id */
+/* A node id: "<prefix>.w<worker>.<6 hex>" (worker < 1000). */
+#define CLUSTER_NODE_ID_MAX (CLUSTER_NODE_PREFIX_MAX + 14)
+/* A client id: "<node id>.<16 hex>", 64 random bits naming the client on its node. */
+#define CLUSTER_CLIENT_ID_MAX (CLUSTER_NODE_ID_MAX + 17)
+/* A user id anywhere in the cluster (a token's sub claim, what routers store). */
+#define CLUSTER_USER_MAX 128
+/* The longest Redis name a prefix and a suffix make: a channel's, whose suffix is longest. */
+#define CLUSTER_NAME_MAX (CLUSTER_PREFIX_MAX + 4 + 200)
+
+/* Redis name suffixes (after the prefix). */
+#define CLUSTER_CHANNEL "ch:"  /* + channel: its messages (and its join/leave events) */
+#define CLUSTER_SEQ "seq:"     /* + channel: its seq counter */
+#define CLUSTER_NODES "nodes"  /* RESYNC broadcasts to every node with router shards */
+
+/* True if p may prefix Redis names: 0..CLUSTER_PREFIX_MAX bytes of printable ASCII, no space. */
+bool cluster_prefix_valid(const char *p);
+
+/* "router:<shard>" into out (at least 24 bytes); returns its length. */
+size_t cluster_router_channel(char *out, size_t cap, uint32_t shard);
+
+/* "node:<node id>" into out (at least CLUSTER_NODE_ID_MAX + 6 bytes); returns its length, 0 if
+ * it does not fit. */
+size_t cluster_node_channel(char *out, size_t cap, ws_span node_id);
+
+/* "<node id>.<local as hex>" into out (at least CLUSTER_CLIENT_ID_MAX + 1); returns its length,
+ * 0 if it does not fit. */
+size_t cluster_client_id(char *out, size_t cap, const char *node_id, uint64_t local);
+
+/* Splits a client id into its node id and local number; false if it is not one (the node id
+ * must be a valid channel-style name, the local part 1..16 lower-case hex digits). */
+bool cluster_client_split(ws_span id, ws_span *node, uint64_t *local);
+
+#endif
