@@ -5,7 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "bus.h"
+#include "cluster.h"
 #include "cli.h"
 #include "envelope.h"
 #include "log.h"
@@ -239,7 +239,7 @@ int config_parse(config *c, int argc, char **argv)
         fprintf(stderr, "wsnode: --presence-max-members must be at least 1\n");
         return -1;
     }
-    if (!bus_prefix_valid(c->redis_prefix)) {
+    if (!cluster_prefix_valid(c->redis_prefix)) {
         fprintf(stderr, "%s: --redis-prefix must be at most 64 bytes of printable ASCII without spaces: it "
                         "begins every Redis key and channel name, which must never be cut short\n", "wsnode");
         return -1;

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "bus.h"
+#include "cluster.h"
 #include "auth.h"
 #include "envelope.h"
 #include "files.h"
@@ -1111,7 +1112,7 @@ static void op_send(conn *c, const env_req *r)
     client_id(c, from, sizeof from);
     ws_span node;
     uint64_t local;
-    if (!presence_split_client(r->to, &node, &local)) {
+    if (!cluster_client_split(r->to, &node, &local)) {
         reply_err(c, r->id, "not_found", "no such client");
         return;
     }

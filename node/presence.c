@@ -4,12 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bus.h"
-#include "conn.h"
+#include "cluster.h"
 #include "envelope.h"
 #include "log.h"
+#include "rnd.h"
 #include "wbuf.h"
-#include "worker.h"
 #include "ws_frame.h"
 #include "ws_hash.h"
 #include "ws_json.h"
@@ -18,7 +17,8 @@
 #define BATCH_MAX 1000      /* members in one JOIN, LEAVE or SNAPSHOT envelope */
 #define PENDING_MAX 65536   /* questions in flight per worker */
 #define EVENTS_MAX 4096     /* members of one EVENTS envelope a node frames */
-#define SNAP_STR 448        /* a client id (< 160), user id (<= 64) and channel (<= 200) */
+/* A client id, a user id and a channel, each NUL-terminated. */
+#define SNAP_STR (CLUSTER_CLIENT_ID_MAX + CLUSTER_USER_MAX + ENV_CHANNEL_MAX + 3)
 #define FLUSH_DELAY 0.01    /* joins and leaves wait at most this long to be sent */
 
 /* Joins and leaves for one router shard, in the order they happened (Member.left marks a
@@ -40,7 +40,11 @@ typedef struct pend {
 } pend;
 
 struct presence {
-    worker *w;
+    presence_cfg cfg;
+    presence_hooks hooks;
+    void *ctx;   /* the hooks' */
+    bus *bus;
+    rlink *link; /* bus_link(bus) */
     uint32_t shards;
     batch *batches; /* one per shard */
     pend *ring;
@@ -56,8 +60,10 @@ struct presence {
 
 /* ---- sending ------------------------------------------------------------------------------ */
 
-static void on_event_sent(void *arg, long long receivers)
+static void on_event_sent(void *arg, long long receivers, const char *err)
 {
+    if (err)
+        receivers = -1; /* refused, or no answer */
     presence *p = arg;
     if (receivers == 0)
         p->st.unrouted++;
@@ -65,7 +71,7 @@ static void on_event_sent(void *arg, long long receivers)
 
 /* Packs e and publishes it on <prefix><name>; done(arg, receivers) follows unless this
  * returns false (Redis down). */
-static bool send_env_then(presence *p, const char *name, Wsfan__Envelope *e, bus_sent_fn done,
+static bool send_env_then(presence *p, const char *name, Wsfan__Envelope *e, rlink_int_fn done,
                           void *arg)
 {
     size_t n = wsfan__envelope__get_packed_size(e);
@@ -73,7 +79,7 @@ static bool send_env_then(presence *p, const char *name, Wsfan__Envelope *e, bus
     if (!buf)
         return false;
     wsfan__envelope__pack(e, buf);
-    int rc = bus_send(p->w->bus, name, buf, n, done, arg);
+    int rc = rlink_send(p->link, name, buf, n, done, arg);
     if (buf != stackbuf)
         free(buf);
     return rc == 0;
@@ -84,14 +90,14 @@ static bool send_env(presence *p, const char *name, Wsfan__Envelope *e)
     return send_env_then(p, name, e, on_event_sent, p);
 }
 
-static bool send_to_shard_then(presence *p, uint32_t shard, Wsfan__Envelope *e, bus_sent_fn done,
+static bool send_to_shard_then(presence *p, uint32_t shard, Wsfan__Envelope *e, rlink_int_fn done,
                                void *arg)
 {
     char name[32];
-    snprintf(name, sizeof name, "router:%u", shard);
-    e->origin = p->w->node_id;
-    e->heartbeat_ms = (uint32_t)(p->w->cfg->heartbeat * 1000); /* every envelope says when
-                                                                  the next heartbeat is due */
+    cluster_router_channel(name, sizeof name, shard);
+    e->origin = (char *)p->cfg.node_id;
+    e->heartbeat_ms = (uint32_t)(p->cfg.heartbeat * 1000); /* every envelope says when the
+                                                             next heartbeat is due */
     return send_env_then(p, name, e, done, arg);
 }
 
@@ -134,7 +140,7 @@ static void announce(presence *p, Wsfan__Envelope__Member *m, size_t n)
     for (size_t i = 0, j; i < n; i = j) {
         Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
         e.kind = WSFAN__ENVELOPE__KIND__EVENTS;
-        e.origin = p->w->node_id;
+        e.origin = (char *)p->cfg.node_id;
         e.channel = mp[i]->channel;
         for (j = i; j < n && strcmp(mp[j]->channel, e.channel) == 0; j++)
             if (j - i >= NODE_EVENTS_MAX)
@@ -142,15 +148,17 @@ static void announce(presence *p, Wsfan__Envelope__Member *m, size_t n)
         e.members = mp + i;
         e.n_members = j - i < NODE_EVENTS_MAX ? j - i : NODE_EVENTS_MAX;
         char name[ENV_CHANNEL_MAX + 8];
-        snprintf(name, sizeof name, "ch:%s", e.channel);
+        snprintf(name, sizeof name, CLUSTER_CHANNEL "%s", e.channel);
         if (send_env_then(p, name, &e, NULL, NULL))
             p->st.events_announced += j - i;
     }
     free(mp);
 }
 
-static void on_members_sent(void *arg, long long receivers)
+static void on_members_sent(void *arg, long long receivers, const char *err)
 {
+    if (err)
+        receivers = -1; /* refused, or no answer */
     sent_batch *sb = arg;
     if (receivers == 0) {
         sb->p->st.unrouted++;
@@ -199,7 +207,7 @@ void presence_member(presence *p, const char *client, const char *user, ws_span 
 {
     if (!p->shards)
         return;
-    if (!bus_up(p->w->bus)) {
+    if (!rlink_up(p->link)) {
         p->st.events_lost++; /* the snapshot sent when Redis is back carries this change */
         return;
     }
@@ -208,7 +216,7 @@ void presence_member(presence *p, const char *client, const char *user, ws_span 
     if (b->n == BATCH_MAX)
         flush_shard(p, shard);
     if (!ev_is_active(&p->flush))
-        ev_timer_start(p->w->loop, &p->flush);
+        ev_timer_start(p->cfg.loop, &p->flush);
     if (b->n == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 16;
         Wsfan__Envelope__Member *m = realloc(b->m, cap * sizeof *m);
@@ -233,7 +241,7 @@ void presence_member(presence *p, const char *client, const char *user, ws_span 
 
 void presence_flush(presence *p)
 {
-    ev_timer_stop(p->w->loop, &p->flush);
+    ev_timer_stop(p->cfg.loop, &p->flush);
     for (uint32_t i = 0; i < p->shards; i++)
         flush_shard(p, i);
 }
@@ -247,7 +255,7 @@ static void on_flush(struct ev_loop *loop, ev_timer *t, int revents)
 
 static void heartbeat(presence *p)
 {
-    if (!bus_up(p->w->bus))
+    if (!rlink_up(p->link))
         return;
     for (uint32_t i = 0; i < p->shards; i++) {
         Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
@@ -314,7 +322,7 @@ static void snap_one(void *ctx, const char *client, const char *user, ws_span ch
  * replaces what it knew of this node with it. */
 static void snapshot(presence *p, uint32_t shard, uint64_t answers)
 {
-    if (shard >= p->shards || !bus_up(p->w->bus))
+    if (shard >= p->shards || !rlink_up(p->link))
         return;
     flush_shard(p, shard); /* older changes first: the snapshot comes after them */
     snap *s = malloc(sizeof *s);
@@ -329,7 +337,7 @@ static void snapshot(presence *p, uint32_t shard, uint64_t answers)
     s->e.seq = ++p->snap_id;
     s->e.request_id = answers;
     s->fill = 0;
-    conn_each_member(p->w, snap_one, s);
+    p->hooks.each_member(p->ctx, snap_one, s);
     snap_chunk(s, s->fill, true);
     p->st.snapshots++;
     free(s);
@@ -355,8 +363,8 @@ static void resync_later(presence *p, uint32_t shard, uint64_t id)
     p->resync_id[shard] = id;
     if (ev_is_active(&p->resync[shard]))
         return; /* a snapshot for that shard is about to go anyway, and now answers id */
-    ev_timer_set(&p->resync[shard], p->w->cfg->heartbeat / 4 * bus_random_unit(), 0);
-    ev_timer_start(p->w->loop, &p->resync[shard]);
+    ev_timer_set(&p->resync[shard], p->cfg.heartbeat / 4 * rnd_unit(), 0);
+    ev_timer_start(p->cfg.loop, &p->resync[shard]);
 }
 
 /* ---- questions in flight ------------------------------------------------------------------ */
@@ -377,7 +385,7 @@ static uint64_t pend_add(presence *p, presence_done_fn done, void *arg)
         p->cap = cap;
     }
     uint64_t id = p->next++;
-    p->ring[id & (p->cap - 1)] = (pend){done, arg, ev_now(p->w->loop) + p->w->cfg->router_timeout};
+    p->ring[id & (p->cap - 1)] = (pend){done, arg, ev_now(p->cfg.loop) + p->cfg.router_timeout};
     return id;
 }
 
@@ -399,7 +407,7 @@ static bool pend_take(presence *p, uint64_t id, pend *out)
 
 void presence_tick(presence *p)
 {
-    double now = ev_now(p->w->loop);
+    double now = ev_now(p->cfg.loop);
     while (p->base < p->next) {
         pend *e = &p->ring[p->base & (p->cap - 1)];
         if (e->done && e->deadline > now)
@@ -416,20 +424,16 @@ void presence_tick(presence *p)
 
 /* ---- questions ---------------------------------------------------------------------------- */
 
-/* The Redis channel of a node: "node:<id>" into out. */
-static void node_channel(char *out, size_t cap, ws_span node)
-{
-    snprintf(out, cap, "node:%.*s", (int)node.n, node.p);
-}
-
 typedef struct sent_ctx {
     presence *p;
     uint64_t id;
 } sent_ctx;
 
 /* A direct message reached no node (PUBLISH counted no subscriber): the node is gone. */
-static void on_direct_sent(void *arg, long long receivers)
+static void on_direct_sent(void *arg, long long receivers, const char *err)
 {
+    if (err)
+        receivers = -1; /* refused, or no answer */
     sent_ctx *s = arg;
     pend q;
     if (receivers <= 0 && pend_take(s->p, s->id, &q))
@@ -438,8 +442,10 @@ static void on_direct_sent(void *arg, long long receivers)
 }
 
 /* A query no router shard was subscribed to receive. */
-static void on_query_sent(void *arg, long long receivers)
+static void on_query_sent(void *arg, long long receivers, const char *err)
 {
+    if (err)
+        receivers = -1; /* refused, or no answer */
     sent_ctx *s = arg;
     pend q;
     if (receivers <= 0 && pend_take(s->p, s->id, &q))
@@ -447,10 +453,10 @@ static void on_query_sent(void *arg, long long receivers)
     free(s);
 }
 
-static int ask(presence *p, const char *name, Wsfan__Envelope *e, bus_sent_fn sent,
+static int ask(presence *p, const char *name, Wsfan__Envelope *e, rlink_int_fn sent,
                presence_done_fn done, void *arg)
 {
-    if (!bus_up(p->w->bus))
+    if (!rlink_up(p->link))
         return -1;
     sent_ctx *s = malloc(sizeof *s);
     uint64_t id = s ? pend_add(p, done, arg) : 0;
@@ -461,10 +467,10 @@ static int ask(presence *p, const char *name, Wsfan__Envelope *e, bus_sent_fn se
     s->p = p;
     s->id = id;
     e->request_id = id;
-    e->origin = p->w->node_id;
+    e->origin = (char *)p->cfg.node_id;
     size_t n = wsfan__envelope__get_packed_size(e);
     uint8_t *buf = malloc(n);
-    int rc = buf ? (wsfan__envelope__pack(e, buf), bus_send(p->w->bus, name, buf, n, sent, s)) : -1;
+    int rc = buf ? (wsfan__envelope__pack(e, buf), rlink_send(p->link, name, buf, n, sent, s)) : -1;
     free(buf);
     if (rc < 0) {
         pend q;
@@ -481,7 +487,7 @@ int presence_query(presence *p, ws_span ch, bool count_only, presence_done_fn do
         return -1;
     char chan[ENV_CHANNEL_MAX + 1], name[32];
     snprintf(chan, sizeof chan, "%.*s", (int)ch.n, ch.p);
-    snprintf(name, sizeof name, "router:%u", ws_shard(ch.p, ch.n, p->shards));
+    cluster_router_channel(name, sizeof name, ws_shard(ch.p, ch.n, p->shards));
     Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
     e.kind = WSFAN__ENVELOPE__KIND__PRESENCE_QUERY;
     e.channel = chan;
@@ -496,11 +502,12 @@ int presence_send(presence *p, const char *from, ws_span to, ws_span data, prese
 {
     ws_span node;
     uint64_t local;
-    if (!presence_split_client(to, &node, &local))
+    if (!cluster_client_split(to, &node, &local))
         return -1;
-    char target[160], name[160];
+    char target[CLUSTER_CLIENT_ID_MAX + 1], name[CLUSTER_NAME_MAX + 1];
     snprintf(target, sizeof target, "%.*s", (int)to.n, to.p);
-    node_channel(name, sizeof name, node);
+    if (!cluster_node_channel(name, sizeof name, node))
+        return -1;
     Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
     e.kind = WSFAN__ENVELOPE__KIND__DIRECT;
     e.client_id = target;
@@ -511,40 +518,18 @@ int presence_send(presence *p, const char *from, ws_span to, ws_span data, prese
     return ask(p, name, &e, on_direct_sent, done, arg);
 }
 
-bool presence_split_client(ws_span id, ws_span *node, uint64_t *local)
-{
-    if (id.n < 3 || id.n > 150)
-        return false;
-    size_t dot = id.n;
-    while (dot > 0 && id.p[dot - 1] != '.')
-        dot--;
-    if (dot < 2 || dot == id.n || id.n - dot > 16)
-        return false;
-    uint64_t v = 0;
-    for (size_t i = dot; i < id.n; i++) {
-        char c = id.p[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (d < 0)
-            return false;
-        v = v << 4 | (uint64_t)d;
-    }
-    *node = (ws_span){id.p, dot - 1};
-    *local = v;
-    /* The node id names a Redis channel: keep it to the characters node ids are made of. */
-    return env_channel_valid(*node);
-}
-
 /* ---- what arrives on node:<id> and nodes -------------------------------------------------- */
 
 static bool str_ok(const char *s) { return s && ws_utf8_valid((const uint8_t *)s, strlen(s)); }
 
 static void reply_direct(presence *p, const Wsfan__Envelope *in, const char *error)
 {
-    char name[160];
-    node_channel(name, sizeof name, (ws_span){in->origin, strlen(in->origin)});
+    char name[CLUSTER_NAME_MAX + 1];
+    if (!cluster_node_channel(name, sizeof name, (ws_span){in->origin, strlen(in->origin)}))
+        return;
     Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
     e.kind = WSFAN__ENVELOPE__KIND__DIRECT_RESULT;
-    e.origin = p->w->node_id;
+    e.origin = (char *)p->cfg.node_id;
     e.request_id = in->request_id;
     e.error = (char *)(error ? error : "");
     send_env(p, name, &e);
@@ -563,9 +548,10 @@ static void direct_in(presence *p, const Wsfan__Envelope *e)
     }
     p->st.directs_in++;
     const char *error = "not_found";
-    if (e->client_id && presence_split_client((ws_span){e->client_id, strlen(e->client_id)}, &node, &local) &&
-        ws_span_eq(node, p->w->node_id))
-        error = conn_direct(p->w, local, e->from, (ws_span){(const char *)e->payload.data, e->payload.len});
+    if (e->client_id && cluster_client_split((ws_span){e->client_id, strlen(e->client_id)}, &node, &local) &&
+        ws_span_eq(node, p->cfg.node_id))
+        error = p->hooks.direct(p->ctx, local, e->from,
+                                (ws_span){(const char *)e->payload.data, e->payload.len});
     reply_direct(p, e, error);
 }
 
@@ -581,9 +567,8 @@ static void answer(presence *p, const Wsfan__Envelope *e)
 }
 
 /* A message on node:<id> (broadcast false) or on nodes (true: only RESYNC belongs there). */
-static void node_message(worker *w, const uint8_t *data, size_t n, bool broadcast)
+static void node_message(presence *p, const uint8_t *data, size_t n, bool broadcast)
 {
-    presence *p = w->pres;
     if (!data)
         return; /* the subscription is confirmed */
     Wsfan__Envelope *e = wsfan__envelope__unpack(NULL, n, data);
@@ -636,8 +621,7 @@ static void on_nodes_message(void *ctx, const uint8_t *data, size_t n)
  * framed once and handed to every local subscriber that asked for events. */
 static void on_events(void *ctx, const Wsfan__Envelope *e)
 {
-    worker *w = ctx;
-    presence *p = w->pres;
+    presence *p = ctx;
     ws_span ch = {e->channel, strlen(e->channel)};
     char out[1024];
     size_t listed = e->n_members < EVENTS_MAX ? e->n_members : EVENTS_MAX;
@@ -651,7 +635,7 @@ static void on_events(void *ctx, const Wsfan__Envelope *e)
         wbuf *f = n ? wbuf_frame_copy(WS_OP_TEXT, out, n) : NULL;
         if (f) {
             p->st.event_frames++;
-            hub_send(&w->evhub, ch, f);
+            p->hooks.event(p->ctx, ch, f);
             wbuf_unref(f);
         }
     }
@@ -663,7 +647,7 @@ static void on_events(void *ctx, const Wsfan__Envelope *e)
         wbuf *f = n ? wbuf_frame_copy(WS_OP_TEXT, out, n) : NULL;
         if (f) {
             p->st.event_frames++;
-            hub_send(&w->evhub, ch, f);
+            p->hooks.event(p->ctx, ch, f);
             wbuf_unref(f);
         }
     }
@@ -673,53 +657,54 @@ static void on_events(void *ctx, const Wsfan__Envelope *e)
  * every shard gets a fresh snapshot. */
 static void on_bus_up(void *ctx)
 {
-    worker *w = ctx;
-    presence *p = w->pres;
+    presence *p = ctx;
     for (uint32_t i = 0; i < p->shards; i++)
         snapshot(p, i, 0);
     heartbeat(p);
 }
 
-presence *presence_new(worker *w)
+static void presence_free(presence *p)
+{
+    free(p->batches);
+    free(p->resync);
+    free(p->resync_id);
+    free(p);
+}
+
+presence *presence_new(const presence_cfg *cfg, bus *b, const presence_hooks *hooks, void *ctx)
 {
     presence *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
-    p->w = w;
-    p->shards = (uint32_t)w->cfg->router_shards;
+    p->cfg = *cfg;
+    p->hooks = *hooks;
+    p->ctx = ctx;
+    p->bus = b;
+    p->link = bus_link(b);
+    p->shards = cfg->shards;
     p->base = p->next = 1;
     if (p->shards && (!(p->batches = calloc(p->shards, sizeof *p->batches)) ||
                       !(p->resync = calloc(p->shards, sizeof *p->resync)) ||
-                      !(p->resync_id = calloc(p->shards, sizeof *p->resync_id)))) {
-        free(p->resync);
-        free(p->resync_id);
-        free(p->batches);
-        free(p);
-        return NULL;
-    }
+                      !(p->resync_id = calloc(p->shards, sizeof *p->resync_id))))
+        return presence_free(p), NULL;
     for (uint32_t i = 0; i < p->shards; i++) {
         ev_init(&p->resync[i], on_resync_wait);
         p->resync[i].data = p;
     }
-    char name[160];
-    node_channel(name, sizeof name, (ws_span){w->node_id, strlen(w->node_id)});
+    char name[CLUSTER_NAME_MAX + 1];
     /* Only nodes with router shards listen for RESYNC broadcasts: a router counts the
      * listeners as the snapshots it must wait for. */
-    if (bus_listen(w->bus, name, on_node_message, w) < 0 ||
-        (p->shards && bus_listen(w->bus, "nodes", on_nodes_message, w) < 0)) {
-        free(p->batches);
-        free(p->resync);
-        free(p->resync_id);
-        free(p);
-        return NULL;
-    }
-    bus_on_up(w->bus, on_bus_up, on_events);
+    if (!cluster_node_channel(name, sizeof name, (ws_span){cfg->node_id, strlen(cfg->node_id)}) ||
+        rlink_listen(p->link, name, on_node_message, p) < 0 ||
+        (p->shards && rlink_listen(p->link, CLUSTER_NODES, on_nodes_message, p) < 0))
+        return presence_free(p), NULL;
+    bus_on_up(b, on_bus_up, on_events, p);
     ev_timer_init(&p->flush, on_flush, FLUSH_DELAY, 0);
     p->flush.data = p;
     if (p->shards) {
-        ev_timer_init(&p->heartbeat, on_heartbeat, w->cfg->heartbeat, w->cfg->heartbeat);
+        ev_timer_init(&p->heartbeat, on_heartbeat, cfg->heartbeat, cfg->heartbeat);
         p->heartbeat.data = p;
-        ev_timer_start(w->loop, &p->heartbeat);
+        ev_timer_start(cfg->loop, &p->heartbeat);
     }
     return p;
 }

@@ -9,11 +9,38 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <ev.h>
+
+#include "bus.h"
 #include "cluster.pb-c.h"
+#include "wbuf.h"
 #include "ws_http.h"
 
 typedef struct presence presence;
-struct worker;
+
+/* What presence needs to know of its worker. */
+typedef struct presence_cfg {
+    struct ev_loop *loop;
+    const char *node_id;   /* this worker's, at most CLUSTER_NODE_ID_MAX bytes; not copied */
+    uint32_t shards;       /* --router-shards (0: no router) */
+    double heartbeat;      /* --heartbeat, seconds */
+    double router_timeout; /* --router-timeout, seconds */
+} presence_cfg;
+
+/* One member of this worker, for a snapshot: client id, user id ("" if anonymous), channel. */
+typedef void (*presence_member_fn)(void *arg, const char *client, const char *user, ws_span ch);
+
+/* What presence asks of its worker, each with the ctx given to presence_new. */
+typedef struct presence_hooks {
+    /* Calls emit(arg, ...) for every channel every client of the worker subscribes. */
+    void (*each_member)(void *ctx, presence_member_fn emit, void *arg);
+    /* Delivers a direct message {"op":"msg","from":..,"data":..} to the client with this
+     * local number; returns NULL when queued, else the err code ("not_found", "busy"). */
+    const char *(*direct)(void *ctx, uint64_t local, const char *from, ws_span data);
+    /* A join/leave event frame for the event subscribers of ch (the callee takes its own
+     * reference if it keeps the frame). */
+    void (*event)(void *ctx, ws_span ch, wbuf *frame);
+} presence_hooks;
 
 /* An answer arrived: error is NULL on success, else an err code for the client ("not_found",
  * "unavailable"). reply is the router's PRESENCE_REPLY for a query (NULL otherwise), valid only
@@ -31,9 +58,10 @@ typedef struct presence_stats {
     uint64_t malformed;     /* envelopes on the node's channels that made no sense */
 } presence_stats;
 
-/* Starts presence for worker w (which has a bus): listens on <prefix>node:<node id> and
- * <prefix>nodes, and heartbeats every cfg->heartbeat. NULL when out of memory. */
-presence *presence_new(struct worker *w);
+/* Starts presence on bus b (which it keeps using; the caller owns it): listens on
+ * <prefix>node:<node id> and, with router shards, <prefix>nodes, and heartbeats every
+ * cfg->heartbeat. NULL when out of memory. */
+presence *presence_new(const presence_cfg *cfg, bus *b, const presence_hooks *hooks, void *ctx);
 
 /* Client `client` (of user `user`) joined or left channel ch on this worker. */
 void presence_member(presence *p, const char *client, const char *user, ws_span ch, bool joined);
@@ -52,10 +80,6 @@ int presence_query(presence *p, ws_span ch, bool count_only, presence_done_fn do
  * exactly once, later, unless this returns -1 (as presence_query). */
 int presence_send(presence *p, const char *from, ws_span to, ws_span data, presence_done_fn done,
                   void *arg);
-
-/* Splits a client id "<node id>.<hex>" into its node id and the worker's local number; false
- * if it is not one. */
-bool presence_split_client(ws_span id, ws_span *node, uint64_t *local);
 
 const presence_stats *presence_get_stats(const presence *p);
 

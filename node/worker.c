@@ -325,6 +325,28 @@ static void on_channel_active(void *ctx, ws_span ch, bool active)
         bus_unsubscribe(w->bus, ch);
 }
 
+/* ---- what presence asks of the worker ---- */
+
+static void pres_each_member(void *ctx, presence_member_fn emit, void *arg)
+{
+    conn_each_member(ctx, emit, arg);
+}
+
+static const char *pres_direct(void *ctx, uint64_t local, const char *from, ws_span data)
+{
+    return conn_direct(ctx, local, from, data);
+}
+
+static void pres_event(void *ctx, ws_span ch, wbuf *frame) { hub_send(&((worker *)ctx)->evhub, ch, frame); }
+
+static presence *start_presence(worker *w)
+{
+    static const presence_hooks hooks = {pres_each_member, pres_direct, pres_event};
+    const presence_cfg pc = {w->loop, w->node_id, (uint32_t)w->cfg->router_shards,
+                             w->cfg->heartbeat, w->cfg->router_timeout};
+    return presence_new(&pc, w->bus, &hooks, w);
+}
+
 /* <prefix>.w<index>.<6 random hex>: the prefix is --node-id or the master's random one. */
 static void make_node_id(worker *w)
 {
@@ -431,7 +453,7 @@ int worker_run(const config *cfg, int index, worker_stats *shared)
         if (!w.bus)
             return 2;
         w.hub.on_active = on_channel_active;
-        if (!(w.pres = presence_new(&w))) {
+        if (!(w.pres = start_presence(&w))) {
             log_error("out of memory");
             return 1;
         }

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bus.h"
+#include "cluster.h"
 #include "cli.h"
 
 #define O(f) offsetof(rconfig, f)
@@ -73,7 +73,7 @@ int rconfig_parse(rconfig *c, int argc, char **argv)
                         "--node-rate at least 1\n");
         return -1;
     }
-    if (!bus_prefix_valid(c->redis_prefix)) {
+    if (!cluster_prefix_valid(c->redis_prefix)) {
         fprintf(stderr, "%s: --redis-prefix must be at most 64 bytes of printable ASCII without spaces: it "
                         "begins every Redis key and channel name, which must never be cut short\n", "wsrouter");
         return -1;

@@ -11,13 +11,14 @@
 #include <unistd.h>
 
 #include "admin.h"
-#include "bus.h"
+#include "cluster.h"
 #include "cluster.pb-c.h"
 #include "config.h"
 #include "envelope.h"
 #include "gcra.h"
 #include "ingest.h"
 #include "log.h"
+#include "rlink.h"
 #include "roster.h"
 #include "ws_hash.h"
 #include "ws_utf8.h"
@@ -34,7 +35,7 @@ typedef struct router_stats {
 typedef struct router {
     struct ev_loop *loop;
     rconfig cfg;
-    bus *bus;
+    rlink *link;
     roster *ro;
     char name[32];   /* origin of what it sends */
     char listen[32]; /* router:<shard> */
@@ -64,22 +65,22 @@ static void send_env(router *r, const char *name, Wsfan__Envelope *e)
         return;
     }
     wsfan__envelope__pack(e, buf);
-    if (bus_send(r->bus, name, buf, n, NULL, NULL) < 0 && e->kind == WSFAN__ENVELOPE__KIND__EVENTS)
+    if (rlink_send(r->link, name, buf, n, NULL, NULL) < 0 && e->kind == WSFAN__ENVELOPE__KIND__EVENTS)
         r->st.events_lost++;
     free(buf);
 }
 
 /* ---- asking nodes for snapshots ---- */
 
-static void on_resync_sent(void *arg, long long receivers)
+static void on_resync_sent(void *arg, long long receivers, const char *err)
 {
     router *r = arg;
-    r->expect = receivers; /* -1 (refused): only the warm period ends the wait */
+    r->expect = err ? -1 : receivers; /* -1 (refused): only the warm period ends the wait */
 }
 
 static void try_resync(router *r)
 {
-    if (!r->resync_wanted || !r->subscribed || !bus_up(r->bus))
+    if (!r->resync_wanted || !r->subscribed || !rlink_up(r->link))
         return;
     Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
     e.kind = WSFAN__ENVELOPE__KIND__RESYNC;
@@ -92,7 +93,7 @@ static void try_resync(router *r)
     if (n > sizeof buf)
         return;
     wsfan__envelope__pack(&e, buf);
-    if (bus_send(r->bus, "nodes", buf, n, on_resync_sent, r) < 0)
+    if (rlink_send(r->link, CLUSTER_NODES, buf, n, on_resync_sent, r) < 0)
         return;
     r->resync_at = ev_now(r->loop);
     r->resync_id++;
@@ -404,14 +405,14 @@ static void check_node(rnode *n, void *ctx)
         ask_node(r, n);
 }
 
-static void on_bus_up(void *ctx) { try_resync(ctx); }
+static void on_link_up(void *ctx) { try_resync(ctx); }
 
 static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)revents;
     router *r = t->data;
-    if (!bus_up(r->bus)) {
+    if (!rlink_up(r->link)) {
         r->subscribed = false; /* until Redis confirms the subscription again */
         return; /* a silent node may only be unheard: nobody expires while Redis is away */
     }
@@ -434,7 +435,7 @@ static size_t page(void *ctx, ws_span path, int *status, const char **ctype, cha
 {
     router *r = ctx;
     if (ws_span_eq(path, "/healthz")) {
-        bool ok = bus_up(r->bus) && r->subscribed;
+        bool ok = rlink_up(r->link) && r->subscribed;
         *status = ok ? 200 : 503;
         return (size_t)snprintf(body, cap, ok ? "ok\n" : "redis unavailable\n");
     }
@@ -450,7 +451,7 @@ static size_t page(void *ctx, ws_span path, int *status, const char **ctype, cha
         unsigned long long v;
     } m[] = {
         {"router_up", "gauge", "1 while Redis is reachable and the shard's channel subscribed.",
-         bus_up(r->bus) && r->subscribed},
+         rlink_up(r->link) && r->subscribed},
         {"router_nodes", "gauge", "Nodes this shard knows.", s.nodes},
         {"router_clients", "gauge", "Clients on at least one of this shard's channels.", s.clients},
         {"router_users", "gauge", "Distinct user ids among those clients.", s.users},
@@ -504,11 +505,11 @@ int main(int argc, char **argv)
     r.warm_until = 1e300; /* until the first subscription: then warm seconds from it */
     r.resync_at = 1e300;  /* no presence answered before the first RESYNC went out */
     r.expect = -1;
-    r.bus = bus_new(r.loop, r.cfg.redis, r.cfg.redis_user, r.cfg.redis_password,
-                    r.cfg.redis_prefix, r.name, NULL, NULL, &r);
-    if (!r.bus || bus_listen(r.bus, r.listen, on_message, &r) < 0)
+    const rlink_hooks hooks = {.up = on_link_up};
+    r.link = rlink_new(r.loop, r.cfg.redis, r.cfg.redis_user, r.cfg.redis_password,
+                       r.cfg.redis_prefix, NULL, &hooks, &r);
+    if (!r.link || rlink_listen(r.link, r.listen, on_message, &r) < 0)
         return 2;
-    bus_on_up(r.bus, on_bus_up, NULL);
     if (r.cfg.port && admin_start(r.loop, r.cfg.bind, r.cfg.port, page, &r) < 0)
         return 2;
     ev_timer_init(&r.tick, on_tick, 0.25, 0.25);

@@ -1,0 +1,76 @@
+/* rlink: a process's link to Redis on its libev loop (hiredis async), with no product rules.
+ * Two connections: one subscribes, one sends commands. Both send AUTH first, are reconnected
+ * with exponential backoff and jitter when they drop or AUTH is refused, and resubscribe what
+ * they listened to. An optional Lua script is loaded on the command link (which counts as up
+ * only once it is) and run by EVALSHA; a NOSCRIPT takes the link down until it is loaded again.
+ * Every Redis name is the configured prefix followed by the name the caller gives. */
+#ifndef RLINK_H
+#define RLINK_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct rlink rlink;
+
+typedef struct rlink_hooks {
+    /* Both connections are up (again), the script loaded. Optional. */
+    void (*up)(void *ctx);
+    /* The subscriber connection is (re)connected: subscribe again what rlink_subscribe took
+     * (rlink_listen names are resubscribed by rlink itself). Optional. */
+    void (*resubscribe)(void *ctx);
+    /* A message on a name taken with rlink_subscribe: name is the full Redis channel name
+     * (prefix included), p[0..n) the payload. Needed if rlink_subscribe is used. */
+    void (*message)(void *ctx, const char *name, size_t name_len, const uint8_t *p, size_t n);
+    /* The oldest rlink_subscribe still unanswered is answered: Redis confirmed it (ok), or
+     * refused it, or the connection was lost (!ok). Exactly one call per rlink_subscribe that
+     * returned 0, in the order they were made. Optional. */
+    void (*subscribed)(void *ctx, bool ok);
+} rlink_hooks;
+
+typedef struct rlink_stats {
+    uint64_t reconnects; /* connection attempts after the first */
+    bool up;             /* both connections up and the script (if any) loaded */
+} rlink_stats;
+
+/* Connects to addr ("host:port", default port 6379, or a unix socket path starting with '/').
+ * AUTH: "AUTH user password" with a user (an empty password if none: a nopass ACL user),
+ * "AUTH password" with only a password, none with neither. script (may be NULL) is copied.
+ * prefix must satisfy cluster_prefix_valid. Returns NULL (logged) for a bad address or
+ * prefix, or out of memory; the connections come up asynchronously. */
+rlink *rlink_new(struct ev_loop *loop, const char *addr, const char *user, const char *password,
+                 const char *prefix, const char *script, const rlink_hooks *hooks, void *ctx);
+
+bool rlink_up(const rlink *l);
+const rlink_stats *rlink_get_stats(const rlink *l);
+/* The configured prefix (what rlink puts before every name). */
+const char *rlink_prefix(const rlink *l);
+
+/* Subscribes <prefix><name> for as long as the link lives, again after every reconnect; fn
+ * gets each message, and (NULL, 0) each time Redis confirms the subscription. name is copied.
+ * Returns 0, or -1 out of memory. */
+typedef void (*rlink_raw_fn)(void *ctx, const uint8_t *p, size_t n);
+int rlink_listen(rlink *l, const char *name, rlink_raw_fn fn, void *ctx);
+
+/* SUBSCRIBE / UNSUBSCRIBE <prefix><kind><name> on the subscriber connection; messages go to
+ * hooks.message, the answer to hooks.subscribed. Returns 0 if sent, -1 while that connection
+ * is down (hooks.resubscribe comes when it is back). */
+int rlink_subscribe(rlink *l, const char *kind, const char *name, size_t len);
+void rlink_unsubscribe(rlink *l, const char *kind, const char *name, size_t len);
+
+/* An integer answer: err is NULL and v the integer, or err says why there is none (Redis's
+ * error text, or "no answer" when the connection went away). */
+typedef void (*rlink_int_fn)(void *arg, long long v, const char *err);
+
+/* PUBLISH p[0..n) on <prefix><name>; done (optional) gets the number of receivers. Returns -1
+ * when the command connection is down (done is then never called), else 0. */
+int rlink_send(rlink *l, const char *name, const void *p, size_t n, rlink_int_fn done, void *arg);
+
+/* EVALSHA of the script with nkeys keys (each <prefix> + key) and one argument arg[0..n);
+ * done gets the script's integer answer. Returns -1 when the link is not up (done is then
+ * never called), else 0. */
+int rlink_eval(rlink *l, int nkeys, const char *const *keys, const void *arg, size_t n,
+               rlink_int_fn done, void *done_arg);
+
+#endif
