@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bus.h"
 #include "cli.h"
+#include "cluster.h"
 
 #define O(f) offsetof(rconfig, f)
 
@@ -73,9 +73,10 @@ int rconfig_parse(rconfig *c, int argc, char **argv)
                         "--node-rate at least 1\n");
         return -1;
     }
-    if (!bus_prefix_valid(c->redis_prefix)) {
-        fprintf(stderr, "%s: --redis-prefix must be at most 64 bytes of printable ASCII without spaces: it "
-                        "begins every Redis key and channel name, which must never be cut short\n", "wsrouter");
+    if (!cluster_prefix_valid(c->redis_prefix)) {
+        fprintf(stderr, "wsrouter: --redis-prefix must be at most %d bytes of printable ASCII "
+                        "without spaces: it begins every Redis key and channel name, which must "
+                        "never be cut short\n", CLUSTER_PREFIX_MAX);
         return -1;
     }
     return 0;
