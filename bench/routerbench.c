@@ -30,9 +30,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "cluster.pb-c.h"
 
-#define STR_SLOT 192            /* client id, user id and channel of one member, NUL after each */
+/* Client id, user id and channel of one member, a NUL after each. */
+#define STR_SLOT (CLUSTER_CLIENT_ID_MAX + 1 + CLUSTER_USER_MAX + 1 + 64)
 #define FLUSH_BYTES (256 << 10) /* a pipeline step: this many bytes of PUBLISH, or */
 #define FLUSH_CMDS 4096         /* this many commands */
 #define ASKER "routerbench"     /* origin of the questions: answers come on node:routerbench */
@@ -236,7 +238,8 @@ static metrics get_metrics(int port)
 typedef struct bench {
     const opts *o;
     redisContext *pub, *sub, *ctl; /* PUBLISH pipeline; SUBSCRIBEd to node:ASKER; CLIENT LIST */
-    char router_ch[128];
+    char router_ch[CLUSTER_NAME_MAX + 1]; /* <prefix>router:0 */
+    char asker_ch[CLUSTER_NAME_MAX + 1];  /* <prefix>node:ASKER */
     long redis_pid;
     uint64_t qid;
     /* pipeline state */
@@ -248,7 +251,7 @@ typedef struct bench {
     char (*strs)[STR_SLOT];
     size_t n, cap;
     const char *node;
-    char node_buf[64];
+    char node_buf[CLUSTER_NODE_ID_MAX + 1];
     uint8_t *buf;
     size_t bufcap;
 } bench;
@@ -370,7 +373,7 @@ static void member_of(const shape *s, uint64_t g, char *node, size_t ncap, char 
     uint64_t c = g % s->clients, k = g / s->clients;
     uint64_t per_node = (s->clients + s->nodes - 1) / s->nodes;
     snprintf(node, ncap, "%s-n%" PRIu64, s->tag, c / per_node);
-    int a = snprintf(slot, STR_SLOT, "%s.%" PRIx64, node, c) + 1;
+    int a = (int)cluster_client_id(slot, STR_SLOT, node, c) + 1;
     int u = snprintf(slot + a, STR_SLOT - (size_t)a, "u-%s-%" PRIx64, s->tag, c) + 1;
     snprintf(slot + a + u, STR_SLOT - (size_t)(a + u), "%s-c%" PRIu64, s->tag,
              (c * s->per_client + k) % s->channels);
@@ -405,7 +408,7 @@ static uint64_t send_members(bench *b, const shape *s, uint64_t from, uint64_t t
             die("out of memory");
     }
     uint64_t envelopes = 0;
-    char node[64];
+    char node[CLUSTER_NODE_ID_MAX + 1];
     b->n = 0;
     char tmp[STR_SLOT];
     for (uint64_t g = from; g < to; g++) {
@@ -492,8 +495,7 @@ static void redis_echo(bench *b, answer *a)
     e.kind = WSFAN__ENVELOPE__KIND__PRESENCE_REPLY;
     e.origin = ASKER;
     e.request_id = ++b->qid;
-    char ch[128];
-    snprintf(ch, sizeof ch, "%snode:%s", b->o->prefix, ASKER);
+    const char *ch = b->asker_ch;
     size_t n = wsfan__envelope__get_packed_size(&e);
     uint8_t buf[64];
     wsfan__envelope__pack(&e, buf);
@@ -953,6 +955,8 @@ int main(int argc, char **argv)
     if (!o.tag[0] || strlen(o.tag) > 20 || strspn(o.tag, "abcdefghijklmnopqrstuvwxyz"
                                                        "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != strlen(o.tag))
         die("--tag must be 1-20 of [A-Za-z0-9_-]");
+    if (!cluster_prefix_valid(o.prefix))
+        die("--prefix must be at most %d bytes of printable ASCII without spaces", CLUSTER_PREFIX_MAX);
     if (!o.rounds || o.rounds > 16)
         die("--rounds must be 1-16");
     if (!o.nodes || !o.channels || !o.batch || !o.small || !o.clients || !o.per_client ||
@@ -964,13 +968,17 @@ int main(int argc, char **argv)
             die("the router takes at most 100000 members per envelope");
 
     bench b = {.o = &o};
-    snprintf(b.router_ch, sizeof b.router_ch, "%srouter:0", o.prefix);
+    char name[CLUSTER_NAME_MAX + 1];
+    cluster_router_channel(name, sizeof name, 0);
+    snprintf(b.router_ch, sizeof b.router_ch, "%s%s", o.prefix, name);
+    cluster_node_channel(name, sizeof name, (ws_span){ASKER, strlen(ASKER)});
+    snprintf(b.asker_ch, sizeof b.asker_ch, "%s%s", o.prefix, name);
     b.pub = connect_redis(&o);
     b.ctl = connect_redis(&o);
     b.sub = connect_redis(&o);
     redisReply *r = redisCommand(b.sub, "CLIENT SETNAME %s", ASKER);
     freeReplyObject(r);
-    r = redisCommand(b.sub, "SUBSCRIBE %snode:%s", o.prefix, ASKER);
+    r = redisCommand(b.sub, "SUBSCRIBE %s", b.asker_ch);
     struct timeval tv = {60, 0}; /* an answer that never comes: the router lost its link? */
     redisSetTimeout(b.sub, tv);
     if (!r || r->type != REDIS_REPLY_ARRAY)

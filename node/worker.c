@@ -19,84 +19,23 @@
 #include "iplimit.h"
 #include "files.h"
 #include "log.h"
+#include "net.h"
 #include "tls.h"
 
 #define READ_BUFFER (64 * 1024)
 #define ACCEPTS_PER_WAKEUP 64
 #define HUB_MAX_IDLE 65536 /* channels without subscribers whose seq is remembered */
 
-/* Binds cfg->bind:port, the first address it resolves to that binds. share: SO_REUSEPORT, as
- * every worker does; without it the bind is a probe that fails while anyone listens there.
- * Returns the socket (listening when listen_too) or -1 with errno set; logs only on quiet ==
- * false. */
-static int bind_port(const config *cfg, bool share, bool listen_too, bool quiet)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *res;
-    char port[8];
-    snprintf(port, sizeof port, "%d", cfg->port);
-    int rc = getaddrinfo(cfg->bind, port, &hints, &res);
-    if (rc != 0) {
-        log_error("cannot resolve --bind %s: %s", cfg->bind, gai_strerror(rc));
-        errno = EINVAL;
-        return -1;
-    }
-    int fd = -1, err = 0;
-    for (struct addrinfo *a = res; a; a = a->ai_next) {
-        fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            err = errno;
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* TIME_WAIT is no owner */
-        if (share)
-            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-        if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && (!listen_too || listen(fd, 4096) == 0))
-            break;
-        err = errno;
-        if (!quiet)
-            log_error("cannot listen on %s:%d: %s", cfg->bind, cfg->port, strerror(err));
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0)
-        errno = err;
-    return fd;
-}
-
 /* Binds cfg->bind:port with SO_REUSEPORT; returns a non-blocking listening socket or -1. */
-static int listen_on(const config *cfg) { return bind_port(cfg, true, true, false); }
-
-/* Two masters started at the same moment could both find the port free before either bound
- * it. Each takes a lock first: an abstract unix socket named after the address, which the
- * kernel releases with the last process holding it (the workers inherit it). */
-static bool lock_port(const config *cfg)
+static int listen_on(const config *cfg)
 {
-    static int lock_fd = -1; /* held by the master for its whole life, never closed */
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    int n = snprintf(a.sun_path + 1, sizeof a.sun_path - 1, "wsnode.port.%s.%d", cfg->bind, cfg->port);
-    if (n < 0 || (size_t)n > sizeof a.sun_path - 1)
-        n = (int)sizeof a.sun_path - 1;
-    lock_fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    if (lock_fd < 0)
-        return true; /* no lock to be had: the probe alone decides */
-    if (bind(lock_fd, (struct sockaddr *)&a, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)) == 0)
-        return true;
-    close(lock_fd);
-    lock_fd = -1;
-    return errno != EADDRINUSE;
+    return net_listen(cfg->bind, cfg->port, &(net_opts){.backlog = 4096, .share = true});
 }
 
 bool worker_port_in_use(const config *cfg)
 {
-    int fd = lock_port(cfg) ? bind_port(cfg, false, false, true) : (errno = EADDRINUSE, -1);
-    if (fd >= 0) {
-        close(fd);
+    if (net_port_free("wsnode", cfg->bind, cfg->port))
         return false;
-    }
     if (errno == EADDRINUSE)
         log_error("%s:%d is already served by another process (another wsnode, or anything "
                   "listening there): refusing to share it by accident. For a deliberate "

@@ -12,6 +12,7 @@
 #include "config.h"
 #include "hub.h"
 #include "presence.h"
+#include "stats.h"
 #include "ws_frame.h"
 
 typedef struct conn conn;
@@ -26,29 +27,9 @@ typedef struct tlist {
     double timeout;
 } tlist;
 
-#define LAT_BUCKETS 14 /* publish-to-delivery latency, Prometheus buckets (seconds) */
-
-/* A worker's counters. They live in memory the master shares with every worker, one slot per
- * worker, so whichever worker answers GET /metrics reports the whole node, and a restarted
- * worker continues its predecessor's counters. */
-typedef struct worker_stats {
-    uint64_t accepted, rejected, handshakes_failed, protocol_errors;
-    uint64_t messages_in, messages_out, bytes_in, bytes_out;
-    uint64_t publishes, deliveries, drops, slow_closes, timeouts;
-    uint64_t conns_open; /* gauge */
-    uint64_t bus_up, bus_reconnects, bus_published, bus_publish_failures, bus_received,
-        bus_malformed, bus_pending; /* copied from the bus by the tick */
-    uint64_t pres_events_sent, pres_events_lost, pres_unrouted, pres_snapshots, pres_queries,
-        pres_directs_in, pres_directs_out, pres_timeouts, pres_event_frames,
-        pres_malformed, pres_events_announced; /* copied from presence by the tick */
-    uint64_t auth_failures, forbidden, rate_limited, abuse_closes, too_many_subs, ip_refused,
-        publish_limited, too_large_heads, too_large_messages, too_large_data, bad_requests;
-    uint64_t directs_refused;    /* direct messages dropped for a busy recipient (err busy) */
-    uint64_t publish_overloaded; /* publishes refused while the node was overloaded */
-    uint64_t inputs_paused;      /* times a connection's requests waited for its output */
-    uint64_t overloaded;         /* gauge: 1 while this worker's clients are behind at large */
-    uint64_t lat_count, lat_sum_us, lat_bucket[LAT_BUCKETS];
-} worker_stats;
+/* A worker's counters (stats.h declares them): one slot per worker in memory the master
+ * shares with every worker. */
+typedef stats_slot worker_stats;
 
 typedef struct worker {
     struct ev_loop *loop;

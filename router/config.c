@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cluster.h"
 #include "cli.h"
+#include "cluster.h"
 
 #define O(f) offsetof(rconfig, f)
 
@@ -74,8 +74,9 @@ int rconfig_parse(rconfig *c, int argc, char **argv)
         return -1;
     }
     if (!cluster_prefix_valid(c->redis_prefix)) {
-        fprintf(stderr, "%s: --redis-prefix must be at most 64 bytes of printable ASCII without spaces: it "
-                        "begins every Redis key and channel name, which must never be cut short\n", "wsrouter");
+        fprintf(stderr, "wsrouter: --redis-prefix must be at most %d bytes of printable ASCII "
+                        "without spaces: it begins every Redis key and channel name, which must "
+                        "never be cut short\n", CLUSTER_PREFIX_MAX);
         return -1;
     }
     return 0;

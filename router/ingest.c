@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "cluster.h"
 #include "envelope.h"
 #include "ws_hash.h"
 #include "ws_utf8.h"
@@ -14,7 +15,7 @@ static bool str_ok(const char *s, size_t max)
 
 const char *ingest_check(const Wsfan__Envelope *e)
 {
-    if (!e->origin || strlen(e->origin) > 127 ||
+    if (!e->origin || strlen(e->origin) > CLUSTER_NODE_ID_MAX ||
         !env_channel_valid((ws_span){e->origin, strlen(e->origin)}))
         return "bad origin";
     if (e->n_members > INGEST_MEMBERS_MAX)
@@ -46,7 +47,8 @@ void ingest_members(roster *ro, rnode *n, const Wsfan__Envelope *e, bool join, b
                 res->misrouted_channel = m->channel;
             continue;
         }
-        if (!str_ok(m->client_id, 160) || (join && !str_ok(m->user_id, 256))) {
+        if (!str_ok(m->client_id, CLUSTER_CLIENT_ID_MAX) ||
+            (join && !str_ok(m->user_id, CLUSTER_USER_MAX))) {
             fault(res, "bad client or user id");
             continue;
         }

@@ -20,17 +20,12 @@
 #include "log.h"
 #include "rlink.h"
 #include "roster.h"
+#include "rstats.h"
 #include "ws_hash.h"
 #include "ws_utf8.h"
 
 #define DEFAULT_HEARTBEAT 1.0
 #define RECONNECT_GRACE 6.0 /* after Redis is back: nodes reconnect with backoff of up to 5 s */
-
-typedef struct router_stats {
-    uint64_t envelopes, malformed, misrouted, flood_dropped, queries, count_only_answers;
-    uint64_t snapshots, resyncs, event_envelopes, events_lost, nodes_expired, nodes_seen;
-    uint64_t incomplete; /* queries answered "rebuilding" */
-} router_stats;
 
 typedef struct router {
     struct ev_loop *loop;
@@ -38,7 +33,7 @@ typedef struct router {
     rlink *link;
     roster *ro;
     char name[32];   /* origin of what it sends */
-    char listen[32]; /* router:<shard> */
+    char listen[32]; /* router:<shard> (cluster_router_channel) */
     bool subscribed, ever_subscribed, resync_wanted;
     double warm;       /* how long the first snapshots are applied without events */
     double warm_until; /* snapshots before this rebuild what a restart forgot: no events */
@@ -52,8 +47,22 @@ typedef struct router {
     bool complete;
     ev_timer tick, events;
     ev_signal sigterm, sigint;
-    router_stats st;
+    rstats st; /* counted as it goes; the gauges are set by page() */
 } router;
+
+static void on_message(void *ctx, const uint8_t *p, size_t len);
+static void on_link_up(void *ctx);
+
+/* Connects to Redis and listens on r->listen; 0, or -1 (logged). */
+static int link_start(router *r)
+{
+    const rlink_hooks hooks = {.up = on_link_up};
+    r->link = rlink_new(r->loop, r->cfg.redis, r->cfg.redis_user, r->cfg.redis_password,
+                        r->cfg.redis_prefix, NULL, &hooks, r);
+    return r->link && rlink_listen(r->link, r->listen, on_message, r) == 0 ? 0 : -1;
+}
+
+/* ---- sending ---- */
 
 static void send_env(router *r, const char *name, Wsfan__Envelope *e)
 {
@@ -106,8 +115,9 @@ static void try_resync(router *r)
 
 static void ask_node(router *r, rnode *n)
 {
-    char name[160];
-    snprintf(name, sizeof name, "node:%s", n->id);
+    char name[CLUSTER_NAME_MAX + 1];
+    if (!cluster_node_channel(name, sizeof name, (ws_span){n->id, strlen(n->id)}))
+        return; /* not a node id: ingest_check keeps those out */
     Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
     e.kind = WSFAN__ENVELOPE__KIND__RESYNC;
     e.shard = r->cfg.shard;
@@ -201,8 +211,9 @@ static bool is_complete(router *r)
 static void answer_query(router *r, const Wsfan__Envelope *q)
 {
     r->st.queries++;
-    char name[160];
-    snprintf(name, sizeof name, "node:%s", q->origin);
+    char name[CLUSTER_NAME_MAX + 1];
+    if (!cluster_node_channel(name, sizeof name, (ws_span){q->origin, strlen(q->origin)}))
+        return; /* not a node id: ingest_check keeps those out */
     Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
     e.kind = WSFAN__ENVELOPE__KIND__PRESENCE_REPLY;
     e.request_id = q->request_id;
@@ -266,7 +277,6 @@ static void node_in(router *r, const Wsfan__Envelope *e)
         return;
     }
     if (created) {
-        r->st.nodes_seen++;
         n->timeout = r->cfg.node_timeout ? r->cfg.node_timeout : 3 * DEFAULT_HEARTBEAT;
         n->resync_asked = now; /* its snapshot is on the way, or asked for soon */
         log_info("node %s joined the cluster", n->id);
@@ -365,8 +375,8 @@ static void send_events(void *ctx, const char *channel, const roster_event *ev, 
         m[i].left = ev[i].left;
         mp[i] = &m[i];
     }
-    char name[ENV_CHANNEL_MAX + 8];
-    snprintf(name, sizeof name, "ch:%s", channel);
+    char name[CLUSTER_NAME_MAX + 1];
+    snprintf(name, sizeof name, CLUSTER_CHANNEL "%s", channel);
     Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
     e.kind = WSFAN__ENVELOPE__KIND__EVENTS;
     e.channel = (char *)channel;
@@ -388,17 +398,17 @@ static void on_events(struct ev_loop *loop, ev_timer *t, int revents)
     roster_flush_events(r->ro, send_events, r);
 }
 
+static void on_expired(void *ctx, const rnode *n, double now)
+{
+    (void)ctx;
+    log_warn("node %s silent for %.1f s: dropping its %zu clients", n->id, now - n->last_seen,
+             n->nclients);
+}
+
 static void check_node(rnode *n, void *ctx)
 {
     router *r = ctx;
     double now = ev_now(r->loop);
-    if (now - n->last_seen > n->timeout && now >= r->expire_from) {
-        log_warn("node %s silent for %.1f s: dropping its %zu clients", n->id, now - n->last_seen,
-                 n->nclients);
-        r->st.nodes_expired++;
-        roster_drop_node(r->ro, n, true);
-        return;
-    }
     /* A node whose snapshot never came (it missed the broadcast), or whose envelopes were
      * dropped (once it has been quiet for a second): ask it. */
     if ((!n->synced || (n->flooded && now - n->last_drop >= 1)) && now - n->resync_asked >= 2)
@@ -409,7 +419,6 @@ static void on_link_up(void *ctx) { try_resync(ctx); }
 
 static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    (void)loop;
     (void)revents;
     router *r = t->data;
     if (!rlink_up(r->link)) {
@@ -417,8 +426,11 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
         return; /* a silent node may only be unheard: nobody expires while Redis is away */
     }
     try_resync(r);
-    if (r->subscribed)
-        roster_each_node(r->ro, check_node, r);
+    if (!r->subscribed)
+        return;
+    if (ev_now(loop) >= r->expire_from) /* else nodes are still reconnecting after an outage */
+        roster_expire(r->ro, ev_now(loop), on_expired, r);
+    roster_each_node(r->ro, check_node, r);
 }
 
 static void on_stop(struct ev_loop *loop, ev_signal *s, int revents)
@@ -431,11 +443,14 @@ static void on_stop(struct ev_loop *loop, ev_signal *s, int revents)
 
 /* ---- /healthz and /metrics ---- */
 
+/* True while the shard hears the nodes: Redis up and its channel subscribed. */
+static bool live(const router *r) { return rlink_up(r->link) && r->subscribed; }
+
 static size_t page(void *ctx, ws_span path, int *status, const char **ctype, char *body, size_t cap)
 {
     router *r = ctx;
     if (ws_span_eq(path, "/healthz")) {
-        bool ok = rlink_up(r->link) && r->subscribed;
+        bool ok = live(r);
         *status = ok ? 200 : 503;
         return (size_t)snprintf(body, cap, ok ? "ok\n" : "redis unavailable\n");
     }
@@ -445,42 +460,18 @@ static size_t page(void *ctx, ws_span path, int *status, const char **ctype, cha
     }
     *status = 200;
     *ctype = "text/plain; version=0.0.4";
-    roster_stats s = roster_get_stats(r->ro);
-    const struct {
-        const char *name, *type, *help;
-        unsigned long long v;
-    } m[] = {
-        {"router_up", "gauge", "1 while Redis is reachable and the shard's channel subscribed.",
-         rlink_up(r->link) && r->subscribed},
-        {"router_nodes", "gauge", "Nodes this shard knows.", s.nodes},
-        {"router_clients", "gauge", "Clients on at least one of this shard's channels.", s.clients},
-        {"router_users", "gauge", "Distinct user ids among those clients.", s.users},
-        {"router_channels", "gauge", "Channels with members.", s.channels},
-        {"router_members", "gauge", "Channel memberships.", s.members},
-        {"router_envelopes_total", "counter", "Envelopes received.", r->st.envelopes},
-        {"router_malformed_total", "counter", "Envelopes or members dropped as malformed.", r->st.malformed},
-        {"router_misrouted_total", "counter", "Members or queries for channels of another shard.", r->st.misrouted},
-        {"router_flood_dropped_total", "counter", "Envelopes dropped over --node-rate.", r->st.flood_dropped},
-        {"router_queries_total", "counter", "Presence queries answered.", r->st.queries},
-        {"router_count_only_total", "counter", "Presence queries answered with a count only.", r->st.count_only_answers},
-        {"router_rebuilding_total", "counter", "Presence queries answered unavailable while snapshots were still coming in after a restart or a Redis outage.", r->st.incomplete},
-        {"router_snapshots_total", "counter", "Complete node snapshots received.", r->st.snapshots},
-        {"router_resyncs_total", "counter", "Broadcasts asking every node for a snapshot.", r->st.resyncs},
-        {"router_events_total", "counter", "Joins and leaves queued for subscribers.", s.events},
-        {"router_events_capped_total", "counter", "Joins and leaves only counted, beyond --event-max.", s.events_capped},
-        {"router_event_batches_total", "counter", "Event batches published.", r->st.event_envelopes},
-        {"router_events_lost_total", "counter", "Event batches not published (Redis down).", r->st.events_lost},
-        {"router_nodes_expired_total", "counter", "Nodes dropped after --node-timeout.", r->st.nodes_expired},
-    };
-    size_t at = 0;
-    for (size_t i = 0; i < sizeof m / sizeof m[0] && at < cap; i++) {
-        int k = snprintf(body + at, cap - at, "# HELP wsfan_%s %s\n# TYPE wsfan_%s %s\nwsfan_%s %llu\n",
-                         m[i].name, m[i].help, m[i].name, m[i].type, m[i].name, m[i].v);
-        if (k < 0 || (size_t)k >= cap - at)
-            break;
-        at += (size_t)k;
-    }
-    return at;
+    roster_stats ro = roster_get_stats(r->ro);
+    rstats s = r->st;
+    s.up = live(r);
+    s.nodes = ro.nodes;
+    s.clients = ro.clients;
+    s.users = ro.users;
+    s.channels = ro.channels;
+    s.members = ro.members;
+    s.events = ro.events;
+    s.events_capped = ro.events_capped;
+    s.nodes_expired = ro.nodes_expired;
+    return rstats_render(&s, body, cap);
 }
 
 int main(int argc, char **argv)
@@ -495,7 +486,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     r.loop = ev_default_loop(EVFLAG_AUTO);
     snprintf(r.name, sizeof r.name, "router-%u-of-%u", r.cfg.shard, r.cfg.shards);
-    snprintf(r.listen, sizeof r.listen, "router:%u", r.cfg.shard);
+    cluster_router_channel(r.listen, sizeof r.listen, r.cfg.shard);
     uint8_t key[16];
     if (RAND_bytes(key, sizeof key) != 1 || !(r.ro = roster_new(key, (size_t)r.cfg.event_max))) {
         log_error("cannot set up the roster");
@@ -505,10 +496,7 @@ int main(int argc, char **argv)
     r.warm_until = 1e300; /* until the first subscription: then warm seconds from it */
     r.resync_at = 1e300;  /* no presence answered before the first RESYNC went out */
     r.expect = -1;
-    const rlink_hooks hooks = {.up = on_link_up};
-    r.link = rlink_new(r.loop, r.cfg.redis, r.cfg.redis_user, r.cfg.redis_password,
-                       r.cfg.redis_prefix, NULL, &hooks, &r);
-    if (!r.link || rlink_listen(r.link, r.listen, on_message, &r) < 0)
+    if (link_start(&r) < 0)
         return 2;
     if (r.cfg.port && admin_start(r.loop, r.cfg.bind, r.cfg.port, page, &r) < 0)
         return 2;

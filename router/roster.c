@@ -390,6 +390,8 @@ typedef struct expire_walk {
     roster *r;
     double now;
     size_t n;
+    roster_expired_fn fn;
+    void *ctx;
 } expire_walk;
 
 static void expire_one(tab_entry *e, void *ctx)
@@ -397,14 +399,16 @@ static void expire_one(tab_entry *e, void *ctx)
     expire_walk *w = ctx;
     xnode *x = CONTAINER(e, xnode, e);
     if (w->now - x->pub.last_seen > x->pub.timeout) {
+        if (w->fn)
+            w->fn(w->ctx, &x->pub, w->now);
         roster_drop_node(w->r, &x->pub, true);
         w->n++;
     }
 }
 
-size_t roster_expire(roster *r, double now)
+size_t roster_expire(roster *r, double now, roster_expired_fn fn, void *ctx)
 {
-    expire_walk w = {r, now, 0};
+    expire_walk w = {r, now, 0, fn, ctx};
     tab_each(&r->nodes, expire_one, &w);
     r->nodes_expired += w.n;
     return w.n;

@@ -77,8 +77,13 @@ size_t roster_snapshot_end(roster *r, rnode *n, bool emit);
 /* Removes node n and all its members, queueing their leave events when emit. */
 void roster_drop_node(roster *r, rnode *n, bool emit);
 
-/* Drops every node silent for longer than its timeout (leave events queued). Returns how many. */
-size_t roster_expire(roster *r, double now);
+/* Called with each node roster_expire drops, just before it goes. */
+typedef void (*roster_expired_fn)(void *ctx, const rnode *n, double now);
+
+/* Drops every node silent for longer than its timeout at now (last_seen + timeout < now),
+ * with its members (leave events queued), telling fn (if not NULL) first. Returns how many;
+ * roster_stats counts them in nodes_expired. */
+size_t roster_expire(roster *r, double now, roster_expired_fn fn, void *ctx);
 
 /* Members on channel (0 if none), and each of them in turn. */
 size_t roster_count(const roster *r, const char *channel);

@@ -1,7 +1,6 @@
 #include "admin.h"
 
 #include <errno.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +8,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "net.h"
 
 #define HEAD_MAX 4096
 #define BODY_MAX 65536
@@ -153,28 +153,9 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
 
 int admin_start(struct ev_loop *loop, const char *addr, int port, admin_page_fn page, void *ctx)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *res;
-    char ps[8];
-    snprintf(ps, sizeof ps, "%d", port);
-    int rc = getaddrinfo(addr, ps, &hints, &res);
-    if (rc != 0) {
-        log_error("admin: cannot resolve --bind %s: %s", addr, gai_strerror(rc));
+    int fd = net_listen(addr, port, &(net_opts){.backlog = 64, .who = "admin: "});
+    if (fd < 0)
         return -1;
-    }
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd >= 0)
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 64) < 0) {
-        log_error("admin: cannot listen on %s:%d: %s", addr, port, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        freeaddrinfo(res);
-        return -1;
-    }
-    freeaddrinfo(res);
     server *s = calloc(1, sizeof *s);
     if (!s) {
         close(fd);

@@ -119,7 +119,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(s.members >= s.clients && s.channels <= s.members + roster_pending_events(ro));
     }
     roster_flush_events(ro, on_events, NULL);
-    roster_expire(ro, now); /* nodes silent for 50 inputs go, with their members */
+    roster_expire(ro, now, NULL, NULL); /* nodes silent for 50 inputs go, with their members */
     wsfan__envelope__free_unpacked(e, NULL);
     return 0;
 }

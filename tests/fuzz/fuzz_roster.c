@@ -155,7 +155,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (m.alive[n])
                 roster_node(r, node_id(n), now + 10, &created);
             now += 10;
-            roster_expire(r, now);
+            roster_expire(r, now, NULL, NULL);
             for (int x = 0; x < NODES; x++)
                 if (x != n && m.alive[x]) {
                     memset(m.in[x], 0, sizeof m.in[x]);

@@ -893,13 +893,13 @@ static void test_expire(void **state)
     assert_int_equal(roster_join(r, c, "nc.1", "v", "ch", false), 1);
 
     /* Silent for exactly the timeout is not yet too long. */
-    assert_int_equal(roster_expire(r, 15), 0);
+    assert_int_equal(roster_expire(r, 15, NULL, NULL), 0);
     assert_stats(r, 3, 3, 2, 1, 3);
     assert_int_equal(roster_get_stats(r).nodes_expired, 0);
 
     /* Hearing from a node again keeps it. */
     node_at(r, "na", 14);
-    assert_int_equal(roster_expire(r, 17.5), 1); /* nc only: 5.5 > 5 */
+    assert_int_equal(roster_expire(r, 17.5, NULL, NULL), 1); /* nc only: 5.5 > 5 */
     assert_stats(r, 2, 2, 1, 1, 2);
     assert_int_equal(roster_get_stats(r).nodes_expired, 1);
     assert_int_equal(roster_count(r, "ch"), 2);
@@ -914,17 +914,62 @@ static void test_expire(void **state)
     assert_event(bt, 0, "nc.1", "v", true);
     free(bs);
 
-    assert_int_equal(roster_expire(r, 25), 1); /* na: 11 > 5; nb: 15 <= 20 */
+    assert_int_equal(roster_expire(r, 25, NULL, NULL), 1); /* na: 11 > 5; nb: 15 <= 20 */
     assert_stats(r, 1, 1, 1, 1, 1);
-    assert_int_equal(roster_expire(r, 31), 1); /* nb: 21 > 20 */
+    assert_int_equal(roster_expire(r, 31, NULL, NULL), 1); /* nb: 21 > 20 */
     assert_stats(r, 0, 0, 0, 1, 0);            /* ch waits for its leave events */
     assert_int_equal(roster_get_stats(r).nodes_expired, 3);
-    assert_int_equal(roster_expire(r, 1000), 0);
+    assert_int_equal(roster_expire(r, 1000, NULL, NULL), 0);
     bs = flush(r);
     bt = batch_of(bs, "ch");
     assert_int_equal(bt->n, 2);
     free(bs);
     assert_stats(r, 0, 0, 0, 0, 0);
+    roster_free(r);
+}
+
+typedef struct expired_seen {
+    char ids[4][16];
+    size_t clients[4];
+    double at;
+    size_t n;
+} expired_seen;
+
+static void note_expired(void *ctx, const rnode *n, double now)
+{
+    expired_seen *e = ctx;
+    assert_true(e->n < 4);
+    snprintf(e->ids[e->n], sizeof e->ids[0], "%s", n->id);
+    e->clients[e->n++] = n->nclients; /* the node is whole still */
+    e->at = now;
+}
+
+/* wsrouter logs each node it expires: the callback sees exactly the nodes dropped, each once,
+ * before its clients go. */
+static void test_expire_tells_each_node_before_it_goes(void **state)
+{
+    roster *r = new_roster(8);
+    rnode *a = node_at(r, "na", 10), *b = node_at(r, "nb", 10);
+    a->timeout = b->timeout = 5;
+    assert_int_equal(roster_join(r, a, "na.1", "u", "ch", false), 1);
+    assert_int_equal(roster_join(r, a, "na.2", "u", "ch", false), 1);
+    assert_int_equal(roster_join(r, b, "nb.1", "v", "ch", false), 1);
+    node_at(r, "nb", 14);
+    expired_seen e = {0};
+    assert_int_equal(roster_expire(r, 15, note_expired, &e), 0);
+    assert_int_equal(e.n, 0);
+    assert_int_equal(roster_expire(r, 16, note_expired, &e), 1);
+    assert_int_equal(e.n, 1);
+    assert_string_equal(e.ids[0], "na");
+    assert_int_equal(e.clients[0], 2);
+    assert_true(e.at == 16);
+    assert_int_equal(roster_count(r, "ch"), 1);
+    assert_int_equal(roster_expire(r, 20, note_expired, &e), 1);
+    assert_int_equal(e.n, 2);
+    assert_string_equal(e.ids[1], "nb");
+    assert_int_equal(e.clients[1], 1);
+    assert_int_equal(roster_get_stats(r).nodes_expired, 2);
+    assert_int_equal(roster_get_stats(r).nodes, 0);
     roster_free(r);
 }
 
@@ -941,7 +986,7 @@ static void test_expire_many_nodes(void **state)
         assert_int_equal(roster_join(r, n, client, "u", i % 3 ? "x" : "y", true), 1);
     }
     free(flush(r));
-    assert_int_equal(roster_expire(r, 50), 100);
+    assert_int_equal(roster_expire(r, 50, NULL, NULL), 100);
     roster_stats s = roster_get_stats(r);
     assert_int_equal(s.nodes, 100);
     assert_int_equal(s.members, 100);
@@ -1169,6 +1214,7 @@ int main(void)
         cmocka_unit_test(test_drop_node),
         cmocka_unit_test(test_expire),
         cmocka_unit_test(test_expire_many_nodes),
+        cmocka_unit_test(test_expire_tells_each_node_before_it_goes),
         cmocka_unit_test(test_randomized_against_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
