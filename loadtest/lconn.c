@@ -23,13 +23,11 @@ static void on_io(struct ev_loop *loop, ev_io *io, int revents);
 
 /* ---- output ------------------------------------------------------------------------------- */
 
+/* c has bytes to write before the loop sleeps (the worker's on_flush). */
 static void mark_pending(lconn *c)
 {
-    if (!c->pending) {
-        c->pending = true;
-        c->pnext = c->w->pending;
-        c->w->pending = c;
-    }
+    if (!ws_list_linked(&c->pending))
+        ws_list_push(&c->w->pending, &c->pending);
 }
 
 /* n bytes at the end of c's queue, to be filled by the caller (who may give some back). */
@@ -75,13 +73,13 @@ void lconn_send_frame(lconn *c, uint8_t opcode, const void *payload, size_t n)
     c->out_len -= WS_MAX_HEADER + n - len;
 }
 
+/* Starts or stops c's write watcher (libev ignores a start or stop that changes nothing). */
 static void want_write(lconn *c, bool on)
 {
-    if (on && !c->writing)
+    if (on)
         ev_io_start(c->w->loop, &c->wio);
-    else if (!on && c->writing)
+    else
         ev_io_stop(c->w->loop, &c->wio);
-    c->writing = on;
 }
 
 void lconn_flush(lconn *c)
@@ -158,7 +156,7 @@ void lconn_close(lconn *c, int reason)
     count_close(c, reason);
     ev_io_stop(w->loop, &c->rio);
     ev_io_stop(w->loop, &c->wio);
-    c->writing = false;
+    ws_list_remove(&c->pending);
     if (c->io.ssl)
         SSL_free(c->io.ssl);
     if (c->io.fd >= 0)
@@ -542,7 +540,6 @@ void lconn_start(wk *w, lconn *c)
     ev_io_init(&c->wio, on_io, fd, EV_WRITE);
     c->rio.data = c->wio.data = c;
     ev_io_start(w->loop, &c->rio);
-    c->writing = false;
     want_write(c, true); /* connect completes when writable */
 }
 

@@ -13,6 +13,7 @@
 #include "sock.h"
 #include "ws_frame.h"
 #include "ws_handshake.h"
+#include "ws_list.h"
 #include "wsload.h"
 
 #define LAUNCH_INFLIGHT 256  /* handshakes under way at once per worker */
@@ -36,7 +37,7 @@ struct lconn {
     wk *w;
     sock_io io;
     uint8_t state, role;
-    bool pending, writing, ready, http, use_pub_url;
+    bool ready, http, use_pub_url;
     ev_io rio, wio;
     uint32_t gid;     /* publisher number, echo connection number, subscriber number */
     uint32_t channel; /* subscriber: its channel */
@@ -57,7 +58,7 @@ struct lconn {
     uint64_t body_left; /* HTTP publisher: body bytes (or chunk bytes and CRLF) still to skip */
     uint8_t body;       /* HTTP publisher: BODY_* state of the response being read */
     int status;         /* HTTP publisher: status of the response being read */
-    lconn *pnext;
+    ws_list pending; /* on the worker's pending list: has bytes to write */
 };
 
 struct wk {
@@ -74,7 +75,7 @@ struct wk {
     size_t nconns, launched_upto, inflight;
     size_t first_sender; /* conns[first_sender..] are publishers or echo senders */
     bool final_sent;
-    lconn *pending;
+    ws_list pending; /* connections with bytes to write before the loop sleeps */
     counters c;
     hist lat, lat_tick, hs;
     int interval;

@@ -216,14 +216,9 @@ static void on_flush(struct ev_loop *loop, ev_prepare *p, int revents)
     const opts *o = w->o;
     if (w->sending && o->rate == 0 && o->scenario != SC_CHURN && o->scenario != SC_CONNECT)
         scenario_top_up(w);
-    while (w->pending) {
-        lconn *list = w->pending;
-        w->pending = NULL;
-        for (lconn *c = list, *next; c; c = next) {
-            next = c->pnext;
-            c->pending = false;
-            lconn_flush(c);
-        }
+    for (ws_list *n; (n = ws_list_first(&w->pending)) != NULL;) {
+        ws_list_remove(n);
+        lconn_flush(ws_container_of(n, lconn, pending));
     }
     size_t upto = w->nconns;
     if (o->scenario == SC_CONNECT && o->rate > 0) {
@@ -326,6 +321,7 @@ int worker_main(const opts *o, int index, int report_fd, int control_fd)
     signal(SIGTERM, SIG_IGN);
     w.rng = now_ns() ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ull;
     w.loop = ev_default_loop(EVFLAG_AUTO);
+    ws_list_init(&w.pending);
     w.rbuf = malloc(65536);
     w.tlsbuf = malloc(SOCK_TLS_CHUNK);
     if (!w.rbuf || !w.tlsbuf) {
