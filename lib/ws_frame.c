@@ -39,37 +39,30 @@ static size_t header_size(const uint8_t *h)
 
 static bool is_control(uint8_t op) { return op & 0x8; }
 
-/* Validates the gathered header and sets up the frame; returns 0 or fails via ev. */
-static int start_frame(ws_parser *p, ws_event *ev)
+/* Decodes the gathered header's payload length and mask key into *len and p->mask, and checks
+ * the length is minimally encoded and the masking matches the side. Returns 0 or fails via ev. */
+static int frame_length(ws_parser *p, ws_event *ev, uint64_t *len)
 {
     const uint8_t *h = p->hdr;
-    uint8_t op = h[0] & 0x0F;
-    bool fin = h[0] & 0x80;
-    bool rsv1 = h[0] & 0x40;
-    uint64_t len = h[1] & 0x7F;
+    uint64_t n = h[1] & 0x7F;
     size_t at = 2;
-
-    if (h[0] & 0x30) {
-        fail(p, ev, 0, WS_CLOSE_PROTOCOL, "RSV2/RSV3 set");
-        return -1;
-    }
-    if (len == 126) {
-        len = (uint64_t)h[2] << 8 | h[3];
+    if (n == 126) {
+        n = (uint64_t)h[2] << 8 | h[3];
         at = 4;
-        if (len < 126) { /* RFC 6455 section 5.2: the minimal number of bytes MUST be used */
+        if (n < 126) { /* RFC 6455 section 5.2: the minimal number of bytes MUST be used */
             fail(p, ev, 0, WS_CLOSE_PROTOCOL, "16-bit length for a payload under 126 bytes");
             return -1;
         }
-    } else if (len == 127) {
-        len = 0;
+    } else if (n == 127) {
+        n = 0;
         for (int i = 0; i < 8; i++)
-            len = len << 8 | h[2 + i];
+            n = n << 8 | h[2 + i];
         at = 10;
-        if (len >> 63) {
+        if (n >> 63) {
             fail(p, ev, 0, WS_CLOSE_PROTOCOL, "64-bit length with the top bit set");
             return -1;
         }
-        if (len < 65536) {
+        if (n < 65536) {
             fail(p, ev, 0, WS_CLOSE_PROTOCOL, "64-bit length for a payload under 64 KiB");
             return -1;
         }
@@ -81,7 +74,14 @@ static int start_frame(ws_parser *p, ws_event *ev)
         fail(p, ev, 0, WS_CLOSE_PROTOCOL, p->opts.server ? "unmasked client frame" : "masked server frame");
         return -1;
     }
+    *len = n;
+    return 0;
+}
 
+/* Checks opcode op against the message state and opens a new data message. Returns 0 or fails
+ * via ev. */
+static int frame_opcode(ws_parser *p, ws_event *ev, uint8_t op, bool fin, bool rsv1, uint64_t len)
+{
     switch (op) {
     case WS_OP_CONT:
         if (!p->in_message) {
@@ -92,7 +92,7 @@ static int start_frame(ws_parser *p, ws_event *ev)
             fail(p, ev, 0, WS_CLOSE_PROTOCOL, "RSV1 on a continuation frame");
             return -1;
         }
-        break;
+        return 0;
     case WS_OP_TEXT:
     case WS_OP_BINARY:
         if (p->in_message) {
@@ -109,7 +109,7 @@ static int start_frame(ws_parser *p, ws_event *ev)
         p->msg_compressed = rsv1;
         p->msg_len = 0;
         ws_utf8_reset(&p->utf8);
-        break;
+        return 0;
     case WS_OP_CLOSE:
     case WS_OP_PING:
     case WS_OP_PONG:
@@ -125,12 +125,28 @@ static int start_frame(ws_parser *p, ws_event *ev)
             fail(p, ev, 0, WS_CLOSE_PROTOCOL, "RSV1 on a control frame");
             return -1;
         }
-        break;
+        return 0;
     default:
         fail(p, ev, 0, WS_CLOSE_PROTOCOL, "reserved opcode");
         return -1;
     }
+}
 
+/* Validates the gathered header and sets up the frame; returns 0 or fails via ev. */
+static int start_frame(ws_parser *p, ws_event *ev)
+{
+    const uint8_t *h = p->hdr;
+    uint8_t op = h[0] & 0x0F;
+    bool fin = h[0] & 0x80;
+    bool rsv1 = h[0] & 0x40;
+    uint64_t len;
+
+    if (h[0] & 0x30) {
+        fail(p, ev, 0, WS_CLOSE_PROTOCOL, "RSV2/RSV3 set");
+        return -1;
+    }
+    if (frame_length(p, ev, &len) < 0 || frame_opcode(p, ev, op, fin, rsv1, len) < 0)
+        return -1;
     if (!is_control(op)) {
         if (p->opts.max_frame && len > p->opts.max_frame) {
             fail(p, ev, 0, WS_CLOSE_TOO_BIG, "frame larger than the limit");
@@ -328,6 +344,16 @@ size_t ws_frame_header(uint8_t *out, uint8_t opcode, bool fin, bool rsv1, uint64
         n += 4;
     }
     return n;
+}
+
+size_t ws_frame_client(uint8_t *out, uint8_t opcode, const void *payload, size_t len,
+                       const uint8_t mask[4])
+{
+    size_t h = ws_frame_header(out, opcode, true, false, len, mask);
+    if (len)
+        memcpy(out + h, payload, len);
+    ws_mask(out + h, len, mask, 0);
+    return h + len;
 }
 
 size_t ws_close_payload(uint8_t *out, uint16_t code, const char *reason)

@@ -110,6 +110,12 @@ void ws_mask(uint8_t *buf, size_t n, const uint8_t key[4], uint64_t offset);
 size_t ws_frame_header(uint8_t *out, uint8_t opcode, bool fin, bool rsv1, uint64_t len,
                        const uint8_t *mask);
 
+/* Writes one complete, final client frame to out (at least WS_MAX_HEADER + len bytes): the
+ * header with the 4-byte key, then payload[0..len) masked with it. payload must not overlap out.
+ * Returns the frame's length. The caller picks the key (RFC 6455 section 5.3: unpredictable). */
+size_t ws_frame_client(uint8_t *out, uint8_t opcode, const void *payload, size_t len,
+                       const uint8_t mask[4]);
+
 /* Writes a close payload (2-byte code + reason, at most WS_MAX_CONTROL bytes; the reason is
  * truncated to fit) and returns its length. */
 size_t ws_close_payload(uint8_t *out, uint16_t code, const char *reason);

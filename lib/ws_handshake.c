@@ -16,8 +16,20 @@ void ws_handshake_accept(const char *key, size_t key_len, char out[WS_ACCEPT_LEN
     memcpy(in, key, key_len);
     memcpy(in + key_len, GUID, sizeof GUID - 1);
     SHA1(in, key_len + sizeof GUID - 1, md);
-    EVP_EncodeBlock((unsigned char *)out, md, SHA_DIGEST_LENGTH);
-    out[WS_ACCEPT_LEN] = '\0';
+    ws_base64_encode(out, md, SHA_DIGEST_LENGTH);
+}
+
+size_t ws_base64_encode(char *out, const void *in, size_t n)
+{
+    return (size_t)EVP_EncodeBlock((unsigned char *)out, in, (int)n);
+}
+
+bool ws_handshake_accept_ok(const ws_http_resp *resp, const char *key, size_t key_len)
+{
+    char want[WS_ACCEPT_LEN + 1];
+    ws_handshake_accept(key, key_len, want);
+    const ws_span *v = ws_http_resp_get(resp, "Sec-WebSocket-Accept");
+    return v && ws_span_eq(*v, want);
 }
 
 /* A valid key is base64 of exactly 16 bytes: 22 alphabet chars then "==", and the last

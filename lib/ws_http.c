@@ -119,6 +119,151 @@ int ws_http_parse(const char *buf, size_t len, size_t last_len, const ws_http_li
     return (int)end;
 }
 
+/* ---- response heads --------------------------------------------------------------------
+ * Written by hand rather than on http-parser: a client wants bad bytes refused as soon as they
+ * arrive (a peer speaking something else, a TLS record on a plain socket), not once 16 KiB or a
+ * timeout have passed, and http-parser, fed a head alone, takes over the body's framing (a
+ * response without Content-Length is a body until EOF). A status line and header lines are a
+ * small grammar; the checks follow RFC 9112 sections 2, 4 and 5. */
+
+/* True for a byte a head may hold: VCHAR, obs-text, SP, HTAB and the line ends. */
+static bool head_byte(unsigned char x)
+{
+    return x >= 0x20 ? x != 0x7F : x == '\t' || x == '\r' || x == '\n';
+}
+
+/* Index of the first byte in buf[from..to) no head may hold (a CR must precede an LF), or to. */
+static size_t bad_byte(const char *buf, size_t from, size_t to)
+{
+    for (size_t i = from; i < to; i++)
+        if (!head_byte((unsigned char)buf[i]) || (buf[i] == '\r' && i + 1 < to && buf[i + 1] != '\n'))
+            return i;
+    return to;
+}
+
+/* True if buf[0..len) can begin "HTTP/d.d ddd" (status 100-999) then SP or a line end. */
+static bool status_prefix(const char *buf, size_t len)
+{
+    static const char pat[] = "HTTP/d.d Ddd"; /* d: a digit; D: a digit but 0 */
+    for (size_t i = 0; i < len && i <= 12; i++) {
+        char c = buf[i];
+        bool ok = i == 12 ? c == ' ' || c == '\r' || c == '\n'
+                : pat[i] == 'd' ? c >= '0' && c <= '9'
+                : pat[i] == 'D' ? c >= '1' && c <= '9'
+                : c == pat[i];
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* The line at p before stop: returns its length without CR LF and sets *next past it. */
+static size_t line_at(const char *p, const char *stop, const char **next)
+{
+    const char *eol = memchr(p, '\n', (size_t)(stop - p));
+    if (!eol)
+        eol = stop;
+    *next = eol < stop ? eol + 1 : stop;
+    return (size_t)(eol - p) - (eol > p && eol[-1] == '\r');
+}
+
+/* Content-Length: 1*DIGIT, the same value if repeated. Returns 0 or WS_HTTP_BAD. */
+static int content_length(ws_span v, ws_http_resp *r)
+{
+    int64_t x = 0;
+    if (v.n == 0 || v.n > 18)
+        return WS_HTTP_BAD;
+    for (size_t i = 0; i < v.n; i++) {
+        if (v.p[i] < '0' || v.p[i] > '9')
+            return WS_HTTP_BAD;
+        x = x * 10 + (v.p[i] - '0');
+    }
+    if (r->content_length >= 0 && r->content_length != x)
+        return WS_HTTP_BAD;
+    r->content_length = x;
+    return 0;
+}
+
+/* One header line p[0..n): name ':' OWS value OWS. Returns 0 or an error. */
+static int resp_header(const char *p, size_t n, size_t max_headers, ws_http_resp *r)
+{
+    size_t k = 0;
+    while (k < n && tchar((unsigned char)p[k]))
+        k++;
+    if (k == 0 || k == n || p[k] != ':') /* also a folded line, which starts with SP or HTAB */
+        return WS_HTTP_BAD;
+    if (r->nheaders >= max_headers)
+        return WS_HTTP_TOO_LARGE;
+    size_t v = k + 1, e = n;
+    while (v < e && (p[v] == ' ' || p[v] == '\t'))
+        v++;
+    while (e > v && (p[e - 1] == ' ' || p[e - 1] == '\t'))
+        e--;
+    ws_http_header *h = &r->headers[r->nheaders++];
+    h->name = (ws_span){p, k};
+    h->value = (ws_span){p + v, e - v};
+    if (ws_span_ieq(h->name, "Content-Length"))
+        return content_length(h->value, r);
+    if (ws_span_ieq(h->name, "Transfer-Encoding"))
+        r->chunked = ws_http_has_token(h->value, "chunked");
+    return 0;
+}
+
+/* Parses the complete head buf[0..end). Returns end or an error. */
+static int resp_head(const char *buf, size_t end, const ws_http_limits *lim, ws_http_resp *r)
+{
+    memset(r, 0, offsetof(ws_http_resp, headers));
+    r->content_length = -1;
+    if (bad_byte(buf, 0, end) != end)
+        return WS_HTTP_BAD;
+    const char *p = buf, *stop = buf + end, *next;
+    size_t n = line_at(p, stop, &next);
+    if (n < 12 || !status_prefix(p, n) || (n > 12 && p[12] != ' '))
+        return WS_HTTP_BAD;
+    r->http_major = p[5] - '0';
+    r->http_minor = p[7] - '0';
+    r->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+    r->reason = n > 12 ? (ws_span){p + 13, n - 13} : (ws_span){p + n, 0};
+    size_t max = lim->max_headers < WS_HTTP_HEADERS_CAP ? lim->max_headers : WS_HTTP_HEADERS_CAP;
+    for (p = next; (n = line_at(p, stop, &next)) > 0; p = next) {
+        int rc = resp_header(p, n, max, r);
+        if (rc < 0)
+            return rc;
+    }
+    r->head_len = end;
+    return (int)end;
+}
+
+int ws_http_parse_response(const char *buf, size_t len, size_t last_len,
+                           const ws_http_limits *lim, ws_http_resp *resp)
+{
+    if (last_len > len)
+        last_len = 0;
+    size_t end = head_end(buf, len, last_len > 3 ? last_len - 3 : 0);
+    size_t upto = end ? end : len;
+    /* Only new bytes are scanned: one before them, for a CR whose LF had not come. */
+    if (!status_prefix(buf, upto) || bad_byte(buf, last_len ? last_len - 1 : 0, upto) != upto)
+        return WS_HTTP_BAD;
+    if (end == 0)
+        return len > lim->max_head ? WS_HTTP_TOO_LARGE : WS_HTTP_PARTIAL;
+    if (end > lim->max_head)
+        return WS_HTTP_TOO_LARGE;
+    return resp_head(buf, end, lim, resp);
+}
+
+static const ws_span *find_header(const ws_http_header *h, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ws_span_ieq(h[i].name, name))
+            return &h[i].value;
+    return NULL;
+}
+
+const ws_span *ws_http_resp_get(const ws_http_resp *resp, const char *name)
+{
+    return find_header(resp->headers, resp->nheaders, name);
+}
+
 bool ws_span_eq(ws_span s, const char *z)
 {
     return strlen(z) == s.n && memcmp(s.p, z, s.n) == 0;
@@ -131,10 +276,7 @@ bool ws_span_ieq(ws_span s, const char *z)
 
 const ws_span *ws_http_get(const ws_http_req *req, const char *name)
 {
-    for (size_t i = 0; i < req->nheaders; i++)
-        if (ws_span_ieq(req->headers[i].name, name))
-            return &req->headers[i].value;
-    return NULL;
+    return find_header(req->headers, req->nheaders, name);
 }
 
 size_t ws_http_count(const ws_http_req *req, const char *name)

@@ -1,5 +1,6 @@
-/* ws_http: HTTP/1.x request heads (RFC 9112) and small responses. Pure: no I/O, no allocation.
- * The head is checked by http-parser; results are spans into the caller's buffer. */
+/* ws_http: HTTP/1.x request heads (RFC 9112), response heads, and small responses. Pure: no
+ * I/O, no allocation. Request heads are checked by http-parser, response heads by a small
+ * parser of its own (for clients: wsload, tests); results are spans into the caller's buffer. */
 #ifndef WS_HTTP_H
 #define WS_HTTP_H
 
@@ -41,6 +42,30 @@ typedef struct ws_http_req {
     size_t nheaders;
     ws_http_header headers[WS_HTTP_HEADERS_CAP];
 } ws_http_req;
+
+typedef struct ws_http_resp {
+    int http_major, http_minor;
+    int status;             /* 100-999 */
+    ws_span reason;         /* reason phrase; n == 0 if none */
+    size_t head_len;        /* bytes of the head; what follows is body or another protocol */
+    int64_t content_length; /* -1 when absent */
+    bool chunked;           /* Transfer-Encoding ends in chunked */
+    size_t nheaders;
+    ws_http_header headers[WS_HTTP_HEADERS_CAP];
+} ws_http_resp;
+
+/* Parses the response head at the start of buf[0..len) (status line, header lines, blank line;
+ * CRLF or LF line ends). last_len as for ws_http_parse: only bytes from there on are scanned
+ * again until the head is complete. A byte no head may hold (a control character, a status
+ * line not starting "HTTP/d.d ddd") is WS_HTTP_BAD at once; the rest of the grammar is checked
+ * when the head is complete. Returns the head length (> 0), WS_HTTP_PARTIAL, WS_HTTP_BAD or
+ * WS_HTTP_TOO_LARGE (head over max_head, more than max_headers lines). *resp is only
+ * meaningful after a head length. */
+int ws_http_parse_response(const char *buf, size_t len, size_t last_len,
+                           const ws_http_limits *lim, ws_http_resp *resp);
+
+/* The first header of a response called name (case-insensitive), or NULL. */
+const ws_span *ws_http_resp_get(const ws_http_resp *resp, const char *name);
 
 /* Parses the request head at the start of buf[0..len). last_len is the length of buf at the
  * previous call for the same request (0 at first), so a head fed one byte at a time costs O(n).

@@ -76,6 +76,149 @@ static void add_counters(counters *a, const counters *b)
         x[i] += y[i];
 }
 
+/* The parent's view of the run while it lasts. */
+typedef struct run {
+    const opts *o;
+    result *res;
+    int W, rfd[MAX_WORKERS], cfd[MAX_WORKERS];
+    pid_t pids[MAX_WORKERS];
+    struct pollfd pf[MAX_WORKERS];
+    counters tick_c[MAX_WORKERS];
+    int ready, finals;
+    bool went, quit_sent;
+    uint64_t t0, t_go;
+} run;
+
+/* Forks the workers, each with a report pipe and a control pipe; 0 or -1. */
+static int spawn(run *r)
+{
+    for (int i = 0; i < r->W; i++) {
+        int rp[2], cp[2];
+        if (pipe(rp) < 0 || pipe(cp) < 0) {
+            perror("wsload: pipe");
+            return -1;
+        }
+        r->pids[i] = fork();
+        if (r->pids[i] < 0) {
+            perror("wsload: fork");
+            return -1;
+        }
+        if (r->pids[i] == 0) {
+            for (int k = 0; k < i; k++) {
+                close(r->rfd[k]);
+                close(r->cfd[k]);
+            }
+            close(rp[0]);
+            close(cp[1]);
+            _exit(worker_main(r->o, i, rp[1], cp[0]));
+        }
+        close(rp[1]);
+        close(cp[0]);
+        r->rfd[i] = rp[0];
+        r->cfd[i] = cp[1];
+        r->pf[i] = (struct pollfd){.fd = rp[0], .events = POLLIN};
+    }
+    return 0;
+}
+
+/* Sends the one-byte command to every worker. */
+static void tell_all(run *r, char cmd)
+{
+    for (int i = 0; i < r->W; i++)
+        if (write(r->cfd[i], &cmd, 1) < 0) {
+        }
+}
+
+/* Reads one report of worker i and merges it; false when the worker died. */
+static bool take_report(run *r, int i)
+{
+    static report rep;
+    result *res = r->res;
+    if (read_all(r->rfd[i], &rep, sizeof rep) < 0)
+        return false;
+    switch (rep.kind) {
+    case R_READY:
+        r->ready++;
+        r->tick_c[i] = rep.c;
+        res->setup_ns = rep.c.setup_ns > res->setup_ns ? rep.c.setup_ns : res->setup_ns;
+        break;
+    case R_TICK:
+        result_tick(res, rep.interval, &rep.lat, &rep.c, &r->tick_c[i]);
+        r->tick_c[i] = rep.c;
+        break;
+    case R_FINAL:
+        r->finals++;
+        r->pf[i].fd = -1; /* its pipe will hang up: not a death */
+        add_counters(&res->c, &rep.c);
+        hist_merge(&res->lat, &rep.lat);
+        hist_merge(&res->hs, &rep.hs);
+        for (uint32_t k = 0; k < rep.nchan; k++) {
+            chan_tally t;
+            if (read_all(r->rfd[i], &t, sizeof t) < 0)
+                break;
+            res->expected_subs[t.channel % MAX_CHANNELS] += t.subscribers;
+            res->expected_pubs[t.channel % MAX_CHANNELS] += t.published;
+        }
+        break;
+    }
+    return true;
+}
+
+/* Every worker is ready: measure the server, then say go. */
+static void start(run *r)
+{
+    const opts *o = r->o;
+    if (o->npids)
+        memory_of(o->server_pids, o->npids, &r->res->rss_after, &r->res->pss_after);
+    for (int i = 0; i < r->W; i++)
+        r->res->open_at_go += r->tick_c[i].open_now;
+    if (o->proto == PR_TEMPLATE && o->sub_template)
+        usleep(500000); /* no ack to wait for: let subscriptions settle */
+    tell_all(r, 'g');
+    r->went = true;
+    r->t_go = now_ns();
+}
+
+/* Polls the workers' reports until every one sent its FINAL (or died); stops them on ^C or
+ * when the run is overdue. */
+static void collect(run *r)
+{
+    const opts *o = r->o;
+    bool progress = !o->quiet && isatty(2);
+    double run_s = o->scenario == SC_CONNECT ? o->hold : o->duration;
+    double setup_bound = o->handshake_timeout * 3 + 30; /* setup, the run, the drain, a margin */
+    while (r->finals < r->W) {
+        int n = poll(r->pf, (nfds_t)r->W, 250);
+        double elapsed = (double)(now_ns() - r->t0) / 1e9;
+        bool overdue = r->went ? (double)(now_ns() - r->t_go) / 1e9 > run_s + o->drain + 15
+                               : elapsed > setup_bound;
+        if ((interrupted || overdue) && !r->quit_sent) {
+            if (overdue)
+                fprintf(stderr, "\nwsload: run overdue: stopping the workers\n");
+            tell_all(r, 'q');
+            r->quit_sent = true;
+            r->res->interrupted = true;
+        }
+        for (int i = 0; n > 0 && i < r->W; i++) {
+            if (!(r->pf[i].revents & (POLLIN | POLLHUP)))
+                continue;
+            if (!take_report(r, i)) {
+                fprintf(stderr, "wsload: worker %d died\n", i);
+                r->res->interrupted = true;
+                r->finals++;
+                r->pf[i].fd = -1;
+            }
+        }
+        if (!r->went && r->ready == r->W)
+            start(r);
+        if (progress)
+            result_progress(r->res, r->went ? (double)(now_ns() - r->t_go) / 1e9 : -elapsed,
+                            r->ready, r->W);
+    }
+    if (progress)
+        fputc('\n', stderr);
+}
+
 int main(int argc, char **argv)
 {
     static opts o;
@@ -96,122 +239,19 @@ int main(int argc, char **argv)
     if (o.npids)
         memory_of(o.server_pids, o.npids, &res.rss_before, &res.pss_before);
 
-    int W = o.workers, rfd[MAX_WORKERS], cfd[MAX_WORKERS];
-    pid_t pids[MAX_WORKERS];
-    for (int i = 0; i < W; i++) {
-        int rp[2], cp[2];
-        if (pipe(rp) < 0 || pipe(cp) < 0) {
-            perror("wsload: pipe");
-            return 1;
-        }
-        pids[i] = fork();
-        if (pids[i] < 0) {
-            perror("wsload: fork");
-            return 1;
-        }
-        if (pids[i] == 0) {
-            for (int k = 0; k < i; k++) {
-                close(rfd[k]);
-                close(cfd[k]);
-            }
-            close(rp[0]);
-            close(cp[1]);
-            _exit(worker_main(&o, i, rp[1], cp[0]));
-        }
-        close(rp[1]);
-        close(cp[0]);
-        rfd[i] = rp[0];
-        cfd[i] = cp[1];
-    }
+    static run r;
+    r = (run){.o = &o, .res = &res, .W = o.workers};
+    if (spawn(&r) < 0)
+        return 1;
     struct sigaction sa = {.sa_handler = on_sigint};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-
-    bool progress = !o.quiet && isatty(2);
-    int ready = 0, finals = 0;
-    bool went = false, quit_sent = false;
-    uint64_t t0 = now_ns(), t_go = 0;
-    double run = o.scenario == SC_CONNECT ? o.hold : o.duration;
-    /* Bound on the whole run: setup, the run, the drain, and a margin. */
-    double setup_bound = o.handshake_timeout * 3 + 30;
-    counters tick_c[MAX_WORKERS];
-    memset(tick_c, 0, sizeof tick_c);
-    static report r;
-
-    struct pollfd pf[MAX_WORKERS];
-    for (int i = 0; i < W; i++)
-        pf[i] = (struct pollfd){.fd = rfd[i], .events = POLLIN};
-    while (finals < W) {
-        int n = poll(pf, (nfds_t)W, 250);
-        double elapsed = (double)(now_ns() - t0) / 1e9;
-        bool overdue = went ? (double)(now_ns() - t_go) / 1e9 > run + o.drain + 15 : elapsed > setup_bound;
-        if ((interrupted || overdue) && !quit_sent) {
-            if (overdue)
-                fprintf(stderr, "\nwsload: run overdue: stopping the workers\n");
-            for (int i = 0; i < W; i++)
-                if (write(cfd[i], "q", 1) < 0) {
-                }
-            quit_sent = true;
-            res.interrupted = true;
-        }
-        for (int i = 0; n > 0 && i < W; i++) {
-            if (!(pf[i].revents & (POLLIN | POLLHUP)))
-                continue;
-            if (read_all(rfd[i], &r, sizeof r) < 0) {
-                fprintf(stderr, "wsload: worker %d died\n", i);
-                res.interrupted = true;
-                finals++;
-                pf[i].fd = -1;
-                continue;
-            }
-            switch (r.kind) {
-            case R_READY:
-                ready++;
-                tick_c[i] = r.c;
-                res.setup_ns = r.c.setup_ns > res.setup_ns ? r.c.setup_ns : res.setup_ns;
-                break;
-            case R_TICK:
-                result_tick(&res, r.interval, &r.lat, &r.c, &tick_c[i]);
-                tick_c[i] = r.c;
-                break;
-            case R_FINAL:
-                finals++;
-                pf[i].fd = -1; /* its pipe will hang up: not a death */
-                add_counters(&res.c, &r.c);
-                hist_merge(&res.lat, &r.lat);
-                hist_merge(&res.hs, &r.hs);
-                for (uint32_t k = 0; k < r.nchan; k++) {
-                    chan_tally t;
-                    if (read_all(rfd[i], &t, sizeof t) < 0)
-                        break;
-                    res.expected_subs[t.channel % MAX_CHANNELS] += t.subscribers;
-                    res.expected_pubs[t.channel % MAX_CHANNELS] += t.published;
-                }
-                break;
-            }
-        }
-        if (!went && ready == W) {
-            if (o.npids)
-                memory_of(o.server_pids, o.npids, &res.rss_after, &res.pss_after);
-            for (int i = 0; i < W; i++)
-                res.open_at_go += tick_c[i].open_now;
-            if (o.proto == PR_TEMPLATE && o.sub_template)
-                usleep(500000); /* no ack to wait for: let subscriptions settle */
-            for (int i = 0; i < W; i++)
-                if (write(cfd[i], "g", 1) < 0) {
-                }
-            went = true;
-            t_go = now_ns();
-        }
-        if (progress)
-            result_progress(&res, went ? (double)(now_ns() - t_go) / 1e9 : -elapsed, ready, W);
-    }
-    if (progress)
-        fputc('\n', stderr);
-    for (int i = 0; i < W; i++)
-        waitpid(pids[i], NULL, 0);
-    res.wall_s = went ? (double)(now_ns() - t_go) / 1e9 : 0;
-    res.workers = W;
+    r.t0 = now_ns();
+    collect(&r);
+    for (int i = 0; i < r.W; i++)
+        waitpid(r.pids[i], NULL, 0);
+    res.wall_s = r.went ? (double)(now_ns() - r.t_go) / 1e9 : 0;
+    res.workers = r.W;
 
     result_finish(&res);
     result_print(&res, stdout);

@@ -1,15 +1,20 @@
 #include <arpa/inet.h>
-#include <getopt.h>
 #include <math.h>
 #include <netdb.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "wsload.h"
 
-static const char usage[] =
-    "usage: wsload SCENARIO [options] URL\n"
+#define O(f) offsetof(opts, f)
+
+static const char ABOUT[] =
+    "Load generator for WebSocket servers: wsfan's client protocol v1, any echo server, or any\n"
+    "pub/sub server through two templates. URL is ws:// or wss://; {ch} in its path is replaced\n"
+    "by the channel name.\n"
     "\n"
     "Scenarios\n"
     "  fanout   S subscribers over C channels, P publishers at a total rate R; end-to-end\n"
@@ -18,43 +23,96 @@ static const char usage[] =
     "  connect  open N connections (as fast as possible or at R/s), hold them --hold seconds:\n"
     "           connect rate, handshake latency, failures, server memory (--server-pid)\n"
     "  churn    N connections closing and reconnecting at R/s in total (--storm: all at once\n"
-    "           every --storm-every seconds): reconnect latency and errors\n"
-    "\n"
-    "Target\n"
-    "  URL                    ws:// or wss://; {ch} in the path is replaced by the channel name\n"
-    "  --proto P              wsfan (client protocol v1, default), echo (any echo server) or\n"
-    "                         template (any pub/sub server, with the two templates below)\n"
-    "  --sub-template T       template: text sent by each subscriber after connecting; {ch}\n"
-    "  --pub-template T       template: text of each publish; {ts} {seq} {pub} {ch} {pad} {msg}\n"
-    "  --pub-url URL          publish here instead of URL: ws(s):// or http(s):// (HTTP POST,\n"
-    "                         body = the publish text, pipelined)\n"
-    "\n"
-    "Load (defaults: fanout 100 subscribers, 1 channel, 1 publisher, 1000 msgs/s)\n"
-    "  --subscribers S  --channels C  --publishers P  --connections N (echo/connect/churn, 100)\n"
-    "  --rate R|max           fanout: total msgs/s; echo: msgs/s per connection (10);\n"
-    "                         connect: connections/s (max); churn: reconnects/s (100, or\n"
-    "                         none with --storm)\n"
-    "  --size M               payload bytes per message (64)\n"
-    "  --duration SEC         sending time (10); --drain SEC: then wait for messages in\n"
-    "                         flight, at most this long, ending early after 0.5 s of quiet (5)\n"
-    "  --hold SEC             connect: how long the connections are held once open (5)\n"
-    "  --storm  --storm-every SEC (5)\n"
-    "  --handshake-timeout SEC (10)\n"
-    "\n"
-    "Generator\n"
-    "  --workers W            processes (default: one per 15,000 connections)\n"
-    "  --source-range A[-B]   bind connections to source addresses A..B (IPv4), in turn;\n"
-    "                         repeatable. Needed beyond ~28,000 connections to one address\n"
-    "  --max-connections N    refuse to open more than this many in total (200000)\n"
-    "  --pipeline N           HTTP publish requests in flight per connection (8)\n"
-    "  --server-pid PID       measure this process and its descendants' memory (repeatable)\n"
-    "\n"
-    "Output\n"
-    "  --json FILE            every figure and the latency histogram\n"
-    "  --plot FILE.svg        latency over time and the histogram\n"
-    "  --quiet                no progress line\n";
+    "           every --storm-every seconds): reconnect latency and errors\n";
 
-int url_parse(url *u, const char *s, bool http_ok)
+static int parse_custom(void *base, const cli_def *d, const char *v);
+
+static const cli_def DEFS[] = {
+    /* Target */
+    {"proto", CLI_CUSTOM, O(proto), "P", "wsfan",
+     "wsfan (client protocol v1), echo (any echo server) or template (any pub/sub server, with "
+     "the two templates below)"},
+    {"sub-template", CLI_STRING, O(sub_template), "T", NULL,
+     "template: text sent by each subscriber after connecting; {ch}"},
+    {"pub-template", CLI_STRING, O(pub_template), "T", NULL,
+     "template: text of each publish; {ts} {seq} {pub} {ch} {pad} {msg}"},
+    {"pub-url", CLI_STRING, O(pub_url_arg), "URL", NULL,
+     "publish here instead of URL: ws(s):// or http(s):// (HTTP POST, body = the publish text, "
+     "pipelined)"},
+    /* Load */
+    {"subscribers", CLI_INT, O(subscribers), "S", "100", "fanout: subscribing connections"},
+    {"channels", CLI_INT, O(channels), "C", "1", "fanout: channels, subscribers spread evenly"},
+    {"publishers", CLI_INT, O(publishers), "P", "1", "fanout: publishing connections"},
+    {"connections", CLI_INT, O(connections), "N", "100", "echo, connect, churn: connections"},
+    {"rate", CLI_CUSTOM, O(rate), "R|max", NULL,
+     "fanout: total msgs/s (1000); echo: msgs/s per connection (10); connect: connections/s "
+     "(max); churn: reconnects/s (100, or none with --storm)"},
+    {"size", CLI_INT, O(size), "M", "64", "payload bytes per message"},
+    {"duration", CLI_SECONDS, O(duration), "SEC", "10", "sending time"},
+    {"drain", CLI_SECONDS, O(drain), "SEC", "5",
+     "then wait for messages in flight, at most this long, ending early after 0.5 s of quiet"},
+    {"hold", CLI_SECONDS, O(hold), "SEC", "5",
+     "connect: how long the connections are held once open"},
+    {"storm", CLI_FLAG, O(storm), NULL, NULL, "churn: close and reopen all at once"},
+    {"storm-every", CLI_SECONDS, O(storm_every), "SEC", "5", "churn --storm: how often"},
+    {"handshake-timeout", CLI_SECONDS, O(handshake_timeout), "SEC", "10",
+     "time for TCP, TLS and the upgrade (and a subscriber's ack)"},
+    /* Generator */
+    {"workers", CLI_INT, O(workers), "W", NULL, "processes (default: one per 15,000 connections)"},
+    {"source-range", CLI_CUSTOM, 0, "A[-B]",  NULL,
+     "bind connections to source addresses A..B (IPv4), in turn; repeatable. Needed beyond "
+     "~28,000 connections to one address"},
+    {"max-connections", CLI_INT, O(max_connections), "N", "200000",
+     "refuse to open more than this many in total"},
+    {"pipeline", CLI_INT, O(pipeline), "N", "8", "HTTP publish requests in flight per connection"},
+    {"server-pid", CLI_CUSTOM, 0, "PID", NULL,
+     "measure this process and its descendants' memory (repeatable)"},
+    /* Output */
+    {"json", CLI_STRING, O(json_path), "FILE", NULL, "every figure and the latency histogram"},
+    {"plot", CLI_STRING, O(plot_path), "FILE.svg", NULL, "latency over time and the histogram"},
+    {"quiet", CLI_FLAG, O(quiet), NULL, NULL, "no progress line"},
+};
+
+static const cli_range RANGES[] = {
+    {"subscribers", 0, 1e7},        {"channels", 1, MAX_CHANNELS},
+    {"publishers", 1, MAX_PUBLISHERS}, {"connections", 1, 1e7},
+    {"size", 0, 1 << 19},           {"duration", 0.1, 86400},
+    {"drain", 0, 3600},             {"hold", 0, 86400},
+    {"storm-every", 0.1, 3600},     {"handshake-timeout", 0.1, 600},
+    {"workers", 1, MAX_WORKERS},    {"max-connections", 1, 1e8},
+    {"pipeline", 1, 1024},
+};
+
+static const cli_prog PROG = {
+    .name = "wsload",
+    .version = "0.1.0",
+    .about = ABOUT,
+    .defs = DEFS,
+    .ndefs = sizeof DEFS / sizeof DEFS[0],
+    .custom = parse_custom,
+    .ranges = RANGES,
+    .nranges = sizeof RANGES / sizeof RANGES[0],
+    .args = "SCENARIO URL",
+    .nargs = 2,
+    .args_off = O(args),
+};
+
+size_t opts_expand_ch(char *out, size_t cap, const char *tpl, uint32_t ch)
+{
+    size_t n = 0;
+    for (const char *p = tpl; *p && n + 16 < cap; p++) {
+        if (strncmp(p, "{ch}", 4) == 0) {
+            n += (size_t)snprintf(out + n, cap - n, "ch.%u", ch);
+            p += 3;
+        } else {
+            out[n++] = *p;
+        }
+    }
+    out[n] = '\0';
+    return n;
+}
+
+int opts_url(url *u, const char *s, bool http_ok)
 {
     memset(u, 0, sizeof *u);
     const char *rest;
@@ -119,6 +177,7 @@ static int add_sources(opts *o, const char *arg)
     return 0;
 }
 
+/* A number in [lo, hi], fractions and exponents allowed; 0 or -1. */
 static int num(const char *s, double lo, double hi, double *out)
 {
     char *end;
@@ -129,121 +188,56 @@ static int num(const char *s, double lo, double hi, double *out)
     return 0;
 }
 
-int opts_parse(opts *o, int argc, char **argv)
+static int parse_custom(void *base, const cli_def *d, const char *v)
 {
-    memset(o, 0, sizeof *o);
-    o->subscribers = 100;
-    o->channels = 1;
-    o->publishers = 1;
-    o->connections = 100;
-    o->rate = -1;
-    o->size = 64;
-    o->duration = 10;
-    o->drain = 5;
-    o->hold = 5;
-    o->handshake_timeout = 10;
-    o->storm_every = 5;
-    o->max_connections = 200000;
-    o->pipeline = 8;
+    opts *o = base;
+    double x;
+    if (strcmp(d->name, "proto") == 0) {
+        static const char *const names[] = {"wsfan", "echo", "template"}; /* enum proto */
+        for (int i = 0; i < 3; i++)
+            if (strcmp(v, names[i]) == 0) {
+                o->proto = (enum proto)i;
+                return 0;
+            }
+        return -1;
+    }
+    if (strcmp(d->name, "rate") == 0) {
+        if (strcmp(v, "max") == 0) {
+            o->rate = 0;
+            return 0;
+        }
+        return num(v, 0.001, 1e9, &o->rate);
+    }
+    if (strcmp(d->name, "source-range") == 0)
+        return add_sources(o, v);
+    if (strcmp(d->name, "server-pid") == 0) {
+        if (num(v, 1, 1 << 30, &x) < 0 || o->npids == MAX_PIDS)
+            return -1;
+        o->server_pids[o->npids++] = (int)x;
+        return 0;
+    }
+    return CLI_UNKNOWN;
+}
 
-    enum { O_PROTO = 256, O_SUBT, O_PUBT, O_PUBURL, O_SUBS, O_CHANS, O_PUBS, O_CONNS, O_RATE, O_SIZE,
-           O_DUR, O_DRAIN, O_HOLD, O_STORM, O_STORMEV, O_HST, O_WORKERS, O_SRC, O_MAXC, O_PIPE,
-           O_PID, O_JSON, O_PLOT, O_QUIET, O_HELP };
-    static const struct option lo[] = {
-        {"proto", 1, 0, O_PROTO}, {"sub-template", 1, 0, O_SUBT}, {"pub-template", 1, 0, O_PUBT},
-        {"pub-url", 1, 0, O_PUBURL}, {"subscribers", 1, 0, O_SUBS}, {"channels", 1, 0, O_CHANS},
-        {"publishers", 1, 0, O_PUBS}, {"connections", 1, 0, O_CONNS}, {"rate", 1, 0, O_RATE},
-        {"size", 1, 0, O_SIZE}, {"duration", 1, 0, O_DUR}, {"drain", 1, 0, O_DRAIN},
-        {"hold", 1, 0, O_HOLD}, {"storm", 0, 0, O_STORM}, {"storm-every", 1, 0, O_STORMEV},
-        {"handshake-timeout", 1, 0, O_HST}, {"workers", 1, 0, O_WORKERS},
-        {"source-range", 1, 0, O_SRC}, {"max-connections", 1, 0, O_MAXC},
-        {"pipeline", 1, 0, O_PIPE}, {"server-pid", 1, 0, O_PID}, {"json", 1, 0, O_JSON},
-        {"plot", 1, 0, O_PLOT}, {"quiet", 0, 0, O_QUIET}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
-    int ch;
-    double v = 0;
-    const char *pub_url = NULL;
-    while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-        int bad = 0;
-        switch (ch) {
-        case 'h':
-        case O_HELP:
-            fputs(usage, stdout);
-            return 1;
-        case O_PROTO:
-            if (strcmp(optarg, "wsfan") == 0)
-                o->proto = PR_WSFAN;
-            else if (strcmp(optarg, "echo") == 0)
-                o->proto = PR_ECHO;
-            else if (strcmp(optarg, "template") == 0)
-                o->proto = PR_TEMPLATE;
-            else
-                bad = 1;
-            break;
-        case O_SUBT: o->sub_template = optarg; break;
-        case O_PUBT: o->pub_template = optarg; break;
-        case O_PUBURL: pub_url = optarg; break;
-        case O_SUBS: bad = num(optarg, 0, 1e7, &v); o->subscribers = (int)v; break;
-        case O_CHANS: bad = num(optarg, 1, MAX_CHANNELS, &v); o->channels = (int)v; break;
-        case O_PUBS: bad = num(optarg, 1, MAX_PUBLISHERS, &v); o->publishers = (int)v; break;
-        case O_CONNS: bad = num(optarg, 1, 1e7, &v); o->connections = (int)v; break;
-        case O_RATE:
-            if (strcmp(optarg, "max") == 0)
-                o->rate = 0;
-            else
-                bad = num(optarg, 0.001, 1e9, &o->rate);
-            break;
-        case O_SIZE: bad = num(optarg, 0, 1 << 19, &v); o->size = (int)v; break;
-        case O_DUR: bad = num(optarg, 0.1, 86400, &o->duration); break;
-        case O_DRAIN: bad = num(optarg, 0, 3600, &o->drain); break;
-        case O_HOLD: bad = num(optarg, 0, 86400, &o->hold); break;
-        case O_STORM: o->storm = true; break;
-        case O_STORMEV: bad = num(optarg, 0.1, 3600, &o->storm_every); break;
-        case O_HST: bad = num(optarg, 0.1, 600, &o->handshake_timeout); break;
-        case O_WORKERS: bad = num(optarg, 1, MAX_WORKERS, &v); o->workers = (int)v; break;
-        case O_SRC: bad = add_sources(o, optarg); break;
-        case O_MAXC: bad = num(optarg, 1, 1e8, &v); o->max_connections = (int)v; break;
-        case O_PIPE: bad = num(optarg, 1, 1024, &v); o->pipeline = (int)v; break;
-        case O_PID:
-            bad = num(optarg, 1, 1 << 30, &v) || o->npids == MAX_PIDS;
-            if (!bad)
-                o->server_pids[o->npids++] = (int)v;
-            break;
-        case O_JSON: o->json_path = optarg; break;
-        case O_PLOT: o->plot_path = optarg; break;
-        case O_QUIET: o->quiet = true; break;
-        default:
-            fprintf(stderr, "wsload: see --help\n");
-            return -1;
-        }
-        if (bad) {
-            fprintf(stderr, "wsload: bad value for --%s: '%s'\n", lo[ch - 256].name, optarg);
-            return -1;
-        }
-    }
-    if (argc - optind != 2) {
-        fprintf(stderr, "wsload: need SCENARIO and URL; see --help\n");
+/* The scenario, the URLs, and the defaults that depend on the scenario; 0 or -1. */
+static int resolve(opts *o)
+{
+    static const char *const names[] = {"fanout", "echo", "connect", "churn"}; /* enum scenario */
+    int sc = 0;
+    while (sc < 4 && strcmp(o->args[0], names[sc]) != 0)
+        sc++;
+    if (sc == 4) {
+        fprintf(stderr, "wsload: unknown scenario '%s'\n", o->args[0]);
         return -1;
     }
-    const char *sc = argv[optind];
-    if (strcmp(sc, "fanout") == 0)
-        o->scenario = SC_FANOUT;
-    else if (strcmp(sc, "echo") == 0)
-        o->scenario = SC_ECHO;
-    else if (strcmp(sc, "connect") == 0)
-        o->scenario = SC_CONNECT;
-    else if (strcmp(sc, "churn") == 0)
-        o->scenario = SC_CHURN;
-    else {
-        fprintf(stderr, "wsload: unknown scenario '%s'\n", sc);
+    o->scenario = (enum scenario)sc;
+    if (opts_url(&o->target, o->args[1], false) < 0) {
+        fprintf(stderr, "wsload: bad or unresolvable URL '%s' (ws:// or wss://)\n", o->args[1]);
         return -1;
     }
-    if (url_parse(&o->target, argv[optind + 1], false) < 0) {
-        fprintf(stderr, "wsload: bad or unresolvable URL '%s' (ws:// or wss://)\n", argv[optind + 1]);
-        return -1;
-    }
-    if (pub_url) {
-        if (url_parse(&o->pub_url, pub_url, true) < 0) {
-            fprintf(stderr, "wsload: bad --pub-url '%s'\n", pub_url);
+    if (o->pub_url_arg) {
+        if (opts_url(&o->pub_url, o->pub_url_arg, true) < 0) {
+            fprintf(stderr, "wsload: bad --pub-url '%s'\n", o->pub_url_arg);
             return -1;
         }
         o->has_pub_url = true;
@@ -251,6 +245,12 @@ int opts_parse(opts *o, int argc, char **argv)
     if (o->rate < 0) /* --storm alone: only the storms, no steady churn */
         o->rate = o->scenario == SC_FANOUT ? 1000 : o->scenario == SC_ECHO ? 10
                 : o->scenario == SC_CHURN && !o->storm ? 100 : 0;
+    return 0;
+}
+
+/* The combinations the flags alone cannot refuse; 0 or -1. */
+static int check(opts *o)
+{
     if (o->scenario == SC_CHURN && o->rate == 0 && !o->storm) {
         fprintf(stderr, "wsload: churn needs a --rate (or --storm)\n");
         return -1;
@@ -269,6 +269,12 @@ int opts_parse(opts *o, int argc, char **argv)
         fprintf(stderr, "wsload: publishers x channels must stay under 10 million\n");
         return -1;
     }
+    return 0;
+}
+
+/* Connections in total, the workers for them (one per 15,000 unless given); 0 or -1. */
+static int size_workers(opts *o)
+{
     long total = o->scenario == SC_FANOUT ? (long)o->subscribers + o->publishers : o->connections;
     if (total > o->max_connections) {
         fprintf(stderr, "wsload: %ld connections is over --max-connections %d\n", total, o->max_connections);
@@ -286,5 +292,17 @@ int opts_parse(opts *o, int argc, char **argv)
                         "about 19,000 here)\n", total, o->workers);
         return -1;
     }
+    return 0;
+}
+
+int opts_parse(opts *o, int argc, char **argv)
+{
+    memset(o, 0, sizeof *o);
+    o->rate = -1; /* not given: the scenario's default */
+    int rc = cli_parse(&PROG, o, argc, argv);
+    if (rc != 0)
+        return rc;
+    if (resolve(o) < 0 || check(o) < 0 || size_workers(o) < 0)
+        return -1;
     return 0;
 }

@@ -39,6 +39,8 @@ typedef struct opts {
     enum scenario scenario;
     enum proto proto;
     url target;
+    const char *args[2]; /* SCENARIO and URL, as given */
+    const char *pub_url_arg;
     bool has_pub_url;
     url pub_url;
     const char *sub_template, *pub_template;
@@ -59,9 +61,16 @@ typedef struct opts {
     int pipeline; /* HTTP publish requests in flight per publisher connection */
 } opts;
 
-/* Parses argv; returns 0, 1 after --help, or -1 after printing an error. */
+/* Parses argv (on rt/cli); returns 0, 1 after --help or --version, or -1 after printing an
+ * error. o keeps pointers into argv. */
 int opts_parse(opts *o, int argc, char **argv);
-int url_parse(url *u, const char *s, bool http_ok);
+
+/* Parses and resolves a ws(s):// URL, or also http(s):// with http_ok; 0 or -1. */
+int opts_url(url *u, const char *s, bool http_ok);
+
+/* Writes tpl into out[0..cap) with every {ch} replaced by channel ch's name ("ch.<n>"), NUL
+ * terminated; returns the length. */
+size_t opts_expand_ch(char *out, size_t cap, const char *tpl, uint32_t ch);
 
 /* Counters a worker keeps; summed by the parent. */
 typedef struct counters {

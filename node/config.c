@@ -157,7 +157,9 @@ static int custom(void *base, const cli_def *d, const char *v)
             return -1;
         return 0;
     }
-    if (c->norigins == CONFIG_MAX_ORIGINS) /* --origin */
+    if (strcmp(d->name, "origin") != 0)
+        return CLI_UNKNOWN; /* a CLI_CUSTOM def this function does not parse */
+    if (c->norigins == CONFIG_MAX_ORIGINS)
         return -1;
     c->origins[c->norigins++] = v;
     return 0;

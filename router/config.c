@@ -38,7 +38,8 @@ static const cli_def defs[] = {
 static int custom(void *base, const cli_def *d, const char *v)
 {
     rconfig *c = base;
-    (void)d;
+    if (strcmp(d->name, "shard") != 0)
+        return CLI_UNKNOWN;
     unsigned i, n;
     char rest;
     if (sscanf(v, "%u/%u%c", &i, &n, &rest) != 2 || n < 1 || n > 1024 || i >= n)

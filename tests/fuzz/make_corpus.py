@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora in tests/fuzz/corpus/{frame,handshake,envelope,jwt,http}/.
+"""Writes the seed corpora in tests/fuzz/corpus/{frame,handshake,envelope,jwt,http,http_response}/.
 
 Input formats are described at the top of each fuzz_<name>.c. Run from anywhere:
     python3 tests/fuzz/make_corpus.py
@@ -252,6 +252,31 @@ HTTP = {
 }
 
 
+def response(status_line, *headers, eol="\r\n", option=0x00, tail=b""):
+    """fuzz_http_response input: the option byte, a response head, and what follows it."""
+    head = status_line + eol + "".join(h + eol for h in headers) + eol
+    return bytes([option]) + head.encode("latin-1") + tail
+
+
+HTTP_RESPONSE = {
+    "upgrade": response("HTTP/1.1 101 Switching Protocols", "Upgrade: websocket",
+                        "Connection: Upgrade", "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+                        "Sec-WebSocket-Protocol: ws.json.v1", tail=b"\x81\x02{}"),
+    "publish_ok": response("HTTP/1.1 202 Accepted", "Content-Type: text/plain",
+                           "Content-Length: 3", tail=b"ok\n"),
+    "chunked": response("HTTP/1.1 201 Created", "Transfer-Encoding: chunked", option=0x18,
+                        tail=b"5\r\nhello\r\n0\r\n\r\n"),
+    "lf_only": response("HTTP/1.0 404 Not Found", "X-A:  padded \t", eol="\n", option=0xf8),
+    "no_reason": response("HTTP/1.1 204", option=0x08),
+    "obs_text": response("HTTP/1.1 500 Erreur \xe9", "X-Obs: \x80\xff"),
+    "many_headers": response("HTTP/1.1 200 OK", *[f"X-{i}: v" for i in range(6)], option=0x04),
+    "small_head": response("HTTP/1.1 200 OK", "Content-Length: 12345", option=0x02),
+    "folded": response("HTTP/1.1 200 OK", "A: b", " c"),
+    "two_lengths": response("HTTP/1.1 200 OK", "Content-Length: 1", "Content-Length: 2"),
+    "tls_alert": b"\x00\x15\x03\x03\x00\x02\x02\x28",
+}
+
+
 def write(name, files):
     d = os.path.join(HERE, "corpus", name)
     os.makedirs(d, exist_ok=True)
@@ -266,3 +291,4 @@ write("envelope", {**{k: json.dumps(v, separators=(",", ":"), ensure_ascii=False
                       for k, v in ENVELOPE.items()}, **ENVELOPE_RAW})
 write("jwt", JWT)
 write("http", HTTP)
+write("http_response", HTTP_RESPONSE)

@@ -1107,6 +1107,67 @@ static void test_header_of_huge_frame_waits_for_payload(void **state)
     assert_int_equal(ev.len, 3);
 }
 
+/* ---- ws_frame_client --------------------------------------------------------------------- */
+
+/* The RFC 6455 section 5.7 masked "Hello", byte for byte. */
+static void test_client_frame_rfc_example(void **state)
+{
+    (void)state;
+    static const uint8_t want[] = {0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58};
+    uint8_t out[WS_MAX_HEADER + 5];
+    assert_int_equal(ws_frame_client(out, WS_OP_TEXT, "Hello", 5, KEY), sizeof want);
+    assert_memory_equal(out, want, sizeof want);
+}
+
+/* At every length encoding a client frame is what a server's parser reads back, and it leaves
+ * the caller's payload as it was. */
+static void test_client_frame_round_trip(void **state)
+{
+    (void)state;
+    const size_t lens[] = {0, 1, 125, 126, 65535, 65536, 70001};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        size_t len = lens[i];
+        uint8_t *payload = malloc(len + 1), *copy = malloc(len + 1);
+        uint8_t *out = malloc(WS_MAX_HEADER + len);
+        assert_true(payload && copy && out);
+        fill_pattern(payload, len);
+        memcpy(copy, payload, len);
+        size_t n = ws_frame_client(out, WS_OP_BINARY, payload, len, KEY);
+        assert_int_equal(n, (len < 126 ? 6 : len < 65536 ? 8 : 14) + len);
+        assert_memory_equal(payload, copy, len);
+        bytes in = {0};
+        put(&in, out, n);
+        trace t;
+        feed_bytewise(&SERVER, &in, &t);
+        assert_int_equal(t.nrecs, 1);
+        assert_message(&t, 0, WS_OP_BINARY, payload, len);
+        trace_free(&t);
+        free(in.p);
+        free(out);
+        free(copy);
+        free(payload);
+    }
+}
+
+/* A client's close and pong frames are final control frames a server accepts. */
+static void test_client_frame_control(void **state)
+{
+    (void)state;
+    uint8_t pl[WS_MAX_CONTROL], out[WS_MAX_HEADER + WS_MAX_CONTROL];
+    size_t pn = ws_close_payload(pl, WS_CLOSE_NORMAL, "bye");
+    bytes in = {0};
+    put(&in, out, ws_frame_client(out, WS_OP_PONG, "p", 1, KEY));
+    put(&in, out, ws_frame_client(out, WS_OP_CLOSE, pl, pn, KEY));
+    trace t;
+    feed_whole(&SERVER, &in, &t);
+    assert_int_equal(t.nrecs, 2);
+    assert_control(&t, 0, WS_EV_PONG, "p", 1);
+    assert_int_equal(t.recs[1].type, WS_EV_CLOSE);
+    assert_int_equal(t.recs[1].code, WS_CLOSE_NORMAL);
+    trace_free(&t);
+    free(in.p);
+}
+
 /* ---- ws_close_payload ------------------------------------------------------------------- */
 
 static void test_close_payload_code_and_reason(void **state)
@@ -1240,6 +1301,9 @@ int main(void)
         cmocka_unit_test(test_header_flags_and_opcodes),
         cmocka_unit_test(test_header_round_trip_at_length_boundaries),
         cmocka_unit_test(test_header_of_huge_frame_waits_for_payload),
+        cmocka_unit_test(test_client_frame_rfc_example),
+        cmocka_unit_test(test_client_frame_round_trip),
+        cmocka_unit_test(test_client_frame_control),
         cmocka_unit_test(test_close_payload_code_and_reason),
         cmocka_unit_test(test_close_payload_truncates_ascii_to_125),
         cmocka_unit_test(test_close_payload_never_cuts_a_character),

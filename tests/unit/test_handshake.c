@@ -94,6 +94,53 @@ static void test_accept_other_keys(void **state)
     assert_string_equal(out, "Bx3W8HyqehoAICTa8obrF6wyjhg=");
 }
 
+/* ---- base64 and the client side ---------------------------------------------------------- */
+
+static void test_base64_rfc4648_vectors(void **state)
+{
+    (void)state;
+    static const char *const in[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    static const char *const out[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
+        char b[16];
+        assert_int_equal(ws_base64_encode(b, in[i], strlen(in[i])), strlen(out[i]));
+        assert_int_equal(WS_BASE64_LEN(strlen(in[i])), strlen(out[i]));
+        assert_string_equal(b, out[i]);
+    }
+}
+
+/* A client key is 24 characters the server side accepts as a key. */
+static void test_base64_client_key(void **state)
+{
+    (void)state;
+    static const unsigned char nonce[16] = "the sample nonce";
+    char key[WS_KEY_LEN + 1];
+    assert_int_equal(ws_base64_encode(key, nonce, 16), WS_KEY_LEN);
+    assert_string_equal(key, "dGhlIHNhbXBsZSBub25jZQ==");
+}
+
+static ws_http_resp response(const char *head)
+{
+    ws_http_resp r;
+    static const ws_http_limits lim = {.max_head = 4096, .max_headers = 16};
+    assert_int_equal(ws_http_parse_response(head, strlen(head), 0, &lim, &r), (int)strlen(head));
+    return r;
+}
+
+static void test_client_checks_accept(void **state)
+{
+    (void)state;
+    const char *key = "dGhlIHNhbXBsZSBub25jZQ==";
+    ws_http_resp r = response("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                              "sec-websocket-accept: " RFC_ACCEPT "\r\n\r\n");
+    assert_true(ws_handshake_accept_ok(&r, key, 24));
+    assert_false(ws_handshake_accept_ok(&r, "x3JJHMbDL1EzLkh9GBhXDw==", 24));
+    r = response("HTTP/1.1 101 Switching Protocols\r\n\r\n");
+    assert_false(ws_handshake_accept_ok(&r, key, 24));
+    r = response("HTTP/1.1 101 OK\r\nSec-WebSocket-Accept: " RFC_ACCEPT "x\r\n\r\n");
+    assert_false(ws_handshake_accept_ok(&r, key, 24));
+}
+
 /* ---- success ----------------------------------------------------------------------------- */
 
 static void test_valid_request_is_accepted(void **state)
@@ -449,6 +496,9 @@ int main(void)
         cmocka_unit_test(test_no_matching_protocol_chooses_none),
         cmocka_unit_test(test_protocol_not_offered_is_never_chosen),
         cmocka_unit_test(test_is_upgrade),
+        cmocka_unit_test(test_base64_rfc4648_vectors),
+        cmocka_unit_test(test_base64_client_key),
+        cmocka_unit_test(test_client_checks_accept),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
