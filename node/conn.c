@@ -18,24 +18,24 @@
 static void destroy(conn *c, const char *why);
 static void process(conn *c, uint8_t *buf, size_t n);
 
-worker *conn_worker(const conn *c) { return c->w; }
+worker *conn_worker(const conn *c) { return c->sess.w; }
 
 unsigned long long conn_id(const conn *c) { return (unsigned long long)c->sess.id; }
 
 bool conn_alive(const conn *c) { return c->state != ST_DEAD; }
 
-void conn_hold(conn *c) { c->refs++; }
+void conn_hold(conn *c) { c->sess.refs++; }
 
-void conn_release(conn *c) { c->refs--; }
+void conn_release(conn *c) { c->sess.refs--; }
 
 /* ---- transport: the only two places plain and TLS differ --------------------------------- */
 
 static void want_write(conn *c, bool on)
 {
     if (on && !c->writing)
-        ev_io_start(c->w->loop, &c->wio);
+        ev_io_start(c->sess.w->loop, &c->wio);
     else if (!on && c->writing)
-        ev_io_stop(c->w->loop, &c->wio);
+        ev_io_stop(c->sess.w->loop, &c->wio);
     c->writing = on;
 }
 
@@ -77,11 +77,11 @@ static ssize_t tx_writev(conn *c, const struct iovec *iov, int n)
     size_t want = c->tls_retry ? c->tls_retry : TLS_CHUNK, len = 0;
     for (int i = 0; i < n && len < want; i++) {
         size_t k = iov[i].iov_len < want - len ? iov[i].iov_len : want - len;
-        memcpy(c->w->tlsbuf + len, iov[i].iov_base, k);
+        memcpy(c->sess.w->tlsbuf + len, iov[i].iov_base, k);
         len += k;
     }
     ERR_clear_error();
-    int r = SSL_write(c->ssl, c->w->tlsbuf, (int)len);
+    int r = SSL_write(c->ssl, c->sess.w->tlsbuf, (int)len);
     if (r > 0) {
         c->tls_retry = 0;
         return r;
@@ -102,7 +102,7 @@ static void free_buffers(conn *c)
     c->paused = false;
     free(c->hs); /* or held: they share their place */
     c->hs = NULL;
-    c->hs_len = c->hs_cap = 0;
+    c->hs_len = 0;
     free(c->msg);
     c->msg = NULL;
     c->msg_len = c->msg_cap = 0;
@@ -114,7 +114,7 @@ static void destroy(conn *c, const char *why)
 {
     if (c->state == ST_DEAD)
         return;
-    worker *w = c->w;
+    worker *w = c->sess.w;
     log_debug("client %llx: closed: %s", conn_id(c), why);
     conn_impl_tl_remove(c);
     ev_io_stop(w->loop, &c->rio);
@@ -163,7 +163,7 @@ static const struct close_rule {
 
 void conn_close(conn *c, enum conn_how how, uint16_t code, const char *reason)
 {
-    worker *w = c->w;
+    worker *w = c->sess.w;
     bool open = c->state == ST_OPEN;
     if (c->state == ST_DEAD || how == CONN_DROP) {
         destroy(c, reason);
@@ -216,9 +216,9 @@ static void resume_input(conn *c)
         free(h);
     }
     if (c->state == ST_OPEN && !c->paused) {
-        ev_io_start(c->w->loop, &c->rio);
+        ev_io_start(c->sess.w->loop, &c->rio);
         if (c->ssl && SSL_pending(c->ssl)) /* decrypted bytes waiting inside OpenSSL */
-            ev_feed_event(c->w->loop, &c->rio, EV_READ);
+            ev_feed_event(c->sess.w->loop, &c->rio, EV_READ);
     }
 }
 
@@ -240,7 +240,7 @@ static void after_flush(conn *c)
 /* Takes r written bytes off the head of the queue. */
 static void consume(conn *c, size_t r)
 {
-    c->w->st->bytes_out += (uint64_t)r;
+    c->sess.w->st->bytes_out += (uint64_t)r;
     c->drained = c->drained > UINT32_MAX - (uint32_t)r ? UINT32_MAX : c->drained + (uint32_t)r;
     while (r) {
         wbuf *b = c->q[c->qhead];
@@ -262,7 +262,7 @@ static void consume(conn *c, size_t r)
 
 static void flush(conn *c)
 {
-    worker *w = c->w;
+    worker *w = c->sess.w;
     if (c->state == ST_DEAD)
         return;
     if (c->state == ST_OPEN && c->slow) {
@@ -317,7 +317,7 @@ static void flush(conn *c)
 
 static void deliver_message(conn *c, uint8_t opcode, const uint8_t *data, size_t len)
 {
-    c->w->st->messages_in++;
+    c->sess.w->st->messages_in++;
     if (c->echo)
         conn_impl_send_owned(c, wbuf_frame_copy(opcode, data, len));
     else
@@ -361,7 +361,7 @@ static void on_data(conn *c, const ws_event *ev)
  * worker produce more than about its soft limit ahead of what it reads. */
 static bool hold_input(conn *c, const uint8_t *rest, size_t n)
 {
-    worker *w = c->w;
+    worker *w = c->sess.w;
     if (c->state != ST_OPEN || c->qbytes <= w->cfg->outbuf_soft)
         return false;
     if (n) {
@@ -414,7 +414,7 @@ static void process(conn *c, uint8_t *buf, size_t n)
 {
     size_t off = 0;
     while (off < n && (c->state == ST_OPEN || c->state == ST_CLOSING)) {
-        if (c->state == ST_OPEN && c->qbytes > c->w->cfg->outbuf_soft && hold_input(c, buf + off, n - off))
+        if (c->state == ST_OPEN && c->qbytes > c->sess.w->cfg->outbuf_soft && hold_input(c, buf + off, n - off))
             return;
         ws_event ev;
         off += ws_parser_feed(&c->parser, buf + off, n - off, &ev);
@@ -501,7 +501,7 @@ int conn_read_body(conn *c, size_t head_len, ws_span prefix, size_t len, conn_bo
     memcpy(m + prefix.n, c->hs + head_len, have);
     free(c->hs);
     c->hs = NULL;
-    c->hs_len = c->hs_cap = 0;
+    c->hs_len = 0;
     c->msg = m;
     c->msg_len = prefix.n + have;
     c->msg_cap = prefix.n + len;
@@ -514,7 +514,7 @@ int conn_read_body(conn *c, size_t head_len, ws_span prefix, size_t len, conn_bo
 
 static void body_read(conn *c)
 {
-    worker *w = c->w;
+    worker *w = c->sess.w;
     if (!c->msg) { /* handed over: nothing more is expected, drain and drop */
         ssize_t n = tx_read(c, w->rbuf, w->rbuf_size);
         if (n == 0 || n == -2)
@@ -537,7 +537,7 @@ static void body_read(conn *c)
 void conn_upgrade(conn *c, bool echo, const char *resp, size_t n, size_t head_len, char *user,
                   auth_grant *grant)
 {
-    worker *w = c->w;
+    worker *w = c->sess.w;
     if (!send_bytes(c, resp, n)) {
         free(user);
         auth_grant_free(grant);
@@ -553,7 +553,7 @@ void conn_upgrade(conn *c, bool echo, const char *resp, size_t n, size_t head_le
     char *hsbuf = c->hs;
     size_t rest = c->hs_len - head_len;
     c->hs = NULL;
-    c->hs_len = c->hs_cap = 0;
+    c->hs_len = 0;
     if (rest)
         process(c, (uint8_t *)hsbuf + head_len, rest);
     free(hsbuf);
@@ -580,7 +580,7 @@ static int tls_step(conn *c)
     unsigned long code = ERR_get_error();
     if (code)
         ERR_error_string_n(code, err, sizeof err);
-    c->w->st->handshakes_failed++;
+    c->sess.w->st->handshakes_failed++;
     log_info("client %llx: TLS handshake failed: %s", conn_id(c), err);
     destroy(c, "TLS handshake failed");
     return -1;
@@ -588,12 +588,11 @@ static int tls_step(conn *c)
 
 static void handshake_read(conn *c)
 {
-    worker *w = c->w;
+    worker *w = c->sess.w;
     if (c->ssl && !c->tls_done && tls_step(c) <= 0)
         return;
     if (!c->hs) {
-        c->hs_cap = w->cfg->max_header_size + 1;
-        c->hs = malloc(c->hs_cap);
+        c->hs = malloc(w->cfg->max_header_size + 1);
         if (!c->hs) {
             destroy(c, "out of memory");
             return;
@@ -601,7 +600,7 @@ static void handshake_read(conn *c)
     }
     int r = WS_HTTP_PARTIAL;
     while (r == WS_HTTP_PARTIAL) {
-        ssize_t n = tx_read(c, c->hs + c->hs_len, c->hs_cap - c->hs_len);
+        ssize_t n = tx_read(c, c->hs + c->hs_len, w->cfg->max_header_size + 1 - c->hs_len);
         if (n == -1)
             return;
         if (n <= 0) {
@@ -627,7 +626,7 @@ static void handshake_read(conn *c)
  * kept behind what it held already. */
 static void paused_read(conn *c)
 {
-    worker *w = c->w;
+    worker *w = c->sess.w;
     ev_io_stop(w->loop, &c->rio);
     if (!c->write_wants_read)
         return;
@@ -651,7 +650,7 @@ static void paused_read(conn *c)
 
 static void ws_read(conn *c)
 {
-    worker *w = c->w;
+    worker *w = c->sess.w;
     if (c->paused) {
         paused_read(c);
         return;
@@ -685,7 +684,7 @@ static void ws_read(conn *c)
 
 static void linger_read(conn *c)
 {
-    worker *w = c->w;
+    worker *w = c->sess.w;
     ssize_t n = tx_read(c, w->rbuf, w->rbuf_size);
     if (n == 0 || n == -2)
         destroy(c, "closed after error");
@@ -745,7 +744,7 @@ void conn_accept(worker *w, int fd, ip_entry *ip)
             ipl_release(w->ips, ip, ev_now(w->loop));
         return;
     }
-    c->w = w;
+    c->sess.w = w;
     c->fd = fd;
     c->ip = ip;
     c->sess.id = session_new_id(w);
@@ -775,7 +774,7 @@ void conn_flush_pending(worker *w)
     }
     ws_list_each(it, &w->dead) {
         conn *c = ws_container_of(it, conn, tlink);
-        if (!c->refs && !c->sess.refs) { /* else an answer (Redis, wsrouter) will still look at it */
+        if (!c->sess.refs) { /* else an answer (Redis, wsrouter) will still look at it */
             ws_list_remove(it);
             free(c);
         }

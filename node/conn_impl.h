@@ -20,7 +20,6 @@ enum { AF_NONE, AF_SHUTDOWN, AF_DESTROY }; /* what the flush that empties the qu
 typedef void (*conn_impl_body_fn)(conn *c, uint8_t *buf, size_t len);
 
 struct conn {
-    worker *w;
     int fd;
     uint8_t state, tl, after_flush;
     bool echo;     /* the /echo route: messages come back as they came; no session */
@@ -30,9 +29,8 @@ struct conn {
     bool write_wants_read; /* a TLS write waits for bytes from the peer */
     bool behind;   /* its queue is over a quarter of the soft limit: counted in w->nbehind */
     bool paused;   /* its input waits (held) for its output to drain; rio is stopped */
-    uint32_t soft_took; /* bytes the peer took since it went over the soft limit */
-    uint32_t refs;      /* holders (conn_hold): the struct outlives them */
     uint32_t tls_retry; /* bytes an SSL_write that wanted to wait must be retried with */
+    uint32_t soft_took; /* bytes the peer took since it went over the soft limit */
     ev_io rio, wio;
     ws_list tlink; /* its timeout list (tl), then w->dead */
     double tstamp;
@@ -54,9 +52,9 @@ struct conn {
     uint32_t drained; /* bytes written since the last overload check */
     uint32_t check_q; /* qbytes at the last overload check */
     union {
-        struct { /* the request head, during the handshake */
+        struct { /* the request head, during the handshake (room: --max-header-size + 1) */
             char *hs;
-            size_t hs_len, hs_cap;
+            size_t hs_len;
         };
         struct { /* open: input read but not yet processed while its output is backed up */
             uint8_t *held;
@@ -65,11 +63,15 @@ struct conn {
     };
     uint8_t *msg; /* message assembly; in ST_BODY the body (NULL once handed over) */
     size_t msg_len, msg_cap;
-    conn_impl_body_fn body_done;
     struct ip_entry *ip; /* its address's entry in w->ips (NULL: not limited) */
     wbuf *pong; /* the last pong queued (our reference): the one a new ping may rewrite */
-    ws_parser parser;
-    session sess; /* /ws: who the client is and what it asked (sess.id names every connection) */
+    union {
+        ws_parser parser;            /* open and closing */
+        conn_impl_body_fn body_done; /* ST_BODY: who takes the body (never opens after) */
+    };
+    /* Who the client is and what it asked (/ws); sess.w is the worker of every connection,
+     * sess.id names it in logs, sess.refs counts who still holds it (conn_hold, answers). */
+    session sess;
 };
 
 /* ---- conn_queue.c, for conn.c ---- */

@@ -13,7 +13,7 @@
 void conn_impl_mark_pending(conn *c)
 {
     if (!ws_list_linked(&c->plink))
-        ws_list_push(&c->w->pending, &c->plink);
+        ws_list_push(&c->sess.w->pending, &c->plink);
 }
 
 /* ---- timeout lists ---------------------------------------------------------------------- */
@@ -30,13 +30,13 @@ void conn_impl_tl_move(conn *c, uint8_t which)
 {
     if (which == TL_CLOSING && c->tl != TL_CLOSING) {
         int outq = 0;
-        c->close_since = ev_now(c->w->loop);
+        c->close_since = ev_now(c->sess.w->loop);
         c->close_outq = c->fd >= 0 && ioctl(c->fd, SIOCOUTQ, &outq) == 0 && outq > 0 ? (uint32_t)outq : 0;
     }
     conn_impl_tl_remove(c);
     c->tl = which;
-    c->tstamp = ev_now(c->w->loop);
-    ws_list_push(&c->w->lists[which].head, &c->tlink);
+    c->tstamp = ev_now(c->sess.w->loop);
+    ws_list_push(&c->sess.w->lists[which].head, &c->tlink);
 }
 
 /* The connection whose clock started first on l, or NULL. */
@@ -110,7 +110,7 @@ void conn_impl_soft_remove(conn *c) { ws_list_remove(&c->slink); }
  * larger than the limit on its own (a 16 MiB echo) is not a slow consumer. */
 void conn_impl_soft_update(conn *c)
 {
-    worker *w = c->w;
+    worker *w = c->sess.w;
     bool in_soft = ws_list_linked(&c->slink);
     /* The hot path (every frame queued or written): a short queue with nothing to undo. */
     if (c->qbytes < w->cfg->outbuf_soft / 4 && !c->behind && !in_soft)
@@ -153,12 +153,12 @@ void conn_impl_enqueue(conn *c, wbuf *b)
         c->qcap = cap;
         c->qhead = 0;
     }
-    if (c->qbytes > c->w->cfg->outbuf_hard)
+    if (c->qbytes > c->sess.w->cfg->outbuf_hard)
         c->slow = true;
     c->q[(c->qhead + c->qlen) & (c->qcap - 1)] = wbuf_ref(b);
     c->qlen++;
     c->qbytes += b->len;
-    c->w->st->messages_out++;
+    c->sess.w->st->messages_out++;
     conn_impl_soft_update(c);
     conn_impl_mark_pending(c);
 }
@@ -231,7 +231,7 @@ void conn_impl_answer_ping(conn *c, const uint8_t *p, size_t n)
 
 void conn_impl_slow_close(conn *c)
 {
-    worker *w = c->w;
+    worker *w = c->sess.w;
     conn_impl_soft_remove(c);
     if (c->state != ST_OPEN) /* already closing: its close frame must not be dropped */
         return;
@@ -341,7 +341,7 @@ void conn_drain_all(worker *w)
 
 static void deliver_to(conn *c, wbuf *frame)
 {
-    worker *w = c->w;
+    worker *w = c->sess.w;
     if (c->state != ST_OPEN || c->slow) {
         w->st->drops++;
         return;

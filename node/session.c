@@ -302,7 +302,7 @@ void session_start(session *s, worker *w, const session_transport *tx, char *use
 void session_stop(session *s)
 {
     s->live = false;
-    if (!s->w)
+    if (!s->tx)
         return; /* never started */
     hub_leave_all(&s->w->evhub, &s->evsubs);
     hub_leave_all(&s->w->hub, &s->subs);
