@@ -23,7 +23,7 @@ tab_entry *tab_get(const table *t, const char *k, size_t n)
 {
     if (!t->cap)
         return NULL;
-    uint64_t h = ws_siphash(t->key, k, n);
+    uint32_t h = (uint32_t)ws_siphash(t->key, k, n);
     for (tab_entry *e = t->b[h & (t->cap - 1)]; e; e = e->next)
         if (e->hash == h && e->klen == n && memcmp(e->key, k, n) == 0)
             return e;
@@ -52,7 +52,7 @@ int tab_put(table *t, tab_entry *e)
 {
     if (t->n >= t->cap && grow(t) < 0)
         return -1;
-    e->hash = ws_siphash(t->key, e->key, e->klen);
+    e->hash = (uint32_t)ws_siphash(t->key, e->key, e->klen);
     tab_entry **slot = &t->b[e->hash & (t->cap - 1)];
     e->next = *slot;
     *slot = e;

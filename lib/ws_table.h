@@ -8,11 +8,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* 24 bytes: it is embedded in every connection and channel, so it is kept small. The hash
+ * kept is the low 32 bits of the key's SipHash (bucket index and a quick compare). */
 typedef struct tab_entry {
     struct tab_entry *next;
-    uint64_t hash;
     const char *key; /* points into the owning struct; set before tab_put */
-    size_t klen;
+    uint32_t klen;   /* key length: keys are short names and ids */
+    uint32_t hash;
 } tab_entry;
 
 typedef struct table {

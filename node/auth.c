@@ -212,6 +212,65 @@ static int numeric_date(jwt_t *jwt, const char *name, double *out)
     return ok ? 1 : -1;
 }
 
+/* The token's alg, crit header and times allow it: NULL, else why not. */
+static const char *check_header_and_times(const auth *a, jwt_t *jwt, double now)
+{
+    jwt_alg_t alg = jwt_get_alg(jwt);
+    bool hmac = alg == JWT_ALG_HS256 || alg == JWT_ALG_HS384 || alg == JWT_ALG_HS512;
+    bool pk = alg >= JWT_ALG_RS256 && alg <= JWT_ALG_ES512;
+    /* libjwt accepts alg "none" whatever the key, and verifies with the token's own alg: an HS
+     * token "signed" with the public key would pass. Only the configured family counts. */
+    if (a->hmac ? !hmac : !pk)
+        return "algorithm not allowed";
+    /* RFC 7515 section 4.1.11: a token whose crit header names extensions the recipient does
+     * not understand MUST be refused, and this server understands none (an empty list is
+     * itself invalid). */
+    char *crit = jwt_get_headers_json(jwt, "crit");
+    if (crit) {
+        free(crit);
+        return "crit header (no critical extension is understood here)";
+    }
+    double exp, nbf;
+    int has_exp = numeric_date(jwt, "exp", &exp), has_nbf = numeric_date(jwt, "nbf", &nbf);
+    if (has_exp < 0 || has_nbf < 0)
+        return "exp or nbf is not a number";
+    if (has_exp && now > exp + a->leeway)
+        return "expired";
+    if (has_nbf && now + a->leeway < nbf)
+        return "not valid yet (nbf)";
+    return NULL;
+}
+
+/* The sub claim if usable as a user id (1..AUTH_USER_MAX bytes of UTF-8, no control
+ * characters), else NULL. */
+static const char *usable_sub(jwt_t *jwt)
+{
+    const char *sub = jwt_get_grant(jwt, "sub");
+    size_t sn = sub ? strlen(sub) : 0;
+    if (!sn || sn > AUTH_USER_MAX || !ws_utf8_valid((const uint8_t *)sub, sn))
+        return NULL;
+    for (size_t i = 0; i < sn; i++)
+        if ((unsigned char)sub[i] < 0x20 || sub[i] == 0x7f)
+            return NULL;
+    return sub;
+}
+
+/* The grant the perm claim gives (everything without one), or NULL with *why set. */
+static auth_grant *grant_of(jwt_t *jwt, const char **why)
+{
+    char *perm = jwt_get_grants_json(jwt, "perm");
+    if (!perm)
+        return grant_make(NULL, 0, NULL, 0, true, true);
+    perm_walk w = {0};
+    auth_grant *g = NULL;
+    if (ws_json_object(perm, strlen(perm), perm_member, &w) < 0 || w.bad)
+        *why = "bad perm claim";
+    else
+        g = grant_make(w.sub, (size_t)w.nsub, w.pub, (size_t)w.npub, false, w.send);
+    free(perm);
+    return g;
+}
+
 int auth_check(const auth *a, const char *token, size_t len, double now, char *user,
                auth_grant **grant, const char **why)
 {
@@ -233,67 +292,19 @@ int auth_check(const auth *a, const char *token, size_t len, double now, char *u
         return -1;
     }
     int rc = -1;
-    jwt_alg_t alg = jwt_get_alg(jwt);
-    bool hmac = alg == JWT_ALG_HS256 || alg == JWT_ALG_HS384 || alg == JWT_ALG_HS512;
-    bool pk = alg >= JWT_ALG_RS256 && alg <= JWT_ALG_ES512;
-    /* libjwt accepts alg "none" whatever the key, and verifies with the token's own alg: an HS
-     * token "signed" with the public key would pass. Only the configured family counts. */
-    if (a->hmac ? !hmac : !pk) {
-        *why = "algorithm not allowed";
+    const char *sub = NULL;
+    if ((*why = check_header_and_times(a, jwt, now)) != NULL)
         goto out;
-    }
-    /* RFC 7515 section 4.1.11: a token whose crit header names extensions the recipient does
-     * not understand MUST be refused, and this server understands none (an empty list is
-     * itself invalid). */
-    char *crit = jwt_get_headers_json(jwt, "crit");
-    if (crit) {
-        free(crit);
-        *why = "crit header (no critical extension is understood here)";
-        goto out;
-    }
-    double exp, nbf;
-    int has_exp = numeric_date(jwt, "exp", &exp), has_nbf = numeric_date(jwt, "nbf", &nbf);
-    if (has_exp < 0 || has_nbf < 0) {
-        *why = "exp or nbf is not a number";
-        goto out;
-    }
-    if (has_exp && now > exp + a->leeway) {
-        *why = "expired";
-        goto out;
-    }
-    if (has_nbf && now + a->leeway < nbf) {
-        *why = "not valid yet (nbf)";
-        goto out;
-    }
-    const char *sub = jwt_get_grant(jwt, "sub");
-    size_t sn = sub ? strlen(sub) : 0;
-    if (!sn || sn > AUTH_USER_MAX || !ws_utf8_valid((const uint8_t *)sub, sn)) {
+    if (!(sub = usable_sub(jwt))) {
         *why = "no usable sub claim";
         goto out;
     }
-    for (size_t i = 0; i < sn; i++)
-        if ((unsigned char)sub[i] < 0x20 || sub[i] == 0x7f) {
-            *why = "no usable sub claim";
-            goto out;
-        }
-    char *perm = jwt_get_grants_json(jwt, "perm");
-    if (!perm) {
-        *grant = grant_make(NULL, 0, NULL, 0, true, true);
-    } else {
-        perm_walk w = {0};
-        if (ws_json_object(perm, strlen(perm), perm_member, &w) < 0 || w.bad) {
-            free(perm);
-            *why = "bad perm claim";
-            goto out;
-        }
-        *grant = grant_make(w.sub, (size_t)w.nsub, w.pub, (size_t)w.npub, false, w.send);
-        free(perm);
-    }
-    if (!*grant) {
-        *why = "out of memory";
+    const char *bad = NULL;
+    if (!(*grant = grant_of(jwt, &bad))) {
+        *why = bad ? bad : "out of memory";
         goto out;
     }
-    memcpy(user, sub, sn + 1);
+    memcpy(user, sub, strlen(sub) + 1);
     rc = 0;
 out:
     jwt_free(jwt);

@@ -10,10 +10,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "cluster.h"
 #include "config.h"
 #include "ws_http.h"
 
-#define AUTH_USER_MAX 128   /* longest user id (sub claim) */
+#define AUTH_USER_MAX CLUSTER_USER_MAX /* longest user id (sub claim): the cluster's one limit */
 #define AUTH_PATTERNS_MAX 64 /* patterns per list in a perm claim */
 #define AUTH_TOKEN_MAX 4096 /* longest token looked at */
 

@@ -174,7 +174,6 @@ static const cli_prog prog = {
     .custom = custom,
 };
 
-void config_usage(void *f) { cli_usage(&prog, f); }
 
 int config_parse(config *c, int argc, char **argv)
 {

@@ -62,7 +62,4 @@ typedef struct config {
  * what was asked, or -1 after printing an error to stderr. */
 int config_parse(config *c, int argc, char **argv);
 
-/* Prints every flag with its default to f. */
-void config_usage(void *f);
-
 #endif

@@ -1,34 +1,72 @@
-/* conn: one client connection: the state machine handshake -> open -> closing, reading and
- * parsing in place, the outbound queue with its limits, and the timeouts. Plain and TLS
- * sockets share every line of it but the two transport calls. */
+/* conn: the transport of one client connection: the state machine handshake -> (body) ->
+ * open -> closing/linger -> dead, reading and parsing frames in place, the outbound queue
+ * with its limits, the timeout lists. Plain and TLS sockets share every line of it but the
+ * two transport calls. A complete request head goes to w->on_request (HTTP); an open /ws
+ * connection carries a session (session.h), which it feeds whole messages. */
 #ifndef CONN_H
 #define CONN_H
 
+#include "session.h"
 #include "worker.h"
+
+struct ip_entry;
+
+/* How a connection ends: the one state change behind every close (conn_close). */
+enum conn_how {
+    CONN_DROP,         /* close the socket now; nothing more is sent */
+    CONN_GOODBYE,      /* open only: send close (code, reason), wait --close-timeout for the reply */
+    CONN_GOODBYE_DEAF, /* the same, but read nothing more: shut down TCP once the frame is out */
+    CONN_ANSWER,       /* the client sent close: echo its code (if open), then close TCP */
+    CONN_FAIL,         /* protocol error: close frame (if open), shut down writing, discard input
+                        * until the client's FIN or the close timeout (RFC 6455 section 7.1.7) */
+    CONN_HTTP_DONE,    /* the HTTP response is queued: write it, shut down, linger for the FIN */
+};
 
 /* Takes ownership of an accepted non-blocking socket (and of its admission ip, which may be
  * NULL) and starts its handshake. */
-struct ip_entry;
 void conn_accept(worker *w, int fd, struct ip_entry *ip);
 
-/* The hub's delivery callback: queues a shared frame on a subscriber, or drops it (counted)
- * when the subscriber is closing or, under --slow-policy drop, over its soft limit. */
-hub_deliver_fn conn_hub_deliver(void);
+/* Moves c toward dead as `how` says; code and reason go in the close frame (reason alone is
+ * logged for CONN_DROP and CONN_FAIL). Nothing happens to a connection already dead, nor a
+ * CONN_GOODBYE to one that is not open. */
+void conn_close(conn *c, enum conn_how how, uint16_t code, const char *reason);
 
-/* The same for w->evhub, whose members are the connections' event subscriptions. */
-hub_deliver_fn conn_evhub_deliver(void);
+/* HTTP: queues response b (takes a reference; a prebuilt buffer is shared, not copied) and
+ * ends the connection after it (CONN_HTTP_DONE). */
+void conn_respond(conn *c, wbuf *b);
 
-/* The hub's member callback: reports joins and leaves of /ws clients to presence. */
-hub_member_fn conn_hub_member(void);
+/* The same with a copy of p[0..n). n == 0 (a response that did not fit its buffer) drops c. */
+void conn_respond_copy(conn *c, const void *p, size_t n);
 
-/* Delivers a direct message {"op":"msg","from":..,"data":..} to the open /ws client with this
- * local number. Returns NULL when queued, "not_found" when there is no such client, "busy" when
- * it is over --direct-rate or has half its soft limit queued (the message is dropped). */
-const char *conn_direct(worker *w, uint64_t local, const char *from, ws_span data);
+/* The request body is complete: buf holds the prefix given to conn_read_body, then the body
+ * (len bytes in all, valid during the call). The connection waits on its handshake clock
+ * for the handler's conn_respond, its further input discarded. */
+typedef void (*conn_body_fn)(conn *c, uint8_t *buf, size_t len);
 
-/* Calls fn for every channel every open /ws client of w subscribes (the presence snapshot). */
-void conn_each_member(worker *w, void (*fn)(void *ctx, const char *client, const char *user, ws_span ch),
-                      void *ctx);
+/* After a request head of head_len bytes: reads a body of len bytes (those read with the head
+ * first) behind a copy of prefix[0..prefix_len), then calls done. -1 when out of memory (c is
+ * dropped). */
+int conn_read_body(conn *c, size_t head_len, ws_span prefix, size_t len, conn_body_fn done);
+
+/* The upgrade was accepted: queues resp[0..n) (the 101), opens the WebSocket and, for /ws
+ * (echo false), starts its session with user and grant (owned from here on; freed if c is
+ * already dead). Bytes read after the head (head_len) are the first frames. */
+void conn_upgrade(conn *c, bool echo, const char *resp, size_t n, size_t head_len, char *user,
+                  auth_grant *grant);
+
+/* The worker c belongs to, and the number its logs name it by. */
+worker *conn_worker(const conn *c);
+unsigned long long conn_id(const conn *c);
+
+/* False once c is dead. A holder (conn_hold) keeps the struct from being freed meanwhile. */
+bool conn_alive(const conn *c);
+void conn_hold(conn *c);
+void conn_release(conn *c);
+
+/* Hub delivery callbacks for w->hub and w->evhub: queue a shared frame on a subscriber, or
+ * drop it (counted) when it is closing or, under --slow-policy drop, over its soft limit. */
+void conn_hub_deliver(hub_member *m, wbuf *frame, void *ctx);
+void conn_evhub_deliver(hub_member *m, wbuf *frame, void *ctx);
 
 /* Writes out every connection with queued output (called before the loop sleeps), closes slow
  * consumers, and frees connections closed since the last call. */

@@ -13,9 +13,8 @@ typedef struct hub_ref {
 } hub_ref;
 
 struct hub_channel {
-    hub_channel *next;               /* hash chain */
-    hub_channel *iprev, *inext;      /* idle list, while n == 0 */
-    uint64_t hash;
+    tab_entry e;  /* in h->channels, keyed by name */
+    ws_list idle; /* h->idle, while n == 0 */
     uint64_t seq;
     hub_ref *refs;
     uint32_t n, cap;
@@ -23,89 +22,51 @@ struct hub_channel {
     char name[];
 };
 
-/* Channel names come from clients: the hash is SipHash keyed per process, so nobody can fill
- * one bucket with colliding names and stall the worker on every lookup. */
-static uint64_t hash_key(const hub *h, ws_span s) { return ws_siphash(h->key, s.p, s.n); }
-
 void hub_init(hub *h, hub_deliver_fn deliver, void *ctx, size_t max_idle, const uint8_t key[16])
 {
     memset(h, 0, sizeof *h);
     h->deliver = deliver;
     h->ctx = ctx;
     h->max_idle = max_idle;
-    ws_siphash_key(h->key, key);
+    uint64_t k[2];
+    ws_siphash_key(k, key);
+    tab_init(&h->channels, k);
+    ws_list_init(&h->idle);
+}
+
+static void free_channel(tab_entry *e, void *ctx)
+{
+    hub_channel *c = ws_container_of(e, hub_channel, e);
+    tab_del(ctx, e);
+    free(c->refs);
+    free(c);
 }
 
 void hub_free(hub *h)
 {
-    for (size_t i = 0; i < h->nbuckets; i++) {
-        hub_channel *c = h->buckets[i];
-        while (c) {
-            hub_channel *next = c->next;
-            free(c->refs);
-            free(c);
-            c = next;
-        }
-    }
-    free(h->buckets);
+    tab_each(&h->channels, free_channel, &h->channels);
+    tab_free(&h->channels);
     memset(h, 0, sizeof *h);
 }
 
-static hub_channel *lookup(const hub *h, ws_span name, uint64_t hash)
+static hub_channel *lookup(const hub *h, ws_span name)
 {
-    if (!h->nbuckets)
-        return NULL;
-    for (hub_channel *c = h->buckets[hash & (h->nbuckets - 1)]; c; c = c->next)
-        if (c->hash == hash && c->name_len == name.n && memcmp(c->name, name.p, name.n) == 0)
-            return c;
-    return NULL;
-}
-
-static int grow_table(hub *h)
-{
-    size_t nb = h->nbuckets ? h->nbuckets * 2 : 64;
-    hub_channel **b = calloc(nb, sizeof *b);
-    if (!b)
-        return -1;
-    for (size_t i = 0; i < h->nbuckets; i++) {
-        hub_channel *c = h->buckets[i];
-        while (c) {
-            hub_channel *next = c->next;
-            c->next = b[c->hash & (nb - 1)];
-            b[c->hash & (nb - 1)] = c;
-            c = next;
-        }
-    }
-    free(h->buckets);
-    h->buckets = b;
-    h->nbuckets = nb;
-    return 0;
+    tab_entry *e = tab_get(&h->channels, name.p, name.n);
+    return e ? ws_container_of(e, hub_channel, e) : NULL;
 }
 
 static void idle_remove(hub *h, hub_channel *c)
 {
-    if (c->iprev)
-        c->iprev->inext = c->inext;
-    else
-        h->idle_head = c->inext;
-    if (c->inext)
-        c->inext->iprev = c->iprev;
-    else
-        h->idle_tail = c->iprev;
-    c->iprev = c->inext = NULL;
+    ws_list_remove(&c->idle);
     h->nidle--;
 }
 
 static void drop_channel(hub *h, hub_channel *c)
 {
     idle_remove(h, c);
-    hub_channel **pp = &h->buckets[c->hash & (h->nbuckets - 1)];
-    while (*pp != c)
-        pp = &(*pp)->next;
-    *pp = c->next;
+    tab_del(&h->channels, &c->e);
     free(c->refs);
     free(c);
-    h->nchannels--;
 }
 
 /* c has just lost its last subscriber (or was created without one): keep it, newest last,
@@ -115,44 +76,36 @@ static void idle_push(hub *h, hub_channel *c)
     free(c->refs);
     c->refs = NULL;
     c->cap = 0;
-    c->iprev = h->idle_tail;
-    c->inext = NULL;
-    if (h->idle_tail)
-        h->idle_tail->inext = c;
-    else
-        h->idle_head = c;
-    h->idle_tail = c;
+    ws_list_push(&h->idle, &c->idle);
     h->nidle++;
     if (h->nidle > h->max_idle)
-        drop_channel(h, h->idle_head);
+        drop_channel(h, ws_container_of(ws_list_first(&h->idle), hub_channel, idle));
 }
 
 /* The channel called name, created idle if it does not exist; NULL when out of memory. */
 static hub_channel *get(hub *h, ws_span name)
 {
-    uint64_t hash = hash_key(h, name);
-    hub_channel *c = lookup(h, name, hash);
+    hub_channel *c = lookup(h, name);
     if (c)
         return c;
-    if (h->nchannels >= h->nbuckets && grow_table(h) < 0)
-        return NULL;
     c = calloc(1, sizeof *c + name.n);
     if (!c)
         return NULL;
     memcpy(c->name, name.p, name.n);
     c->name_len = (uint16_t)name.n;
-    c->hash = hash;
-    hub_channel **pp = &h->buckets[hash & (h->nbuckets - 1)];
-    c->next = *pp;
-    *pp = c;
-    h->nchannels++;
+    c->e.key = c->name;
+    c->e.klen = name.n;
+    if (tab_put(&h->channels, &c->e) < 0) {
+        free(c);
+        return NULL;
+    }
     idle_push(h, c);
     return c;
 }
 
 int hub_subscribe(hub *h, hub_member *m, ws_span name)
 {
-    hub_channel *c = lookup(h, name, hash_key(h, name));
+    hub_channel *c = lookup(h, name);
     for (uint32_t i = 0; c && i < m->n; i++)
         if (m->subs[i].ch == c)
             return 0;
@@ -215,7 +168,7 @@ static void remove_sub(hub *h, hub_member *m, uint32_t slot)
 
 int hub_unsubscribe(hub *h, hub_member *m, ws_span name)
 {
-    hub_channel *c = lookup(h, name, hash_key(h, name));
+    hub_channel *c = lookup(h, name);
     for (uint32_t i = 0; c && i < m->n; i++) {
         if (m->subs[i].ch == c) {
             remove_sub(h, m, i);
@@ -241,7 +194,7 @@ void hub_leave_all(hub *h, hub_member *m)
 
 bool hub_is_member(const hub *h, const hub_member *m, ws_span name)
 {
-    hub_channel *c = lookup(h, name, hash_key(h, name));
+    hub_channel *c = lookup(h, name);
     for (uint32_t i = 0; c && i < m->n; i++)
         if (m->subs[i].ch == c)
             return true;
@@ -280,27 +233,38 @@ uint64_t hub_publish(hub *h, ws_span name, ws_span data, size_t *delivered)
 
 size_t hub_deliver(hub *h, ws_span name, uint64_t seq, ws_span data)
 {
-    hub_channel *c = lookup(h, name, hash_key(h, name));
+    hub_channel *c = lookup(h, name);
     return c && c->n ? fan_out(h, c, seq, data) : 0;
 }
 
-void hub_each_active(const hub *h, void (*fn)(void *ctx, ws_span name), void *ctx)
+typedef struct active_walk {
+    void (*fn)(void *ctx, ws_span name);
+    void *ctx;
+} active_walk;
+
+static void each_active(tab_entry *e, void *ctx)
 {
-    for (size_t i = 0; i < h->nbuckets; i++)
-        for (hub_channel *c = h->buckets[i]; c; c = c->next)
-            if (c->n)
-                fn(ctx, (ws_span){c->name, c->name_len});
+    active_walk *aw = ctx;
+    hub_channel *c = ws_container_of(e, hub_channel, e);
+    if (c->n)
+        aw->fn(aw->ctx, (ws_span){c->name, c->name_len});
+}
+
+void hub_each_active(hub *h, void (*fn)(void *ctx, ws_span name), void *ctx)
+{
+    active_walk aw = {fn, ctx};
+    tab_each(&h->channels, each_active, &aw);
 }
 
 size_t hub_count(const hub *h, ws_span name)
 {
-    hub_channel *c = lookup(h, name, hash_key(h, name));
+    hub_channel *c = lookup(h, name);
     return c ? c->n : 0;
 }
 
 size_t hub_send(hub *h, ws_span name, wbuf *frame)
 {
-    hub_channel *c = lookup(h, name, hash_key(h, name));
+    hub_channel *c = lookup(h, name);
     if (!c)
         return 0;
     for (uint32_t i = 0; i < c->n; i++)
@@ -312,7 +276,7 @@ ws_span hub_channel_name(const hub_channel *c) { return (ws_span){c->name, c->na
 
 void hub_each_member(const hub *h, ws_span name, void (*fn)(hub_member *m, void *ctx), void *ctx)
 {
-    hub_channel *c = lookup(h, name, hash_key(h, name));
+    hub_channel *c = lookup(h, name);
     for (uint32_t i = 0; c && i < c->n; i++)
         fn(c->refs[i].m, ctx);
 }

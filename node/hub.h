@@ -9,6 +9,8 @@
 
 #include "wbuf.h"
 #include "ws_http.h"
+#include "ws_list.h"
+#include "ws_table.h"
 
 typedef struct hub_channel hub_channel;
 
@@ -34,11 +36,9 @@ typedef void (*hub_active_fn)(void *ctx, ws_span name, bool active);
 typedef void (*hub_member_fn)(void *ctx, hub_member *m, ws_span name, bool joined);
 
 typedef struct hub {
-    hub_channel **buckets;
-    size_t nbuckets, nchannels;
-    hub_channel *idle_head, *idle_tail; /* channels without subscribers, oldest first */
+    table channels; /* by name, SipHash-keyed: channel names are chosen by clients */
+    ws_list idle;   /* channels without subscribers, oldest first */
     size_t nidle, max_idle;
-    uint64_t key[2]; /* SipHash key: channel names are chosen by clients */
     hub_deliver_fn deliver;
     hub_active_fn on_active; /* optional: set after hub_init */
     hub_member_fn on_member; /* optional: set after hub_init */
@@ -48,7 +48,8 @@ typedef struct hub {
 /* max_idle: channels without subscribers kept (with their seq) before the oldest is forgotten.
  * key: 16 random bytes for the channel hash, so clients cannot aim names at one bucket. */
 void hub_init(hub *h, hub_deliver_fn deliver, void *ctx, size_t max_idle, const uint8_t key[16]);
-void hub_free(hub *h); /* every member must have left */
+/* Frees every channel; every member must have left. */
+void hub_free(hub *h);
 
 /* Subscribes m to channel name: 1 newly subscribed, 0 already was, -1 out of memory. */
 int hub_subscribe(hub *h, hub_member *m, ws_span name);
@@ -73,7 +74,7 @@ uint64_t hub_publish(hub *h, ws_span name, ws_span data, size_t *delivered);
 size_t hub_deliver(hub *h, ws_span name, uint64_t seq, ws_span data);
 
 /* Calls fn(ctx, name) for every channel with at least one local subscriber. */
-void hub_each_active(const hub *h, void (*fn)(void *ctx, ws_span name), void *ctx);
+void hub_each_active(hub *h, void (*fn)(void *ctx, ws_span name), void *ctx);
 
 /* Hands one prebuilt frame (the callee takes its own reference) to every subscriber of name;
  * returns how many. */

@@ -6,6 +6,7 @@
 
 #include "gcra.h"
 #include "ws_hash.h"
+#include "ws_list.h"
 #include "ws_table.h"
 
 struct ip_entry {
@@ -38,7 +39,7 @@ ip_table *ipl_new(int max_conns, int rate, const uint8_t key[16])
 static void free_entry(tab_entry *e, void *ctx)
 {
     tab_del(ctx, e);
-    free(e);
+    free(ws_container_of(e, ip_entry, e));
 }
 
 void ipl_free(ip_table *t)
@@ -79,7 +80,7 @@ ip_entry *ipl_admit(ip_table *t, const struct sockaddr_storage *addr, double now
     uint8_t x[16];
     addr16(addr, x);
     tab_entry *te = tab_get(&t->t, (const char *)x, sizeof x);
-    ip_entry *e = te ? (ip_entry *)te : NULL; /* e is the first member */
+    ip_entry *e = te ? ws_container_of(te, ip_entry, e) : NULL;
     if (!e) {
         if (!(e = calloc(1, sizeof *e))) {
             *why = "out of memory";
@@ -122,7 +123,7 @@ typedef struct sweep {
 static void sweep_one(tab_entry *te, void *ctx)
 {
     sweep *s = ctx;
-    ip_entry *e = (ip_entry *)te;
+    ip_entry *e = ws_container_of(te, ip_entry, e);
     if (e->conns == 0 && e->tat <= s->now) {
         tab_del(s->t, te);
         free(e);

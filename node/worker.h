@@ -1,5 +1,6 @@
-/* worker: one wsnode worker process: a libev loop, its listening socket, its connections and
- * its channels. Everything here belongs to one process; nothing is shared between workers. */
+/* worker: the state of one wsnode worker process, as data: its loop, connection lists,
+ * channels, bus and counters. No functions of its own beyond two inline reads (no worker.c),
+ * so every room of the node may include it without a cycle; process.c runs a worker. */
 #ifndef WORKER_H
 #define WORKER_H
 
@@ -9,11 +10,15 @@
 #include <stdint.h>
 
 #include "bus.h"
+#include "cluster.h"
 #include "config.h"
 #include "hub.h"
 #include "presence.h"
 #include "stats.h"
 #include "ws_frame.h"
+#include "ws_http.h"
+#include "ws_list.h"
+#include "ws_table.h"
 
 typedef struct conn conn;
 
@@ -23,7 +28,7 @@ typedef struct conn conn;
 enum { TL_NONE, TL_HANDSHAKE, TL_OPEN, TL_PINGED, TL_CLOSING, TL_COUNT };
 
 typedef struct tlist {
-    conn *head, *tail;
+    ws_list head; /* of conn, by their timeout link */
     double timeout;
 } tlist;
 
@@ -35,7 +40,7 @@ typedef struct worker {
     struct ev_loop *loop;
     const config *cfg;
     int index;
-    char node_id[128];
+    char node_id[CLUSTER_NODE_ID_MAX + 1];
     int lfd;
     ev_io accept_w;
     ev_timer accept_pause; /* out of descriptors: stop accepting for a moment */
@@ -47,11 +52,15 @@ typedef struct worker {
     SSL_CTX *tls;
     uint8_t *rbuf; /* one read buffer for all connections; frames are parsed in place */
     size_t rbuf_size;
-    uint8_t *tlsbuf; /* TLS writes coalesce queued frames here */
-    conn *pending;   /* connections with queued output, linked by conn.pnext */
-    conn *dead;      /* closed connections, freed once no callback can still see them */
+    uint8_t *tlsbuf;  /* TLS writes coalesce queued frames here */
+    ws_http_req *req; /* the request head being looked at (one at a time; too large for a stack frame) */
+    /* HTTP: a connection's request head was parsed (parsed: ws_http_parse's result, never
+     * WS_HTTP_PARTIAL); set by whoever runs the worker. */
+    void (*on_request)(conn *c, int parsed, const ws_http_req *req);
+    ws_list pending; /* connections with queued output */
+    ws_list dead;    /* closed connections, freed once no callback can still see them */
     tlist lists[TL_COUNT];
-    tlist soft; /* connections over --outbuf-soft, linked by conn.snext (timeout unused) */
+    ws_list soft; /* connections over --outbuf-soft, oldest first (policy close only) */
     hub hub;
     bus *bus; /* NULL without --redis: this worker is the whole pub/sub system */
     struct presence *pres; /* with the bus: wsrouter traffic and direct messages */
@@ -60,8 +69,7 @@ typedef struct worker {
     struct auth *auth;     /* --auth: the JWT verifier; NULL when off */
     struct ip_table *ips;  /* connections and connect rate per client address */
     double publish_tat, publish_jwt_tat; /* --publish-rate (GCRA): the key's, the JWTs' */
-    conn **clients;        /* /ws connections by local number (conn.cnext chains) */
-    size_t nclients, clients_cap;
+    table clients;         /* open /ws sessions by local number (session.entry) */
     ws_parser_opts ws_opts, echo_opts;
     uint64_t next_client;
     size_t nconns;
@@ -72,16 +80,20 @@ typedef struct worker {
     worker_stats *all; /* every worker's slot, for /metrics */
 } worker;
 
-/* Runs worker `index` until it is drained or fails; returns the process exit code
- * (0 after a drain, 2 when the listening socket cannot be set up). shared holds cfg->workers
- * stat slots in memory shared with the other workers. */
-int worker_run(const config *cfg, int index, worker_stats *shared);
-
-/* True (logged) when cfg's address and port cannot be taken without sharing them with whoever
- * listens there already: the master checks it once before forking, unless --share-port. */
-bool worker_port_in_use(const config *cfg);
-
 /* Upper bounds (seconds) of the publish-to-delivery latency buckets, LAT_BUCKETS of them. */
-const double *worker_lat_bounds(void);
+static inline const double *worker_lat_bounds(void)
+{
+    static const double bounds[LAT_BUCKETS] = STATS_LAT_BOUNDS;
+    return bounds;
+}
+
+/* True while any worker of this node is overloaded (conn_overload_check sets the flags). */
+static inline bool worker_overloaded(const worker *w)
+{
+    for (int i = 0; i < w->cfg->workers; i++)
+        if (w->all[i].overloaded)
+            return true;
+    return false;
+}
 
 #endif

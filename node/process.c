@@ -1,7 +1,6 @@
-#include "worker.h"
+#include "process.h"
 
 #include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/rand.h>
@@ -11,16 +10,18 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "auth.h"
 #include "conn.h"
-#include "iplimit.h"
 #include "files.h"
+#include "http.h"
+#include "iplimit.h"
 #include "log.h"
 #include "net.h"
+#include "session.h"
 #include "tls.h"
+#include "ws_hash.h"
 
 #define READ_BUFFER (64 * 1024)
 #define ACCEPTS_PER_WAKEUP 64
@@ -32,7 +33,7 @@ static int listen_on(const config *cfg)
     return net_listen(cfg->bind, cfg->port, &(net_opts){.backlog = 4096, .share = true});
 }
 
-bool worker_port_in_use(const config *cfg)
+bool process_port_in_use(const config *cfg)
 {
     if (net_port_free("wsnode", cfg->bind, cfg->port))
         return false;
@@ -202,8 +203,7 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
 /* SIGHUP (the master forwards its own): reload the certificate and key from the same paths.
  * Only new connections use the new context; every open one keeps its SSL object, which holds
  * a reference to the context it was made from, so none is dropped. A reload that fails keeps
- * the old context. Static: worker.h has no field for it and there is one worker per process. */
-
+ * the old context. */
 static void on_reload_signal(struct ev_loop *loop, ev_signal *s, int revents)
 {
     (void)loop;
@@ -226,26 +226,22 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *s, int revents)
 
 /* ---- the Redis bus ---- */
 
-static const double lat_bounds[LAT_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-                                                0.01,   0.025,   0.05,   0.1,   0.25,   0.5, 1, 2.5};
-
 static void on_bus_message(void *ctx, ws_span ch, uint64_t seq, ws_span data, uint64_t sent_us)
 {
     worker *w = ctx;
     w->st->deliveries += hub_deliver(&w->hub, ch, seq, data);
     if (sent_us) { /* publish to delivery, on the publisher's and this host's wall clocks */
+        const double *bounds = worker_lat_bounds();
         double lat = ev_time() - (double)sent_us / 1e6;
         if (lat < 0)
             lat = 0;
         w->st->lat_count++;
         w->st->lat_sum_us += (uint64_t)(lat * 1e6);
         for (int i = 0; i < LAT_BUCKETS; i++)
-            if (lat <= lat_bounds[i])
+            if (lat <= bounds[i])
                 w->st->lat_bucket[i]++; /* cumulative, as Prometheus wants */
     }
 }
-
-const double *worker_lat_bounds(void) { return lat_bounds; }
 
 static void subscribe_one(void *ctx, ws_span ch) { bus_subscribe(((worker *)ctx)->bus, ch); }
 
@@ -262,28 +258,6 @@ static void on_channel_active(void *ctx, ws_span ch, bool active)
         bus_subscribe(w->bus, ch);
     else
         bus_unsubscribe(w->bus, ch);
-}
-
-/* ---- what presence asks of the worker ---- */
-
-static void pres_each_member(void *ctx, presence_member_fn emit, void *arg)
-{
-    conn_each_member(ctx, emit, arg);
-}
-
-static const char *pres_direct(void *ctx, uint64_t local, const char *from, ws_span data)
-{
-    return conn_direct(ctx, local, from, data);
-}
-
-static void pres_event(void *ctx, ws_span ch, wbuf *frame) { hub_send(&((worker *)ctx)->evhub, ch, frame); }
-
-static presence *start_presence(worker *w)
-{
-    static const presence_hooks hooks = {pres_each_member, pres_direct, pres_event};
-    const presence_cfg pc = {w->loop, w->node_id, (uint32_t)w->cfg->router_shards,
-                             w->cfg->heartbeat, w->cfg->router_timeout};
-    return presence_new(&pc, w->bus, &hooks, w);
 }
 
 /* <prefix>.w<index>.<6 random hex>: the prefix is --node-id or the master's random one. */
@@ -309,139 +283,194 @@ static double tick_interval(const config *c)
     return t < 0.01 ? 0.01 : t > 1 ? 1 : t;
 }
 
-int worker_run(const config *cfg, int index, worker_stats *shared)
+
+/* Loads what the worker needs from disk and binds its socket: TLS context, --auth key,
+ * --static files, the listener. False (logged) when one fails. */
+static bool open_resources(worker *w)
 {
-    static worker w;
-    memset(&w, 0, sizeof w);
-    w.cfg = cfg;
-    w.index = index;
-    w.all = shared;
-    w.st = &shared[index];
-    w.st->overloaded = 0; /* a restarted worker starts with none of its predecessor's clients */
+    const config *cfg = w->cfg;
+    char err[512];
+    if (cfg->tls_cert && !(w->tls = tls_server_ctx(cfg->tls_cert, cfg->tls_key, err, sizeof err))) {
+        log_error("TLS: %s", err);
+        return false;
+    }
+    if (cfg->auth != AUTH_OFF && !(w->auth = auth_new(cfg, err, sizeof err))) {
+        log_error("--auth: %s", err);
+        return false;
+    }
+    if (cfg->static_dir && !(w->files = files_load(cfg->static_dir, err, sizeof err))) {
+        log_error("--static: %s", err);
+        return false;
+    }
+    w->lfd = listen_on(cfg);
+    return w->lfd >= 0;
+}
+
+/* Buffers, lists and tables: false (logged) when out of memory or randomness. */
+static bool make_state(worker *w)
+{
+    const config *cfg = w->cfg;
+    struct rlimit rl;
+    size_t fd_cap = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 64 ? (size_t)rl.rlim_cur - 32 : 1024;
+    w->max_conns = cfg->max_connections ? (size_t)cfg->max_connections : fd_cap;
+    w->rbuf_size = READ_BUFFER;
+    w->rbuf = malloc(w->rbuf_size);
+    w->tlsbuf = malloc(16384);
+    w->req = malloc(sizeof *w->req);
+    w->on_request = http_request;
+    w->ws_opts = (ws_parser_opts){.max_frame = cfg->max_message, .max_message = cfg->max_message, .server = true};
+    w->echo_opts = (ws_parser_opts){.max_frame = cfg->echo_max_message,
+                                    .max_message = cfg->echo_max_message, .server = true};
+    ws_list_init(&w->pending);
+    ws_list_init(&w->dead);
+    ws_list_init(&w->soft);
+    for (int i = 0; i < TL_COUNT; i++)
+        ws_list_init(&w->lists[i].head);
+    w->lists[TL_HANDSHAKE].timeout = cfg->handshake_timeout;
+    w->lists[TL_OPEN].timeout = cfg->ping_interval;
+    w->lists[TL_PINGED].timeout = cfg->idle_timeout;
+    w->lists[TL_CLOSING].timeout = cfg->close_timeout;
+    uint8_t key[16];
+    if (RAND_bytes(key, sizeof key) != 1) {
+        log_error("no randomness for the hash keys");
+        return false;
+    }
+    uint64_t k[2];
+    ws_siphash_key(k, key);
+    tab_init(&w->clients, k);
+    hub_init(&w->hub, conn_hub_deliver, w, HUB_MAX_IDLE, key);
+    hub_init(&w->evhub, conn_evhub_deliver, w, 1, key);
+    if (!w->rbuf || !w->tlsbuf || !w->req ||
+        ((cfg->max_conns_per_ip || cfg->ip_connect_rate) &&
+         !(w->ips = ipl_new(cfg->max_conns_per_ip, cfg->ip_connect_rate, key)))) {
+        log_error("out of memory");
+        return false;
+    }
+    return true;
+}
+
+/* ---- what presence asks of the worker ---- */
+
+static void pres_each_member(void *ctx, presence_member_fn emit, void *arg)
+{
+    session_each_member(ctx, emit, arg);
+}
+
+static const char *pres_direct(void *ctx, uint64_t local, const char *from, ws_span data)
+{
+    return session_direct(ctx, local, from, data);
+}
+
+static void pres_event(void *ctx, ws_span ch, wbuf *frame) { hub_send(&((worker *)ctx)->evhub, ch, frame); }
+
+static presence *start_presence(worker *w)
+{
+    static const presence_hooks hooks = {pres_each_member, pres_direct, pres_event};
+    const presence_cfg pc = {w->loop, w->node_id, (uint32_t)w->cfg->router_shards,
+                             w->cfg->heartbeat, w->cfg->router_timeout};
+    return presence_new(&pc, w->bus, &hooks, w);
+}
+
+/* With --redis: the bus and presence. The exit code when that fails (2: a bad address), else 0. */
+static int start_bus(worker *w)
+{
+    const config *cfg = w->cfg;
+    if (!cfg->redis)
+        return 0;
+    w->bus = bus_new(w->loop, cfg->redis, cfg->redis_user, cfg->redis_password, cfg->redis_prefix,
+                     w->node_id, on_bus_message, on_bus_resubscribe, w);
+    if (!w->bus)
+        return 2;
+    w->hub.on_active = on_channel_active;
+    if (!(w->pres = start_presence(w))) {
+        log_error("out of memory");
+        return 1;
+    }
+    w->hub.on_member = session_member_changed;
+    return 0;
+}
+
+static void start_watchers(worker *w)
+{
+    struct ev_loop *loop = w->loop;
+    ev_io_init(&w->accept_w, on_accept, w->lfd, EV_READ);
+    w->accept_w.data = w;
+    ev_io_start(loop, &w->accept_w);
+    ev_init(&w->accept_pause, on_accept_pause);
+    w->accept_pause.data = w;
+    double iv = tick_interval(w->cfg);
+    ev_timer_init(&w->tick, on_tick, iv, iv);
+    w->tick.data = w;
+    ev_timer_start(loop, &w->tick);
+    ev_timer_init(&w->overload_w, on_overload_check, OVERLOAD_CHECK, OVERLOAD_CHECK);
+    w->overload_w.data = w;
+    ev_timer_start(loop, &w->overload_w);
+    ev_prepare_init(&w->flush_w, on_prepare);
+    w->flush_w.data = w;
+    ev_prepare_start(loop, &w->flush_w);
+    ev_signal_init(&w->sigterm_w, on_stop_signal, SIGTERM);
+    w->sigterm_w.data = w;
+    ev_signal_start(loop, &w->sigterm_w);
+    ev_signal_init(&w->sigint_w, on_stop_signal, SIGINT);
+    w->sigint_w.data = w;
+    ev_signal_start(loop, &w->sigint_w);
+}
+
+/* The loop stopped: free the connections closed last, let presence's last leaves go out. */
+static void finish(worker *w)
+{
+    conn_flush_pending(w); /* frees connections closed in the last iteration */
+    if (w->pres) { /* the last leaves: give Redis a moment to take them, so the router need not
+                    * wait for the heartbeat timeout */
+        presence_flush(w->pres);
+        ev_timer last;
+        ev_timer_init(&last, on_last_words, 0.2, 0);
+        ev_timer_start(w->loop, &last);
+        ev_run(w->loop, 0); /* connections still closing are served meanwhile */
+        conn_flush_pending(w);
+    }
+    /* Only now: connections still open use the anonymous grant, the address table and the
+     * files until the loop stops for the last time. */
+    files_free(w->files);
+    auth_free(w->auth);
+    ipl_free(w->ips);
+    log_info("worker exiting: %llu accepted, %llu messages in, %llu out",
+             (unsigned long long)w->st->accepted, (unsigned long long)w->st->messages_in,
+             (unsigned long long)w->st->messages_out);
+}
+
+int process_run(worker *w, const config *cfg, int index, worker_stats *shared)
+{
+    memset(w, 0, sizeof *w);
+    w->cfg = cfg;
+    w->index = index;
+    w->all = shared;
+    w->st = &shared[index];
+    w->st->overloaded = 0; /* a restarted worker starts with none of its predecessor's clients */
     char who[16];
     snprintf(who, sizeof who, "w%d", index);
     log_setup(cfg->log_level, who);
     signal(SIGPIPE, SIG_IGN);
 
-    w.loop = ev_default_loop(EVFLAG_AUTO);
+    w->loop = ev_default_loop(EVFLAG_AUTO);
     /* SIGHUP's default action kills; the master sets it to SIG_IGN in the child before
      * unblocking it, and this watcher takes over before the certificate is first loaded, so a
      * SIGHUP arriving from here on is a reload once the loop runs, never a death. */
-    ev_signal_init(&w.sighup_w, on_reload_signal, SIGHUP);
-    w.sighup_w.data = &w;
-    ev_signal_start(w.loop, &w.sighup_w);
-    make_node_id(&w);
-    if (cfg->tls_cert) {
-        char err[512];
-        w.tls = tls_server_ctx(cfg->tls_cert, cfg->tls_key, err, sizeof err);
-        if (!w.tls) {
-            log_error("TLS: %s", err);
-            return 2;
-        }
-    }
-    if (cfg->auth != AUTH_OFF) {
-        char err[512];
-        if (!(w.auth = auth_new(cfg, err, sizeof err))) {
-            log_error("--auth: %s", err);
-            return 2;
-        }
-    }
-    if (cfg->static_dir) {
-        char err[512];
-        if (!(w.files = files_load(cfg->static_dir, err, sizeof err))) {
-            log_error("--static: %s", err);
-            return 2;
-        }
-    }
-    w.lfd = listen_on(cfg);
-    if (w.lfd < 0)
+    ev_signal_init(&w->sighup_w, on_reload_signal, SIGHUP);
+    w->sighup_w.data = w;
+    ev_signal_start(w->loop, &w->sighup_w);
+    make_node_id(w);
+    if (!open_resources(w))
         return 2;
-
-    struct rlimit rl;
-    size_t fd_cap = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 64 ? (size_t)rl.rlim_cur - 32 : 1024;
-    w.max_conns = cfg->max_connections ? (size_t)cfg->max_connections : fd_cap;
-    w.rbuf_size = READ_BUFFER;
-    w.rbuf = malloc(w.rbuf_size);
-    w.tlsbuf = malloc(16384);
-    if (!w.rbuf || !w.tlsbuf) {
-        log_error("out of memory");
+    if (!make_state(w))
         return 1;
-    }
-    w.ws_opts = (ws_parser_opts){.max_frame = cfg->max_message, .max_message = cfg->max_message, .server = true};
-    w.echo_opts = (ws_parser_opts){.max_frame = cfg->echo_max_message,
-                                   .max_message = cfg->echo_max_message, .server = true};
-    w.lists[TL_HANDSHAKE].timeout = cfg->handshake_timeout;
-    w.lists[TL_OPEN].timeout = cfg->ping_interval;
-    w.lists[TL_PINGED].timeout = cfg->idle_timeout;
-    w.lists[TL_CLOSING].timeout = cfg->close_timeout;
-    uint8_t key[16];
-    if (RAND_bytes(key, sizeof key) != 1) {
-        log_error("no randomness for the channel hash key");
-        return 1;
-    }
-    hub_init(&w.hub, conn_hub_deliver(), &w, HUB_MAX_IDLE, key);
-    if ((cfg->max_conns_per_ip || cfg->ip_connect_rate) &&
-        !(w.ips = ipl_new(cfg->max_conns_per_ip, cfg->ip_connect_rate, key))) {
-        log_error("out of memory");
-        return 1;
-    }
-    hub_init(&w.evhub, conn_evhub_deliver(), &w, 1, key);
-    if (cfg->redis) {
-        w.bus = bus_new(w.loop, cfg->redis, cfg->redis_user, cfg->redis_password,
-                        cfg->redis_prefix, w.node_id, on_bus_message, on_bus_resubscribe, &w);
-        if (!w.bus)
-            return 2;
-        w.hub.on_active = on_channel_active;
-        if (!(w.pres = start_presence(&w))) {
-            log_error("out of memory");
-            return 1;
-        }
-        w.hub.on_member = conn_hub_member();
-    }
-
-    ev_io_init(&w.accept_w, on_accept, w.lfd, EV_READ);
-    w.accept_w.data = &w;
-    ev_io_start(w.loop, &w.accept_w);
-    ev_init(&w.accept_pause, on_accept_pause);
-    w.accept_pause.data = &w;
-    double iv = tick_interval(cfg);
-    ev_timer_init(&w.tick, on_tick, iv, iv);
-    w.tick.data = &w;
-    ev_timer_start(w.loop, &w.tick);
-    ev_timer_init(&w.overload_w, on_overload_check, OVERLOAD_CHECK, OVERLOAD_CHECK);
-    w.overload_w.data = &w;
-    ev_timer_start(w.loop, &w.overload_w);
-    ev_prepare_init(&w.flush_w, on_prepare);
-    w.flush_w.data = &w;
-    ev_prepare_start(w.loop, &w.flush_w);
-    ev_signal_init(&w.sigterm_w, on_stop_signal, SIGTERM);
-    w.sigterm_w.data = &w;
-    ev_signal_start(w.loop, &w.sigterm_w);
-    ev_signal_init(&w.sigint_w, on_stop_signal, SIGINT);
-    w.sigint_w.data = &w;
-    ev_signal_start(w.loop, &w.sigint_w);
-
-    log_info("listening on %s:%d%s as node %s%s", cfg->bind, cfg->port, w.tls ? " (TLS)" : "",
-             w.node_id, cfg->echo ? ", /echo on" : "");
-    ev_run(w.loop, 0);
-
-    conn_flush_pending(&w); /* frees connections closed in the last iteration */
-    if (w.pres) { /* the last leaves: give Redis a moment to take them, so the router need not
-                   * wait for the heartbeat timeout */
-        presence_flush(w.pres);
-        ev_timer last;
-        ev_timer_init(&last, on_last_words, 0.2, 0);
-        ev_timer_start(w.loop, &last);
-        ev_run(w.loop, 0); /* connections still closing are served meanwhile */
-        conn_flush_pending(&w);
-    }
-    /* Only now: connections still open use the anonymous grant, the address table and the
-     * files until the loop stops for the last time. */
-    files_free(w.files);
-    auth_free(w.auth);
-    ipl_free(w.ips);
-    log_info("worker exiting: %llu accepted, %llu messages in, %llu out",
-             (unsigned long long)w.st->accepted, (unsigned long long)w.st->messages_in,
-             (unsigned long long)w.st->messages_out);
+    int rc = start_bus(w);
+    if (rc)
+        return rc;
+    start_watchers(w);
+    log_info("listening on %s:%d%s as node %s%s", cfg->bind, cfg->port, w->tls ? " (TLS)" : "",
+             w->node_id, cfg->echo ? ", /echo on" : "");
+    ev_run(w->loop, 0);
+    finish(w);
     return 0;
 }

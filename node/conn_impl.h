@@ -1,0 +1,105 @@
+/* conn_impl: the transport's private half, shared by its two files: conn.c (states, reading,
+ * closing, writing) and conn_queue.c (timeouts, the outbound queue, its limits, overload).
+ * Nothing outside those two files includes it. */
+#ifndef CONN_IMPL_H
+#define CONN_IMPL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "session.h"
+#include "worker.h"
+#include "ws_frame.h"
+
+enum { ST_HANDSHAKE, ST_BODY, ST_OPEN, ST_CLOSING, ST_LINGER, ST_DEAD };
+enum { AF_NONE, AF_SHUTDOWN, AF_DESTROY }; /* what the flush that empties the queue does next */
+
+#define CLOSE_MAX 60.0 /* seconds a close may take while the client still reads (conn_tick) */
+
+/* The body a request head announced (conn_read_body): state ST_BODY. */
+typedef void (*conn_impl_body_fn)(conn *c, uint8_t *buf, size_t len);
+
+struct conn {
+    int fd;
+    uint8_t state, tl, after_flush;
+    bool echo;     /* the /echo route: messages come back as they came; no session */
+    bool writing;  /* wio started */
+    bool slow;     /* over the hard limit: close at the next flush */
+    bool tls_done; /* TLS handshake finished */
+    bool write_wants_read; /* a TLS write waits for bytes from the peer */
+    bool behind;   /* its queue is over a quarter of the soft limit: counted in w->nbehind */
+    bool paused;   /* its input waits (held) for its output to drain; rio is stopped */
+    uint32_t tls_retry; /* bytes an SSL_write that wanted to wait must be retried with */
+    uint32_t soft_took; /* bytes the peer took since it went over the soft limit */
+    ev_io rio, wio;
+    ws_list tlink; /* its timeout list (tl), then w->dead */
+    double tstamp;
+    ws_list plink; /* w->pending */
+    ws_list slink; /* w->soft: over the soft limit, oldest first (policy close only) */
+    SSL *ssl;
+    /* Outbound queue: a ring of shared frames; qoff bytes of the head are already sent. */
+    wbuf **q;
+    uint32_t qhead, qlen, qcap, qoff;
+    size_t qbytes;
+    union {
+        double soft_since;  /* open: when qbytes went over --outbuf-soft (on w->soft) */
+        double close_since; /* closing: when the close began */
+    };
+    union {
+        uint32_t close_outq; /* closing: bytes the kernel still held for the peer at last look */
+        uint32_t last_outq;  /* open and behind: the same, at the last overload check */
+    };
+    uint32_t drained; /* bytes written since the last overload check */
+    uint32_t check_q; /* qbytes at the last overload check */
+    union {
+        struct { /* the request head, during the handshake (room: --max-header-size + 1) */
+            char *hs;
+            size_t hs_len;
+        };
+        struct { /* open: input read but not yet processed while its output is backed up */
+            uint8_t *held;
+            size_t held_len;
+        };
+    };
+    uint8_t *msg; /* message assembly; in ST_BODY the body (NULL once handed over) */
+    size_t msg_len, msg_cap;
+    struct ip_entry *ip; /* its address's entry in w->ips (NULL: not limited) */
+    wbuf *pong; /* the last pong queued (our reference): the one a new ping may rewrite */
+    union {
+        ws_parser parser;            /* open and closing */
+        conn_impl_body_fn body_done; /* ST_BODY: who takes the body (never opens after) */
+    };
+    /* Who the client is and what it asked (/ws); sess.w is the worker of every connection,
+     * sess.id names it in logs, sess.refs counts who still holds it (conn_hold, answers). */
+    session sess;
+};
+
+/* ---- conn_queue.c, for conn.c ---- */
+
+/* Puts c on w->pending: it is written before the loop next sleeps. */
+void conn_impl_mark_pending(conn *c);
+
+/* Queues b (taking a reference) to be written before the loop next sleeps. */
+void conn_impl_enqueue(conn *c, wbuf *b);
+
+/* Queues b and drops the caller's reference; b == NULL (out of memory) drops c. */
+void conn_impl_send_owned(conn *c, wbuf *b);
+
+/* Unreferences all but the first keep frames of the queue; an empty queue is freed. */
+void conn_impl_release_queue(conn *c, uint32_t keep);
+
+/* Takes c off the soft list; puts it on or off after its queue changed. */
+void conn_impl_soft_remove(conn *c);
+void conn_impl_soft_update(conn *c);
+
+/* Queues the pong for a ping with payload p[0..n) (at most one pong waits at a time). */
+void conn_impl_answer_ping(conn *c, const uint8_t *p, size_t n);
+
+/* Drops what a slow consumer has not started to receive and closes it with 1008. */
+void conn_impl_slow_close(conn *c);
+
+/* Takes c off its timeout list; moves it to the tail of list `which`, its clock starting now. */
+void conn_impl_tl_remove(conn *c);
+void conn_impl_tl_move(conn *c, uint8_t which);
+
+#endif

@@ -1,0 +1,224 @@
+/* hub: a worker's channels on ws_table: subscribe and unsubscribe with their return values and
+ * counts, fan-out of one shared frame to exactly the members, the member and active
+ * callbacks, the seq kept by idle channels, and many channels (table growth). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "hub.h"
+#include "ws_list.h"
+
+typedef struct fake {
+    hub_member m;
+    int got;            /* frames delivered */
+    const wbuf *last;   /* the last frame (compared, never read: the hub may free it) */
+    char text[64];      /* the start of its payload */
+} fake;
+
+static void deliver(hub_member *m, wbuf *frame, void *ctx)
+{
+    (void)ctx;
+    fake *f = ws_container_of(m, fake, m);
+    f->got++;
+    f->last = frame;
+    size_t n = frame->len - 2 < sizeof f->text - 1 ? frame->len - 2 : sizeof f->text - 1;
+    memcpy(f->text, frame->data + 2, n); /* a short frame: a two-byte header */
+    f->text[n] = '\0';
+}
+
+static int joins, leaves, actives, inactives;
+
+static void on_member(void *ctx, hub_member *m, ws_span name, bool joined)
+{
+    (void)ctx;
+    (void)m;
+    (void)name;
+    if (joined)
+        joins++;
+    else
+        leaves++;
+}
+
+static void on_active(void *ctx, ws_span name, bool active)
+{
+    (void)ctx;
+    (void)name;
+    if (active)
+        actives++;
+    else
+        inactives++;
+}
+
+static const uint8_t KEY[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+
+static ws_span S(const char *s) { return (ws_span){s, strlen(s)}; }
+
+static void test_subscribe_counts(void **state)
+{
+    (void)state;
+    hub h;
+    hub_init(&h, deliver, NULL, 16, KEY);
+    fake a = {0}, b = {0};
+    assert_int_equal(hub_subscribe(&h, &a.m, S("room")), 1);
+    assert_int_equal(hub_subscribe(&h, &a.m, S("room")), 0); /* twice is no error */
+    assert_int_equal(hub_subscribe(&h, &b.m, S("room")), 1);
+    assert_int_equal(hub_count(&h, S("room")), 2);
+    assert_true(hub_is_member(&h, &a.m, S("room")));
+    assert_false(hub_is_member(&h, &a.m, S("other")));
+    assert_int_equal(hub_unsubscribe(&h, &a.m, S("room")), 1);
+    assert_int_equal(hub_unsubscribe(&h, &a.m, S("room")), 0);
+    assert_int_equal(hub_count(&h, S("room")), 1);
+    assert_false(hub_is_member(&h, &a.m, S("room")));
+    assert_null(a.m.subs); /* no subscription, no array */
+    hub_leave_all(&h, &b.m);
+    assert_int_equal(hub_count(&h, S("room")), 0);
+    hub_free(&h);
+}
+
+static void test_publish_reaches_exactly_the_members(void **state)
+{
+    (void)state;
+    hub h;
+    hub_init(&h, deliver, NULL, 16, KEY);
+    fake f[5];
+    memset(f, 0, sizeof f);
+    for (int i = 0; i < 3; i++)
+        hub_subscribe(&h, &f[i].m, S("a"));
+    hub_subscribe(&h, &f[3].m, S("b"));
+    size_t delivered;
+    assert_int_equal(hub_publish(&h, S("a"), S("{\"x\":1}"), &delivered), 1);
+    assert_int_equal(delivered, 3);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(f[i].got, 1);
+    assert_int_equal(f[3].got, 0);
+    assert_int_equal(f[4].got, 0);
+    /* One frame shared by all, framed once: the same buffer, with the message in it. */
+    assert_ptr_equal(f[0].last, f[1].last);
+    assert_ptr_equal(f[1].last, f[2].last);
+    assert_non_null(strstr(f[0].text, "\"data\":{\"x\":1}"));
+    assert_int_equal(hub_publish(&h, S("a"), S("2"), &delivered), 2);
+    hub_unsubscribe(&h, &f[1].m, S("a"));
+    assert_int_equal(hub_publish(&h, S("a"), S("3"), &delivered), 3);
+    assert_int_equal(delivered, 2);
+    assert_int_equal(f[1].got, 2);
+    assert_int_equal(f[0].got, 3);
+    assert_int_equal(hub_deliver(&h, S("b"), 77, S("true")), 1);
+    assert_int_equal(f[3].got, 1);
+    assert_non_null(strstr(f[3].text, "\"seq\":77"));
+    for (int i = 0; i < 4; i++)
+        hub_leave_all(&h, &f[i].m);
+    hub_free(&h);
+}
+
+static void test_member_and_active_callbacks(void **state)
+{
+    (void)state;
+    hub h;
+    hub_init(&h, deliver, NULL, 16, KEY);
+    h.on_member = on_member;
+    h.on_active = on_active;
+    joins = leaves = actives = inactives = 0;
+    fake a = {0}, b = {0};
+    hub_subscribe(&h, &a.m, S("c"));
+    hub_subscribe(&h, &a.m, S("c"));
+    hub_subscribe(&h, &b.m, S("c"));
+    hub_subscribe(&h, &b.m, S("d"));
+    assert_int_equal(joins, 3);
+    assert_int_equal(actives, 2); /* c and d got their first subscriber */
+    hub_unsubscribe(&h, &a.m, S("c"));
+    assert_int_equal(leaves, 1);
+    assert_int_equal(inactives, 0);
+    hub_leave_all(&h, &b.m);
+    assert_int_equal(leaves, 3);
+    assert_int_equal(inactives, 2);
+    hub_free(&h);
+}
+
+static void test_idle_channels_keep_their_seq_up_to_max_idle(void **state)
+{
+    (void)state;
+    hub h;
+    hub_init(&h, deliver, NULL, 2, KEY);
+    size_t d;
+    assert_int_equal(hub_publish(&h, S("x"), S("1"), &d), 1);
+    assert_int_equal(hub_publish(&h, S("x"), S("1"), &d), 2);
+    assert_int_equal(d, 0);
+    hub_publish(&h, S("y"), S("1"), &d); /* x and y idle: both remembered */
+    assert_int_equal(hub_publish(&h, S("x"), S("1"), &d), 3);
+    hub_publish(&h, S("z"), S("1"), &d); /* a third idle channel: the oldest (x) is forgotten */
+    assert_int_equal(hub_publish(&h, S("y"), S("1"), &d), 2);
+    assert_int_equal(hub_publish(&h, S("x"), S("1"), &d), 1); /* new again: y is forgotten */
+    assert_int_equal(hub_publish(&h, S("y"), S("1"), &d), 1);
+    /* A channel with subscribers is never forgotten. */
+    fake a = {0};
+    hub_subscribe(&h, &a.m, S("kept"));
+    assert_int_equal(hub_publish(&h, S("kept"), S("1"), &d), 1);
+    for (int i = 0; i < 10; i++) {
+        char n[8];
+        snprintf(n, sizeof n, "i%d", i);
+        hub_publish(&h, S(n), S("1"), &d);
+    }
+    assert_int_equal(hub_publish(&h, S("kept"), S("1"), &d), 2);
+    hub_leave_all(&h, &a.m);
+    hub_free(&h);
+}
+
+static int nactive;
+static void count_active(void *ctx, ws_span name)
+{
+    (void)ctx;
+    (void)name;
+    nactive++;
+}
+
+static void test_many_channels(void **state)
+{
+    (void)state;
+    enum { N = 5000 };
+    hub h;
+    hub_init(&h, deliver, NULL, N, KEY);
+    static fake f[N];
+    memset(f, 0, sizeof f);
+    char name[16];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "ch.%d", i);
+        assert_int_equal(hub_subscribe(&h, &f[i].m, S(name)), 1);
+        if (i % 2)
+            assert_int_equal(hub_subscribe(&h, &f[i - 1].m, S(name)), 1);
+    }
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "ch.%d", i);
+        assert_int_equal(hub_count(&h, S(name)), i % 2 ? 2 : 1);
+        size_t d;
+        hub_publish(&h, S(name), S("0"), &d);
+        assert_int_equal(d, i % 2 ? 2 : 1);
+    }
+    for (int i = 0; i < N; i++)
+        assert_int_equal(f[i].got, i % 2 ? 1 : 2);
+    nactive = 0;
+    hub_each_active(&h, count_active, NULL);
+    assert_int_equal(nactive, N);
+    for (int i = 0; i < N; i++)
+        hub_leave_all(&h, &f[i].m);
+    nactive = 0;
+    hub_each_active(&h, count_active, NULL);
+    assert_int_equal(nactive, 0);
+    hub_free(&h);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_subscribe_counts),
+        cmocka_unit_test(test_publish_reaches_exactly_the_members),
+        cmocka_unit_test(test_member_and_active_callbacks),
+        cmocka_unit_test(test_idle_channels_keep_their_seq_up_to_max_idle),
+        cmocka_unit_test(test_many_channels),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
