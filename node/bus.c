@@ -131,9 +131,8 @@ static void on_link_up(void *ctx)
         b->on_up(b->hooks_ctx);
 }
 
-bus *bus_new(struct ev_loop *loop, const char *addr, const char *user, const char *password,
-             const char *prefix, const char *node_id, bus_message_fn on_message,
-             bus_resubscribe_fn resubscribe, void *ctx)
+bus *bus_new(struct ev_loop *loop, const rlink_opts *redis, const char *node_id,
+             bus_message_fn on_message, bus_resubscribe_fn resubscribe, void *ctx)
 {
     bus *b = calloc(1, sizeof *b);
     if (!b || !(b->node_id = strdup(node_id)))
@@ -146,7 +145,7 @@ bus *bus_new(struct ev_loop *loop, const char *addr, const char *user, const cha
                                .resubscribe = on_link_resubscribe,
                                .message = on_link_message,
                                .subscribed = on_link_subscribed};
-    if (!(b->link = rlink_new(loop, addr, user, password, prefix, SCRIPT, &hooks, b))) {
+    if (!(b->link = rlink_new(loop, redis, SCRIPT, &hooks, b))) {
         free(b->node_id);
         free(b);
         return NULL;

@@ -33,12 +33,10 @@ typedef struct bus_stats {
     bool up;
 } bus_stats;
 
-/* Connects to addr as rlink_new does (user, password: AUTH; prefix: before every Redis
- * name). Channels are <prefix>ch:<name>, seq keys <prefix>seq:<name>. Returns NULL (logged)
+/* Connects to Redis as rlink_new does. Channels are <prefix>ch:<name>, seq keys <prefix>seq:<name>. Returns NULL (logged)
  * for a bad address or prefix. The link comes up asynchronously. */
-bus *bus_new(struct ev_loop *loop, const char *addr, const char *user, const char *password,
-             const char *prefix, const char *node_id, bus_message_fn on_message,
-             bus_resubscribe_fn resubscribe, void *ctx);
+bus *bus_new(struct ev_loop *loop, const rlink_opts *redis, const char *node_id,
+             bus_message_fn on_message, bus_resubscribe_fn resubscribe, void *ctx);
 
 /* True while the link is up (both connections, script loaded). */
 bool bus_up(const bus *b);

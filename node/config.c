@@ -5,7 +5,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cluster.h"
 #include "cli.h"
 #include "envelope.h"
 #include "log.h"
@@ -94,14 +93,9 @@ static const cli_def defs[] = {
     {"node-id", CLI_STRING, O(node_id), "PREFIX", NULL,
      "node id prefix, public in every client id; workers are PREFIX.wK.<random> (default: "
      "random, n<8 hex>; the log names the host)"},
-    {"redis", CLI_STRING, O(redis), "HOST:PORT", NULL,
-     "Redis for the cluster bus (or a unix socket path): every worker and node on it is one "
-     "pub/sub system"},
-    {"redis-user", CLI_STRING, O(redis_user), "USER", NULL,
-     "Redis ACL user (AUTH user password; Redis 6+)"},
-    {"redis-password", CLI_STRING, O(redis_password), "PASSWORD", NULL, "Redis AUTH password"},
-    {"redis-prefix", CLI_STRING, O(redis_prefix), "PREFIX", "wsfan:",
-     "prefix of every Redis key and channel, so several clusters can share one Redis"},
+    RLINK_CLI_DEFS(O(redis), NULL,
+                   "Redis for the cluster bus (or a unix socket path): every worker and node on "
+                   "it is one pub/sub system"),
     {"static", CLI_STRING, O(static_dir), "DIR", NULL,
      "serve the files under DIR on GET (/ is DIR/index.html), read into memory at start"},
     {"publish-key", CLI_STRING, O(publish_key), "KEY", NULL,
@@ -187,9 +181,9 @@ int config_parse(config *c, int argc, char **argv)
     }
     if (c->workers == 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        c->workers = c->redis && cpus > 0 ? (int)cpus : 1;
+        c->workers = c->redis.addr && cpus > 0 ? (int)cpus : 1;
     }
-    if (c->workers > 1 && !c->redis) {
+    if (c->workers > 1 && !c->redis.addr) {
         fprintf(stderr, "wsnode: --workers %d needs --redis: without the bus, workers would split "
                         "channels between them and subscribers on one worker would miss messages "
                         "published on another. Give --redis HOST:PORT, or run --workers 1.\n",
@@ -240,11 +234,8 @@ int config_parse(config *c, int argc, char **argv)
         fprintf(stderr, "wsnode: --presence-max-members must be at least 1\n");
         return -1;
     }
-    if (!cluster_prefix_valid(c->redis_prefix)) {
-        fprintf(stderr, "%s: --redis-prefix must be at most 64 bytes of printable ASCII without spaces: it "
-                        "begins every Redis key and channel name, which must never be cut short\n", "wsnode");
+    if (rlink_opts_check(&c->redis, "wsnode") < 0)
         return -1;
-    }
     if (c->echo_max_message > (size_t)1 << 31 || c->max_message > (size_t)1 << 31) {
         fprintf(stderr, "wsnode: message limits must be at most 2g\n");
         return -1;

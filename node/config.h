@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "rlink.h"
+
 #define CONFIG_MAX_ORIGINS 32
 #define CONFIG_MAX_PATTERNS 32
 
@@ -40,7 +42,7 @@ typedef struct config {
     int norigins;
     int max_connections; /* per worker; 0: as many as file descriptors allow */
     const char *node_id;
-    const char *redis, *redis_password, *redis_prefix;
+    rlink_opts redis; /* --redis, --redis-user, --redis-password, --redis-prefix */
     const char *publish_key;
     const char *static_dir; /* --static: files served on GET */
     int router_shards;     /* 0: no presence traffic */
@@ -54,7 +56,6 @@ typedef struct config {
     double jwt_leeway;
     const char *anon_sub[CONFIG_MAX_PATTERNS], *anon_pub[CONFIG_MAX_PATTERNS];
     int nanon_sub, nanon_pub;
-    const char *redis_user;
     int log_level;
 } config;
 

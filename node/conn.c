@@ -13,7 +13,6 @@
 #include "log.h"
 
 #define IOV_BATCH 64
-#define TLS_CHUNK 16384
 
 static void destroy(conn *c, const char *why);
 static void process(conn *c, uint8_t *buf, size_t n);
@@ -39,60 +38,23 @@ static void want_write(conn *c, bool on)
     c->writing = on;
 }
 
-/* >0 bytes read, 0 end of stream, -1 would block, -2 error. */
+/* sock_read on c: >0 bytes read, 0 end of stream, -1 would block, -2 error. A TLS read that
+ * must first write starts the write watcher. */
 static ssize_t tx_read(conn *c, void *buf, size_t len)
 {
-    if (!c->ssl) {
-        ssize_t n = read(c->fd, buf, len);
-        if (n >= 0)
-            return n;
-        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -1 : -2;
-    }
-    ERR_clear_error();
-    int n = SSL_read(c->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
-    if (n > 0)
-        return n;
-    switch (SSL_get_error(c->ssl, n)) {
-    case SSL_ERROR_WANT_READ:
-        return -1;
-    case SSL_ERROR_WANT_WRITE:
+    ssize_t n = sock_read(&c->io, buf, len);
+    if (n == SOCK_AGAIN && c->io.read_wants_write) {
+        c->io.read_wants_write = false;
         want_write(c, true);
-        return -1;
-    case SSL_ERROR_ZERO_RETURN:
-        return 0;
-    default:
-        return -2;
     }
+    return n;
 }
 
-/* Bytes written (> 0), -1 would block, -2 error. TLS coalesces the iovecs into one record. */
+/* sock_writev on c: bytes written (> 0), -1 would block, -2 error. TLS coalesces the iovecs
+ * into one record in the worker's scratch buffer. */
 static ssize_t tx_writev(conn *c, const struct iovec *iov, int n)
 {
-    if (!c->ssl) {
-        ssize_t r = writev(c->fd, iov, n);
-        if (r >= 0)
-            return r;
-        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -1 : -2;
-    }
-    size_t want = c->tls_retry ? c->tls_retry : TLS_CHUNK, len = 0;
-    for (int i = 0; i < n && len < want; i++) {
-        size_t k = iov[i].iov_len < want - len ? iov[i].iov_len : want - len;
-        memcpy(c->sess.w->tlsbuf + len, iov[i].iov_base, k);
-        len += k;
-    }
-    ERR_clear_error();
-    int r = SSL_write(c->ssl, c->sess.w->tlsbuf, (int)len);
-    if (r > 0) {
-        c->tls_retry = 0;
-        return r;
-    }
-    int e = SSL_get_error(c->ssl, r);
-    if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
-        c->tls_retry = (uint32_t)len; /* OpenSSL wants the same bytes again (<= TLS_CHUNK) */
-        c->write_wants_read = e == SSL_ERROR_WANT_READ;
-        return -1;
-    }
-    return -2;
+    return sock_writev(&c->io, iov, n, c->sess.w->tlsbuf, SOCK_TLS_CHUNK);
 }
 
 /* ---- closing ------------------------------------------------------------------------------ */
@@ -120,18 +82,18 @@ static void destroy(conn *c, const char *why)
     ev_io_stop(w->loop, &c->rio);
     ev_io_stop(w->loop, &c->wio);
     c->writing = false;
-    if (c->ssl) {
-        SSL_free(c->ssl);
-        c->ssl = NULL;
+    if (c->io.ssl) {
+        SSL_free(c->io.ssl);
+        c->io.ssl = NULL;
     }
     /* Unread input makes close() send a reset, and a reset throws away what the kernel still
      * holds for the peer: the close frame of a slow consumer, the end of a response. Read it
      * out first (a bounded amount: a flood simply gets its reset). */
     char scratch[4096]; /* not w->rbuf: a caller up the stack may be parsing it */
-    for (int i = 0; i < 16 && read(c->fd, scratch, sizeof scratch) > 0; i++) {
+    for (int i = 0; i < 16 && read(c->io.fd, scratch, sizeof scratch) > 0; i++) {
     }
-    close(c->fd);
-    c->fd = -1;
+    close(c->io.fd);
+    c->io.fd = -1;
     session_free(&c->sess);
     if (c->ip)
         ipl_release(w->ips, c->ip, ev_now(w->loop));
@@ -217,7 +179,7 @@ static void resume_input(conn *c)
     }
     if (c->state == ST_OPEN && !c->paused) {
         ev_io_start(c->sess.w->loop, &c->rio);
-        if (c->ssl && SSL_pending(c->ssl)) /* decrypted bytes waiting inside OpenSSL */
+        if (c->io.ssl && SSL_pending(c->io.ssl)) /* decrypted bytes waiting inside OpenSSL */
             ev_feed_event(c->sess.w->loop, &c->rio, EV_READ);
     }
 }
@@ -229,9 +191,9 @@ static void after_flush(conn *c)
         destroy(c, "closed");
     } else if (c->after_flush == AF_SHUTDOWN) {
         c->after_flush = AF_NONE;
-        if (c->ssl)
-            SSL_shutdown(c->ssl); /* close_notify; the peer's is not awaited */
-        shutdown(c->fd, SHUT_WR);
+        if (c->io.ssl)
+            SSL_shutdown(c->io.ssl); /* close_notify; the peer's is not awaited */
+        shutdown(c->io.fd, SHUT_WR);
     } else if (c->paused && c->state == ST_OPEN) {
         resume_input(c); /* what it queues is written on the next pass */
     }
@@ -270,7 +232,7 @@ static void flush(conn *c)
         if (c->state == ST_DEAD)
             return;
     }
-    if (c->ssl && !c->tls_done)
+    if (c->io.ssl && !c->tls_done)
         return;
     while (c->qlen) {
         struct iovec iov[IOV_BATCH];
@@ -287,8 +249,8 @@ static void flush(conn *c)
         if (r == -1) {
             /* A TLS write that waits for the peer's bytes resumes from ws_read, not from
              * writability, which would spin; a paused connection reads for it too. */
-            want_write(c, !c->write_wants_read);
-            if (c->write_wants_read && c->paused)
+            want_write(c, !c->io.write_wants_read);
+            if (c->io.write_wants_read && c->paused)
                 ev_io_start(w->loop, &c->rio);
             return;
         }
@@ -303,7 +265,7 @@ static void flush(conn *c)
             resume_input(c);
         if (c->state == ST_DEAD)
             return;
-        if ((size_t)r < total && !c->ssl) {
+        if ((size_t)r < total && !c->io.ssl) {
             want_write(c, true); /* the socket buffer is full */
             return;
         }
@@ -565,13 +527,13 @@ void conn_upgrade(conn *c, bool echo, const char *resp, size_t n, size_t head_le
 static int tls_step(conn *c)
 {
     ERR_clear_error();
-    int r = SSL_do_handshake(c->ssl);
+    int r = SSL_do_handshake(c->io.ssl);
     if (r == 1) {
         c->tls_done = true;
         want_write(c, false);
         return 1;
     }
-    int e = SSL_get_error(c->ssl, r);
+    int e = SSL_get_error(c->io.ssl, r);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
         want_write(c, e == SSL_ERROR_WANT_WRITE);
         return 0;
@@ -589,7 +551,7 @@ static int tls_step(conn *c)
 static void handshake_read(conn *c)
 {
     worker *w = c->sess.w;
-    if (c->ssl && !c->tls_done && tls_step(c) <= 0)
+    if (c->io.ssl && !c->tls_done && tls_step(c) <= 0)
         return;
     if (!c->hs) {
         c->hs = malloc(w->cfg->max_header_size + 1);
@@ -616,7 +578,7 @@ static void handshake_read(conn *c)
     w->on_request(c, r, w->req);
     /* Frames that came in the same TLS record as the head wait inside OpenSSL, where the
      * socket's readiness will not announce them. */
-    if (c->ssl && c->state == ST_OPEN && SSL_pending(c->ssl))
+    if (c->io.ssl && c->state == ST_OPEN && SSL_pending(c->io.ssl))
         ev_feed_event(w->loop, &c->rio, EV_READ);
 }
 
@@ -628,9 +590,9 @@ static void paused_read(conn *c)
 {
     worker *w = c->sess.w;
     ev_io_stop(w->loop, &c->rio);
-    if (!c->write_wants_read)
+    if (!c->io.write_wants_read)
         return;
-    c->write_wants_read = false;
+    c->io.write_wants_read = false;
     conn_impl_mark_pending(c);
     ssize_t n = tx_read(c, w->rbuf, w->rbuf_size);
     if (n <= 0) {
@@ -659,7 +621,7 @@ static void ws_read(conn *c)
         return;
     /* Plain sockets: one read per readiness (level-triggered, fair to the others). TLS: drain
      * what OpenSSL has decrypted, as the socket will not signal it again. */
-    for (int round = 0; round < (c->ssl ? 16 : 1); round++) {
+    for (int round = 0; round < (c->io.ssl ? 16 : 1); round++) {
         ssize_t n = tx_read(c, w->rbuf, w->rbuf_size);
         if (n == -1)
             return;
@@ -668,8 +630,8 @@ static void ws_read(conn *c)
             return;
         }
         w->st->bytes_in += (uint64_t)n;
-        if (c->write_wants_read) {
-            c->write_wants_read = false;
+        if (c->io.write_wants_read) {
+            c->io.write_wants_read = false;
             conn_impl_mark_pending(c);
         }
         if (c->state == ST_OPEN && (c->tl != TL_OPEN || c->tstamp != ev_now(w->loop)))
@@ -678,7 +640,7 @@ static void ws_read(conn *c)
         if ((c->state != ST_OPEN && c->state != ST_CLOSING) || c->paused || !ev_is_active(&c->rio))
             return;
     }
-    if (c->ssl && SSL_pending(c->ssl))
+    if (c->io.ssl && SSL_pending(c->io.ssl))
         ev_feed_event(w->loop, &c->rio, EV_READ);
 }
 
@@ -719,12 +681,12 @@ static void on_write(struct ev_loop *loop, ev_io *io, int revents)
     (void)loop;
     (void)revents;
     conn *c = ws_container_of(io, conn, wio);
-    if (c->ssl && !c->tls_done) {
+    if (c->io.ssl && !c->tls_done) {
         if (tls_step(c) == 1)
             handshake_read(c); /* the request may already be decrypted and waiting */
         return;
     }
-    if (c->ssl && c->state == ST_OPEN && c->qlen == 0) {
+    if (c->io.ssl && c->state == ST_OPEN && c->qlen == 0) {
         want_write(c, false); /* SSL_read wanted to write; reading resumes it */
         ws_read(c);
         return;
@@ -745,7 +707,7 @@ void conn_accept(worker *w, int fd, ip_entry *ip)
         return;
     }
     c->sess.w = w;
-    c->fd = fd;
+    c->io.fd = fd;
     c->ip = ip;
     c->sess.id = session_new_id(w);
     c->state = ST_HANDSHAKE;
@@ -755,13 +717,13 @@ void conn_accept(worker *w, int fd, ip_entry *ip)
     ev_io_start(w->loop, &c->rio);
     conn_impl_tl_move(c, TL_HANDSHAKE);
     if (w->tls) {
-        c->ssl = SSL_new(w->tls);
-        if (!c->ssl || !SSL_set_fd(c->ssl, fd)) {
+        c->io.ssl = SSL_new(w->tls);
+        if (!c->io.ssl || !SSL_set_fd(c->io.ssl, fd)) {
             log_error("SSL_new failed");
             destroy(c, "TLS setup failed");
             return;
         }
-        SSL_set_accept_state(c->ssl);
+        SSL_set_accept_state(c->io.ssl);
     }
 }
 

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "session.h"
+#include "sock.h"
 #include "worker.h"
 #include "ws_frame.h"
 
@@ -20,23 +21,20 @@ enum { AF_NONE, AF_SHUTDOWN, AF_DESTROY }; /* what the flush that empties the qu
 typedef void (*conn_impl_body_fn)(conn *c, uint8_t *buf, size_t len);
 
 struct conn {
-    int fd;
+    sock_io io; /* the socket and its SSL (NULL: plain), for rt/sock */
     uint8_t state, tl, after_flush;
     bool echo;     /* the /echo route: messages come back as they came; no session */
     bool writing;  /* wio started */
     bool slow;     /* over the hard limit: close at the next flush */
     bool tls_done; /* TLS handshake finished */
-    bool write_wants_read; /* a TLS write waits for bytes from the peer */
     bool behind;   /* its queue is over a quarter of the soft limit: counted in w->nbehind */
     bool paused;   /* its input waits (held) for its output to drain; rio is stopped */
-    uint32_t tls_retry; /* bytes an SSL_write that wanted to wait must be retried with */
     uint32_t soft_took; /* bytes the peer took since it went over the soft limit */
     ev_io rio, wio;
     ws_list tlink; /* its timeout list (tl), then w->dead */
     double tstamp;
     ws_list plink; /* w->pending */
     ws_list slink; /* w->soft: over the soft limit, oldest first (policy close only) */
-    SSL *ssl;
     /* Outbound queue: a ring of shared frames; qoff bytes of the head are already sent. */
     wbuf **q;
     uint32_t qhead, qlen, qcap, qoff;
@@ -51,18 +49,19 @@ struct conn {
     };
     uint32_t drained; /* bytes written since the last overload check */
     uint32_t check_q; /* qbytes at the last overload check */
+    /* Lengths are 32 bits (messages are at most 2 GiB, heads and held input far less) and
+     * packed beside the pointers they measure: the struct stays within one malloc size class. */
+    uint32_t msg_len;
     union {
-        struct { /* the request head, during the handshake (room: --max-header-size + 1) */
-            char *hs;
-            size_t hs_len;
-        };
-        struct { /* open: input read but not yet processed while its output is backed up */
-            uint8_t *held;
-            size_t held_len;
-        };
+        char *hs;      /* the request head, during the handshake (room: --max-header-size + 1) */
+        uint8_t *held; /* open: input read but not yet processed while its output is backed up */
     };
+    union {
+        uint32_t hs_len;
+        uint32_t held_len;
+    };
+    uint32_t msg_cap;
     uint8_t *msg; /* message assembly; in ST_BODY the body (NULL once handed over) */
-    size_t msg_len, msg_cap;
     struct ip_entry *ip; /* its address's entry in w->ips (NULL: not limited) */
     wbuf *pong; /* the last pong queued (our reference): the one a new ping may rewrite */
     union {

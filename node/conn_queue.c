@@ -31,7 +31,7 @@ void conn_impl_tl_move(conn *c, uint8_t which)
     if (which == TL_CLOSING && c->tl != TL_CLOSING) {
         int outq = 0;
         c->close_since = ev_now(c->sess.w->loop);
-        c->close_outq = c->fd >= 0 && ioctl(c->fd, SIOCOUTQ, &outq) == 0 && outq > 0 ? (uint32_t)outq : 0;
+        c->close_outq = c->io.fd >= 0 && ioctl(c->io.fd, SIOCOUTQ, &outq) == 0 && outq > 0 ? (uint32_t)outq : 0;
     }
     conn_impl_tl_remove(c);
     c->tl = which;
@@ -71,7 +71,7 @@ static size_t count_draining(tlist *l)
     ws_list_each(it, &l->head) {
         conn *c = ws_container_of(it, conn, tlink);
         int outq = 0;
-        if (!c->behind || ioctl(c->fd, SIOCOUTQ, &outq) < 0 || outq < 0) {
+        if (!c->behind || ioctl(c->io.fd, SIOCOUTQ, &outq) < 0 || outq < 0) {
             c->last_outq = UINT32_MAX; /* not known: it does not count next time either */
         } else {
             uint64_t in = c->last_outq == UINT32_MAX ? 0 : (uint64_t)c->drained + c->last_outq;
@@ -203,7 +203,7 @@ void conn_impl_release_queue(conn *c, uint32_t keep)
 void conn_impl_answer_ping(conn *c, const uint8_t *p, size_t n)
 {
     wbuf *b = c->pong;
-    if (b && b->refs > 1 && !c->tls_retry && !(c->qoff && c->q[c->qhead] == b)) {
+    if (b && b->refs > 1 && !c->io.tls_retry && !(c->qoff && c->q[c->qhead] == b)) {
         uint32_t before = b->len;
         b->len = (uint32_t)ws_frame_header(b->data, WS_OP_PONG, true, false, n, NULL);
         memcpy(b->data + b->len, p, n);
@@ -239,7 +239,7 @@ void conn_impl_slow_close(conn *c)
     log_info("client %llx: slow consumer (%zu bytes queued): closing 1008", conn_id(c), c->qbytes);
     /* Keep the frame being written, and whatever a waiting TLS write must be retried with. */
     uint32_t keep = 0;
-    size_t kept = 0, need = c->tls_retry ? c->tls_retry : (c->qoff ? 1 : 0);
+    size_t kept = 0, need = c->io.tls_retry ? c->io.tls_retry : (c->qoff ? 1 : 0);
     while (keep < c->qlen && kept < need) {
         wbuf *b = c->q[(c->qhead + keep) & (c->qcap - 1)];
         kept += b->len - (keep == 0 ? c->qoff : 0);
@@ -259,7 +259,7 @@ void conn_impl_slow_close(conn *c)
 static bool still_delivering(conn *c, double now)
 {
     int outq = 0;
-    if (c->fd < 0 || now - c->close_since >= CLOSE_MAX || ioctl(c->fd, SIOCOUTQ, &outq) < 0 ||
+    if (c->io.fd < 0 || now - c->close_since >= CLOSE_MAX || ioctl(c->io.fd, SIOCOUTQ, &outq) < 0 ||
         outq <= 0)
         return false;
     bool moved = (uint32_t)outq + 1024 <= c->close_outq;

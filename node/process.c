@@ -20,6 +20,7 @@
 #include "log.h"
 #include "net.h"
 #include "session.h"
+#include "sock.h"
 #include "tls.h"
 #include "ws_hash.h"
 
@@ -315,7 +316,7 @@ static bool make_state(worker *w)
     w->max_conns = cfg->max_connections ? (size_t)cfg->max_connections : fd_cap;
     w->rbuf_size = READ_BUFFER;
     w->rbuf = malloc(w->rbuf_size);
-    w->tlsbuf = malloc(16384);
+    w->tlsbuf = malloc(SOCK_TLS_CHUNK);
     w->req = malloc(sizeof *w->req);
     w->on_request = http_request;
     w->ws_opts = (ws_parser_opts){.max_frame = cfg->max_message, .max_message = cfg->max_message, .server = true};
@@ -375,10 +376,9 @@ static presence *start_presence(worker *w)
 static int start_bus(worker *w)
 {
     const config *cfg = w->cfg;
-    if (!cfg->redis)
+    if (!cfg->redis.addr)
         return 0;
-    w->bus = bus_new(w->loop, cfg->redis, cfg->redis_user, cfg->redis_password, cfg->redis_prefix,
-                     w->node_id, on_bus_message, on_bus_resubscribe, w);
+    w->bus = bus_new(w->loop, &cfg->redis, w->node_id, on_bus_message, on_bus_resubscribe, w);
     if (!w->bus)
         return 2;
     w->hub.on_active = on_channel_active;

@@ -5,18 +5,11 @@
 #include <string.h>
 
 #include "cli.h"
-#include "cluster.h"
 
 #define O(f) offsetof(rconfig, f)
 
 static const cli_def defs[] = {
-    {"redis", CLI_STRING, O(redis), "HOST:PORT", "127.0.0.1:6379",
-     "Redis the nodes use (or a unix socket path)"},
-    {"redis-user", CLI_STRING, O(redis_user), "USER", NULL,
-     "Redis ACL user (AUTH user password; Redis 6+)"},
-    {"redis-password", CLI_STRING, O(redis_password), "PASSWORD", NULL, "Redis AUTH password"},
-    {"redis-prefix", CLI_STRING, O(redis_prefix), "PREFIX", "wsfan:",
-     "prefix of every Redis channel; the nodes' --redis-prefix"},
+    RLINK_CLI_DEFS(O(redis), "127.0.0.1:6379", "Redis the nodes use (or a unix socket path)"),
     {"shard", CLI_CUSTOM, 0, "i/N", "0/1",
      "own the channels whose hash falls in shard i of N (the nodes' --router-shards N)"},
     {"bind", CLI_STRING, O(bind), "ADDR", "127.0.0.1", "address of /healthz and /metrics"},
@@ -74,11 +67,7 @@ int rconfig_parse(rconfig *c, int argc, char **argv)
                         "--node-rate at least 1\n");
         return -1;
     }
-    if (!cluster_prefix_valid(c->redis_prefix)) {
-        fprintf(stderr, "wsrouter: --redis-prefix must be at most %d bytes of printable ASCII "
-                        "without spaces: it begins every Redis key and channel name, which must "
-                        "never be cut short\n", CLUSTER_PREFIX_MAX);
+    if (rlink_opts_check(&c->redis, "wsrouter") < 0)
         return -1;
-    }
     return 0;
 }

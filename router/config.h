@@ -6,8 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rlink.h"
+
 typedef struct rconfig {
-    const char *redis, *redis_user, *redis_password, *redis_prefix;
+    rlink_opts redis; /* --redis, --redis-user, --redis-password, --redis-prefix */
     uint32_t shard, shards; /* --shard i/N */
     const char *bind;
     int port; /* /healthz and /metrics; 0: none */

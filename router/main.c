@@ -57,8 +57,7 @@ static void on_link_up(void *ctx);
 static int link_start(router *r)
 {
     const rlink_hooks hooks = {.up = on_link_up};
-    r->link = rlink_new(r->loop, r->cfg.redis, r->cfg.redis_user, r->cfg.redis_password,
-                        r->cfg.redis_prefix, NULL, &hooks, r);
+    r->link = rlink_new(r->loop, &r->cfg.redis, NULL, &hooks, r);
     return r->link && rlink_listen(r->link, r->listen, on_message, r) == 0 ? 0 : -1;
 }
 
@@ -323,7 +322,7 @@ static void on_message(void *ctx, const uint8_t *p, size_t len)
 {
     router *r = ctx;
     if (!p) {
-        log_info("listening on %s%s", r->cfg.redis_prefix, r->listen);
+        log_info("listening on %s%s", r->cfg.redis.prefix, r->listen);
         if (!r->ever_subscribed) /* the first snapshots rebuild what this process never knew */
             r->warm_until = ev_now(r->loop) + r->warm;
         else /* Redis was away: nobody could be heard, and nodes come back with backoff */
@@ -511,7 +510,7 @@ int main(int argc, char **argv)
     ev_signal_init(&r.sigint, on_stop, SIGINT);
     ev_signal_start(r.loop, &r.sigint);
     log_info("wsrouter shard %u/%u on redis %s (prefix %s), /healthz and /metrics on %s:%d",
-             r.cfg.shard, r.cfg.shards, r.cfg.redis, r.cfg.redis_prefix, r.cfg.bind, r.cfg.port);
+             r.cfg.shard, r.cfg.shards, r.cfg.redis.addr, r.cfg.redis.prefix, r.cfg.bind, r.cfg.port);
     ev_run(r.loop, 0);
     roster_free(r.ro);
     return 0;

@@ -321,9 +321,20 @@ static void rlink_free(rlink *l)
     free(l);
 }
 
-rlink *rlink_new(struct ev_loop *loop, const char *addr, const char *user, const char *password,
-                 const char *prefix, const char *script, const rlink_hooks *hooks, void *ctx)
+int rlink_opts_check(const rlink_opts *o, const char *prog)
 {
+    if (cluster_prefix_valid(o->prefix))
+        return 0;
+    fprintf(stderr, "%s: --redis-prefix must be at most %d bytes of printable ASCII without "
+                    "spaces: it begins every Redis key and channel name, which must never be "
+                    "cut short\n", prog, CLUSTER_PREFIX_MAX);
+    return -1;
+}
+
+rlink *rlink_new(struct ev_loop *loop, const rlink_opts *o, const char *script,
+                 const rlink_hooks *hooks, void *ctx)
+{
+    const char *addr = o->addr, *user = o->user, *password = o->password, *prefix = o->prefix;
     rlink *l = calloc(1, sizeof *l);
     if (!l)
         return NULL;

@@ -12,7 +12,32 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cli.h"
+
 typedef struct rlink rlink;
+
+/* A program's Redis link, as its command line gives it. */
+typedef struct rlink_opts {
+    const char *addr;     /* --redis: "host:port" (default port 6379) or a unix socket path */
+    const char *user;     /* --redis-user: an ACL user (NULL: none) */
+    const char *password; /* --redis-password (NULL: none) */
+    const char *prefix;   /* --redis-prefix: before every Redis name */
+} rlink_opts;
+
+/* The four --redis flags as rows of a cli table whose config struct holds an rlink_opts at
+ * offset off; the address's default and help are the program's own. */
+#define RLINK_CLI_DEFS(off, addr_def, addr_help)                                              \
+    {"redis", CLI_STRING, (off) + offsetof(rlink_opts, addr), "HOST:PORT", addr_def, addr_help}, \
+    {"redis-user", CLI_STRING, (off) + offsetof(rlink_opts, user), "USER", NULL,              \
+     "Redis ACL user (AUTH user password; Redis 6+)"},                                       \
+    {"redis-password", CLI_STRING, (off) + offsetof(rlink_opts, password), "PASSWORD", NULL,  \
+     "Redis AUTH password"},                                                                  \
+    {"redis-prefix", CLI_STRING, (off) + offsetof(rlink_opts, prefix), "PREFIX", "wsfan:",    \
+     "prefix of every Redis key and channel, so several clusters can share one Redis"}
+
+/* 0 if o can be used, else -1 after saying why on stderr (prog: the program's name). The
+ * prefix must satisfy cluster_prefix_valid: names are built whole, never cut short. */
+int rlink_opts_check(const rlink_opts *o, const char *prog);
 
 typedef struct rlink_hooks {
     /* Both connections are up (again), the script loaded. Optional. */
@@ -34,13 +59,12 @@ typedef struct rlink_stats {
     bool up;             /* both connections up and the script (if any) loaded */
 } rlink_stats;
 
-/* Connects to addr ("host:port", default port 6379, or a unix socket path starting with '/').
- * AUTH: "AUTH user password" with a user (an empty password if none: a nopass ACL user),
- * "AUTH password" with only a password, none with neither. script (may be NULL) is copied.
- * prefix must satisfy cluster_prefix_valid. Returns NULL (logged) for a bad address or
- * prefix, or out of memory; the connections come up asynchronously. */
-rlink *rlink_new(struct ev_loop *loop, const char *addr, const char *user, const char *password,
-                 const char *prefix, const char *script, const rlink_hooks *hooks, void *ctx);
+/* Connects to o->addr. AUTH: "AUTH user password" with a user (an empty password if none: a
+ * nopass ACL user), "AUTH password" with only a password, none with neither. o's strings and
+ * script (may be NULL) are copied. Returns NULL (logged) for a bad address or prefix, or out
+ * of memory; the connections come up asynchronously. */
+rlink *rlink_new(struct ev_loop *loop, const rlink_opts *o, const char *script,
+                 const rlink_hooks *hooks, void *ctx);
 
 bool rlink_up(const rlink *l);
 const rlink_stats *rlink_get_stats(const rlink *l);

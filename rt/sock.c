@@ -55,7 +55,7 @@ ssize_t sock_writev(sock_io *s, const struct iovec *iov, int n, uint8_t *scratch
     }
     int e = SSL_get_error(s->ssl, r);
     if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
-        s->tls_retry = (uint32_t)len; /* OpenSSL wants the same bytes again */
+        s->tls_retry = (uint16_t)len; /* OpenSSL wants the same bytes again (<= SOCK_TLS_CHUNK) */
         s->write_wants_read = e == SSL_ERROR_WANT_READ;
         return SOCK_AGAIN;
     }

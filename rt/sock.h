@@ -15,10 +15,12 @@
 
 enum { SOCK_AGAIN = -1, SOCK_ERROR = -2 };
 
+/* 16 bytes: it is embedded in every connection of a server holding hundreds of thousands. */
 typedef struct sock_io {
-    int fd;
     SSL *ssl;               /* NULL: plain TCP */
-    uint32_t tls_retry;     /* bytes a TLS write that would block must be retried with (0: none) */
+    int fd;
+    uint16_t tls_retry;     /* bytes a TLS write that would block must be retried with (0: none;
+                               at most SOCK_TLS_CHUNK) */
     bool write_wants_read;  /* the last TLS write waits for bytes from the peer */
     bool read_wants_write;  /* the last TLS read waits for the socket to be writable */
 } sock_io;
