@@ -108,12 +108,7 @@ void lconn_flush(lconn *c)
 /* sock_read, and the write watcher started when TLS needs the socket writable to read on. */
 static ssize_t read_some(lconn *c, void *buf, size_t n)
 {
-    ssize_t r = sock_read(&c->io, buf, n);
-    if (r == SOCK_AGAIN && c->io.read_wants_write) {
-        c->io.read_wants_write = false;
-        want_write(c, true);
-    }
-    return r;
+    return sock_read_ev(&c->io, buf, n, c->w->loop, &c->wio);
 }
 
 /* ---- connection life ---------------------------------------------------------------------- */

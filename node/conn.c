@@ -29,25 +29,23 @@ void conn_release(conn *c) { c->sess.refs--; }
 
 /* ---- transport: the only two places plain and TLS differ --------------------------------- */
 
+/* Starts or stops the write watcher; libev's own flag says which it is (the flush asks for
+ * every connection, so an unchanged watcher costs a load, not a call). */
 static void want_write(conn *c, bool on)
 {
-    if (on && !c->writing)
+    if (on == (bool)ev_is_active(&c->wio))
+        return;
+    if (on)
         ev_io_start(c->sess.w->loop, &c->wio);
-    else if (!on && c->writing)
+    else
         ev_io_stop(c->sess.w->loop, &c->wio);
-    c->writing = on;
 }
 
 /* sock_read on c: >0 bytes read, 0 end of stream, -1 would block, -2 error. A TLS read that
  * must first write starts the write watcher. */
 static ssize_t tx_read(conn *c, void *buf, size_t len)
 {
-    ssize_t n = sock_read(&c->io, buf, len);
-    if (n == SOCK_AGAIN && c->io.read_wants_write) {
-        c->io.read_wants_write = false;
-        want_write(c, true);
-    }
-    return n;
+    return sock_read_ev(&c->io, buf, len, c->sess.w->loop, &c->wio);
 }
 
 /* sock_writev on c: bytes written (> 0), -1 would block, -2 error. TLS coalesces the iovecs
@@ -81,7 +79,6 @@ static void destroy(conn *c, const char *why)
     conn_impl_tl_remove(c);
     ev_io_stop(w->loop, &c->rio);
     ev_io_stop(w->loop, &c->wio);
-    c->writing = false;
     if (c->io.ssl) {
         SSL_free(c->io.ssl);
         c->io.ssl = NULL;

@@ -24,7 +24,6 @@ struct conn {
     sock_io io; /* the socket and its SSL (NULL: plain), for rt/sock */
     uint8_t state, tl, after_flush;
     bool echo;     /* the /echo route: messages come back as they came; no session */
-    bool writing;  /* wio started */
     bool slow;     /* over the hard limit: close at the next flush */
     bool tls_done; /* TLS handshake finished */
     bool behind;   /* its queue is over a quarter of the soft limit: counted in w->nbehind */

@@ -33,6 +33,16 @@ ssize_t sock_read(sock_io *s, void *buf, size_t len)
     }
 }
 
+ssize_t sock_read_ev(sock_io *s, void *buf, size_t len, struct ev_loop *loop, ev_io *wio)
+{
+    ssize_t n = sock_read(s, buf, len);
+    if (n == SOCK_AGAIN && s->read_wants_write) {
+        s->read_wants_write = false;
+        ev_io_start(loop, wio);
+    }
+    return n;
+}
+
 ssize_t sock_writev(sock_io *s, const struct iovec *iov, int n, uint8_t *scratch, size_t cap)
 {
     if (!s->ssl) {

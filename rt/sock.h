@@ -4,6 +4,7 @@
 #ifndef SOCK_H
 #define SOCK_H
 
+#include <ev.h>
 #include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -29,6 +30,10 @@ typedef struct sock_io {
  * SOCK_AGAIN (would block; EINTR too) or SOCK_ERROR. With TLS, SOCK_AGAIN may set
  * read_wants_write: the caller starts its write watcher and clears the flag. */
 ssize_t sock_read(sock_io *s, void *buf, size_t len);
+
+/* sock_read for a socket watched by libev: when TLS must write before it can read on, starts
+ * wio (the caller's write watcher for this socket) on loop, and clears the flag. */
+ssize_t sock_read_ev(sock_io *s, void *buf, size_t len, struct ev_loop *loop, ev_io *wio);
 
 /* Writes the n iovecs. Returns bytes written (> 0), SOCK_AGAIN or SOCK_ERROR. Plain: one
  * writev. TLS: the iovecs are copied into scratch[0..cap) (cap >= SOCK_TLS_CHUNK) up to one
