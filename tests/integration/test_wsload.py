@@ -72,14 +72,18 @@ def test_echo_round_trips_all_come_back(node, tmp_path):
 
 
 def test_connect_counts_connections_and_server_memory(node, tmp_path):
+    # 5,000 connections: the worker's fixed growth (tables doubling, page-sized steps) is then
+    # a small part of the figure; at 2,000 it alone put the old and new builds at 1,000-1,030
+    # bytes, on either side of the bound below depending on the machine's load.
+    conns = 5000
     n = node()
-    r, table = wsload(tmp_path, "connect", "--connections", 2000, "--hold", 0.5,
+    r, table = wsload(tmp_path, "connect", "--connections", conns, "--hold", 0.5,
                       "--server-pid", n.proc.pid, f"ws://127.0.0.1:{n.port}/ws")
-    assert r["connections"]["opened"] == 2000
-    assert r["connections"]["open_at_start"] == 2000
-    assert r["handshake"]["count"] == 2000
+    assert r["connections"]["opened"] == conns
+    assert r["connections"]["open_at_start"] == conns
+    assert r["handshake"]["count"] == conns
     mem = r["server_memory_kib"]
-    per_conn = (mem["rss_after"] - mem["rss_before"]) * 1024 / 2000
+    per_conn = (mem["rss_after"] - mem["rss_before"]) * 1024 / conns
     assert per_conn > 0, mem
     assert "per connection" in table
     # An idle plain connection owns no buffer; sanitizer builds pad every allocation.
