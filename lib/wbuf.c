@@ -13,6 +13,8 @@ wbuf *wbuf_new(size_t cap)
     if (b) {
         b->refs = 1;
         b->len = 0;
+        b->seq = 0;
+        b->chan = NULL;
     }
     return b;
 }

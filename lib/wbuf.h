@@ -8,7 +8,10 @@
 
 typedef struct wbuf {
     uint32_t refs;
-    uint32_t len; /* bytes of data in use */
+    uint32_t len;     /* bytes of data in use */
+    uint64_t seq;     /* a channel's msg frame: its seq; 0 for every other frame */
+    const void *chan; /* a channel's msg frame: its channel (an identity, never dereferenced
+                         here); NULL for every other frame */
     uint8_t data[];
 } wbuf;
 

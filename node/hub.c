@@ -212,6 +212,8 @@ static size_t fan_out(hub *h, hub_channel *c, uint64_t seq, ws_span data)
         return 0;
     if (env_write_msg((char *)payload, name, seq, data) != plen)
         abort(); /* env_msg_len and env_write_msg disagree: a programming error */
+    b->seq = seq;
+    b->chan = c;
     /* The callback never subscribes or unsubscribes, so the array holds still. */
     for (uint32_t i = 0; i < c->n; i++)
         h->deliver(c->refs[i].m, b, h->ctx);
