@@ -4,9 +4,9 @@ WebSocket, no HTTP, nothing but the Redis the nodes already use.
 
     deploy/redis_publish.py [--redis 127.0.0.1:6379] [--prefix wsfan:] CHANNEL 'JSON DATA'
 
-It runs the same script the nodes run (INCR the channel's seq, PUBLISH the Envelope with the
-seq appended), so subscribers on every node get the message with the next seq, in order with
-everything published through the nodes. The standard library is enough: RESP and the few
+It runs the same script the nodes run (the channel's next seq in its epoch, the message kept in
+its history, the Envelope published with seq and epoch appended), so subscribers on every node
+get it with the next seq, in order with everything published through the nodes. The standard library is enough: RESP and the few
 protobuf fields of proto/cluster.proto are encoded by hand below.
 """
 import argparse
@@ -17,11 +17,27 @@ import time
 
 # The nodes' script (node/bus.c), byte for byte: EVAL caches it under the same SHA.
 SCRIPT = (
-    "local seq = redis.call('INCR', KEYS[1])\n"
-    "local v, t = seq, {}\n"
-    "while v >= 128 do t[#t + 1] = string.char(v % 128 + 128); v = math.floor(v / 128) end\n"
-    "t[#t + 1] = string.char(v)\n"
-    "redis.call('PUBLISH', KEYS[2], ARGV[1] .. '\\32' .. table.concat(t))\n"
+    "local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)\n"
+    "local epoch = redis.call('HGET', KEYS[1], 'epoch')\n"
+    "if seq == 1 or not epoch then\n"
+    "  local t = redis.call('TIME')\n"
+    "  epoch = string.format('%x.%x', tonumber(t[1]), tonumber(t[2]))\n"
+    "  redis.call('HSET', KEYS[1], 'epoch', epoch)\n"
+    "  redis.call('DEL', KEYS[2])\n"
+    "end\n"
+    "local function varint(v)\n"
+    "  local t = {}\n"
+    "  while v >= 128 do t[#t + 1] = string.char(v % 128 + 128); v = math.floor(v / 128) end\n"
+    "  t[#t + 1] = string.char(v)\n"
+    "  return table.concat(t)\n"
+    "end\n"
+    "local msg = ARGV[1] .. '\\32' .. varint(seq) .. '\\170\\1' .. varint(#epoch) .. epoch\n"
+    "if tonumber(ARGV[3]) > 0 then\n"
+    "  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'e', msg)\n"
+    "  redis.call('EXPIRE', KEYS[2], ARGV[4])\n"
+    "end\n"
+    "redis.call('EXPIRE', KEYS[1], ARGV[4])\n"
+    "redis.call('PUBLISH', ARGV[2], msg)\n"
     "return seq\n")
 
 
@@ -42,7 +58,7 @@ def field(number, wire_type, payload):
 
 
 def envelope(channel, data, origin="backend"):
-    """Envelope{kind: PUBLISH, origin, channel, payload, sent_us}; the script adds seq."""
+    """Envelope{kind: PUBLISH, origin, channel, payload, sent_us}; the script adds seq, epoch."""
     return (field(1, 0, varint(1)) + field(2, 2, origin.encode()) +
             field(3, 2, channel.encode()) + field(7, 2, data) +
             field(10, 0, varint(int(time.time() * 1e6))))
@@ -72,6 +88,8 @@ def main():
     p.add_argument("--redis", default="127.0.0.1:6379")
     p.add_argument("--password")
     p.add_argument("--prefix", default="wsfan:")
+    p.add_argument("--history-size", type=int, default=100, help="the nodes' --history-size")
+    p.add_argument("--history-ttl", type=int, default=600, help="the nodes' --history-ttl")
     p.add_argument("channel")
     p.add_argument("data", help="one JSON value, sent to subscribers byte for byte")
     a = p.parse_args()
@@ -80,8 +98,9 @@ def main():
     with socket.create_connection((host, int(port)), timeout=5) as s:
         if a.password:
             command(s, "AUTH", a.password)
-        seq = command(s, "EVAL", SCRIPT, 2, f"{a.prefix}seq:{a.channel}", f"{a.prefix}ch:{a.channel}",
-                      envelope(a.channel, a.data.encode()))
+        seq = command(s, "EVAL", SCRIPT, 2, f"{a.prefix}meta:{{{a.channel}}}",
+                      f"{a.prefix}hist:{{{a.channel}}}", envelope(a.channel, a.data.encode()),
+                      f"{a.prefix}ch:{{{a.channel}}}", a.history_size, a.history_ttl)
     print(json.dumps({"channel": a.channel, "seq": seq}))
 
 

@@ -15,6 +15,14 @@ bool cluster_prefix_valid(const char *p)
     return n <= CLUSTER_PREFIX_MAX;
 }
 
+size_t cluster_channel_name(char *out, size_t cap, const char *kind, ws_span ch)
+{
+    if (ch.n > ENV_CHANNEL_MAX)
+        return 0;
+    int n = snprintf(out, cap, "%s{%.*s}", kind, (int)ch.n, ch.p);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
 size_t cluster_router_channel(char *out, size_t cap, uint32_t shard)
 {
     int n = snprintf(out, cap, "router:%" PRIu32, shard);

@@ -19,15 +19,24 @@
 /* A user id anywhere in the cluster (a token's sub claim, what routers store). */
 #define CLUSTER_USER_MAX 128
 /* The longest Redis name a prefix and a suffix make: a channel's, whose suffix is longest. */
-#define CLUSTER_NAME_MAX (CLUSTER_PREFIX_MAX + 4 + 200)
+#define CLUSTER_NAME_MAX (CLUSTER_PREFIX_MAX + 8 + 200) /* "meta:{" 200 "}" */
 
-/* Redis name suffixes (after the prefix). */
-#define CLUSTER_CHANNEL "ch:"  /* + channel: its messages (and its join/leave events) */
-#define CLUSTER_SEQ "seq:"     /* + channel: its seq counter */
+/* Redis name kinds (after the prefix). A channel's names are "<kind>{<channel>}": the hash tag
+ * puts all of them on one Redis Cluster slot, so one script can touch them together. */
+#define CLUSTER_CHANNEL "ch:"  /* pub/sub: the channel's messages (and its join/leave events) */
+#define CLUSTER_META "meta:"   /* hash: seq (the last one published) and epoch */
+#define CLUSTER_HIST "hist:"   /* stream: the last messages, entry id "<seq>-0" */
 #define CLUSTER_NODES "nodes"  /* RESYNC broadcasts to every node with router shards */
+/* An epoch: a channel's history era, "<hex seconds>.<hex microseconds>" of Redis's clock when
+ * the era began (or the node's start, without Redis). */
+#define CLUSTER_EPOCH_MAX 32
 
 /* True if p may prefix Redis names: 0..CLUSTER_PREFIX_MAX bytes of printable ASCII, no space. */
 bool cluster_prefix_valid(const char *p);
+
+/* "<kind>{<channel>}" into out (at least CLUSTER_NAME_MAX + 1 bytes); its length, 0 if it
+ * does not fit. kind is one of CLUSTER_CHANNEL, CLUSTER_META, CLUSTER_HIST. */
+size_t cluster_channel_name(char *out, size_t cap, const char *kind, ws_span ch);
 
 /* "router:<shard>" into out (at least 24 bytes); returns its length. */
 size_t cluster_router_channel(char *out, size_t cap, uint32_t shard);

@@ -80,6 +80,11 @@ static int member(void *ctx, const char *k, size_t kn, const char *v, size_t vn)
         }
         r->has_since = true;
         r->since = s;
+    } else if (key_is(k, kn, "epoch")) {
+        if (t != WS_JSON_STRING || inner.n > 32)
+            fault(w, ENV_ERR_BAD_REQUEST, "epoch must be a string of at most 32 bytes");
+        else
+            r->epoch = inner;
     } else if (key_is(k, kn, "events")) {
         if (t != WS_JSON_TRUE && t != WS_JSON_FALSE)
             fault(w, ENV_ERR_BAD_REQUEST, "events must be true or false");
@@ -255,6 +260,39 @@ size_t env_write_ack(char *out, size_t cap, ws_span id, bool has_seq, uint64_t s
         ok = RAW(",\"seq\":") && put_raw(out, cap, &at, num, k);
     }
     ok = ok && RAW("}");
+    return ok ? at : 0;
+}
+
+/* ,"seq":S,"epoch":"E" (the epoch is made of [0-9a-f.], nothing to escape) */
+static bool put_pos(char *out, size_t cap, size_t *at_, env_pos pos)
+{
+    size_t at = *at_;
+    char num[20];
+    size_t k = (size_t)(put_u64(num, pos.seq) - num);
+    bool ok = RAW(",\"seq\":") && put_raw(out, cap, &at, num, k) && RAW(",\"epoch\":\"") &&
+              put_raw(out, cap, &at, pos.epoch.p, pos.epoch.n) && RAW("\"");
+    *at_ = at;
+    return ok;
+}
+
+size_t env_write_sub_ack(char *out, size_t cap, ws_span id, env_pos pos, int recovered)
+{
+    size_t at = 0;
+    bool ok = RAW("{\"op\":\"ack\"");
+    if (ok && id.n)
+        ok = RAW(",\"id\":") && put_raw(out, cap, &at, id.p, id.n);
+    ok = ok && put_pos(out, cap, &at, pos);
+    if (ok && recovered >= 0)
+        ok = recovered ? RAW(",\"recovered\":true") : RAW(",\"recovered\":false");
+    ok = ok && RAW("}");
+    return ok ? at : 0;
+}
+
+size_t env_write_reset(char *out, size_t cap, ws_span ch, env_pos pos)
+{
+    size_t at = 0;
+    bool ok = RAW("{\"op\":\"reset\",\"ch\":\"") && put_raw(out, cap, &at, ch.p, ch.n) &&
+              RAW("\"") && put_pos(out, cap, &at, pos) && RAW("}");
     return ok ? at : 0;
 }
 

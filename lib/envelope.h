@@ -31,6 +31,7 @@ typedef struct env_req {
     ws_span to;    /* send: target client id (raw string contents) */
     bool has_since;
     uint64_t since; /* sub: resume after this seq */
+    ws_span epoch;  /* sub: ... in this epoch (raw string contents; n == 0: the current one) */
     bool events;    /* sub: also receive join/leave events */
     bool count_only; /* presence: answer the count, not the members */
 } env_req;
@@ -70,6 +71,20 @@ size_t env_write_msg(char *out, ws_span ch, uint64_t seq, ws_span data);
 size_t env_write_hello(char *out, size_t cap, const char *client, const char *node);
 size_t env_write_ack(char *out, size_t cap, ws_span id, bool has_seq, uint64_t seq);
 size_t env_write_err(char *out, size_t cap, ws_span id, const char *code, const char *reason);
+
+/* A channel's position: the last seq published and the epoch it belongs to. */
+typedef struct env_pos {
+    uint64_t seq;
+    ws_span epoch;
+} env_pos;
+
+/* {"op":"ack","id":..,"seq":S,"epoch":"E"[,"recovered":true|false]}: the ack of a sub, with
+ * the channel's position; recovered < 0 leaves it out (no since was asked). */
+size_t env_write_sub_ack(char *out, size_t cap, ws_span id, env_pos pos, int recovered);
+
+/* {"op":"reset","ch":..,"epoch":"E","seq":S}: the channel's history was lost; S is the
+ * position in the new epoch E before its next message. */
+size_t env_write_reset(char *out, size_t cap, ws_span ch, env_pos pos);
 
 /* Presence and direct messages (docs/protocol.md); each returns the length, or 0 if it does not
  * fit in out[0..cap). Strings are escaped; data must be valid JSON.

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include <hiredis/hiredis.h>
+
 #include "cluster.h"
 #include "envelope.h"
 #include "log.h"
@@ -12,16 +14,58 @@
 #include "ws_list.h"
 #include "ws_utf8.h"
 
-/* KEYS[1] seq key, KEYS[2] Redis channel, ARGV[1] the Envelope without seq. Appends field 4
- * (seq, varint) to the Envelope: protobuf lets a field follow the others. Loaded when the
- * command link connects, then run by EVALSHA. */
-static const char SCRIPT[] =
-    "local seq = redis.call('INCR', KEYS[1])\n"
-    "local v, t = seq, {}\n"
-    "while v >= 128 do t[#t + 1] = string.char(v % 128 + 128); v = math.floor(v / 128) end\n"
-    "t[#t + 1] = string.char(v)\n"
-    "redis.call('PUBLISH', KEYS[2], ARGV[1] .. '\\32' .. table.concat(t))\n"
+/* The publish script. KEYS[1] the channel's meta hash (seq, epoch), KEYS[2] its history
+ * stream; ARGV[1] the Envelope without seq and epoch, ARGV[2] the Redis channel, ARGV[3] the
+ * history size (0: none), ARGV[4] the TTL in seconds of both keys. A missing meta (the first
+ * publish, or seq and epoch lost: expired, evicted, Redis restarted without persistence)
+ * begins a new epoch from Redis's clock and drops any stream left from the old one, so stream
+ * ids (the seq) never go backwards. Appends field 4 (seq, varint) and field 21 (epoch) to the
+ * Envelope (protobuf lets fields follow the others), keeps it in the stream, publishes it. */
+static const char SCRIPT_PUBLISH[] =
+    "local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)\n"
+    "local epoch = redis.call('HGET', KEYS[1], 'epoch')\n"
+    "if seq == 1 or not epoch then\n"
+    "  local t = redis.call('TIME')\n"
+    "  epoch = string.format('%x.%x', tonumber(t[1]), tonumber(t[2]))\n"
+    "  redis.call('HSET', KEYS[1], 'epoch', epoch)\n"
+    "  redis.call('DEL', KEYS[2])\n"
+    "end\n"
+    "local function varint(v)\n"
+    "  local t = {}\n"
+    "  while v >= 128 do t[#t + 1] = string.char(v % 128 + 128); v = math.floor(v / 128) end\n"
+    "  t[#t + 1] = string.char(v)\n"
+    "  return table.concat(t)\n"
+    "end\n"
+    "local msg = ARGV[1] .. '\\32' .. varint(seq) .. '\\170\\1' .. varint(#epoch) .. epoch\n"
+    "if tonumber(ARGV[3]) > 0 then\n"
+    "  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'e', msg)\n"
+    "  redis.call('EXPIRE', KEYS[2], ARGV[4])\n"
+    "end\n"
+    "redis.call('EXPIRE', KEYS[1], ARGV[4])\n"
+    "redis.call('PUBLISH', ARGV[2], msg)\n"
     "return seq\n";
+
+/* The read script: a channel's position and, optionally, messages, in one atomic step.
+ * KEYS[1] meta, KEYS[2] stream; ARGV[1] "after" (the Envelopes with seq > ARGV[2], oldest
+ * first, at most ARGV[3]) or "last" (the last ARGV[3] Envelopes, oldest first). Answers
+ * {seq, epoch, Envelope...}; seq "0" and epoch "" for a channel nothing is known of. */
+static const char SCRIPT_READ[] =
+    "local m = redis.call('HMGET', KEYS[1], 'seq', 'epoch')\n"
+    "local out = {m[1] or '0', m[2] or ''}\n"
+    "local n = tonumber(ARGV[3])\n"
+    "if not m[2] or n <= 0 then return out end\n"
+    "local r\n"
+    "if ARGV[1] == 'after' then\n"
+    "  r = redis.call('XRANGE', KEYS[2], '(' .. ARGV[2] .. '-0', '+', 'COUNT', n)\n"
+    "else\n"
+    "  r = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', n)\n"
+    "  local k = #r\n"
+    "  for i = 1, math.floor(k / 2) do r[i], r[k + 1 - i] = r[k + 1 - i], r[i] end\n"
+    "end\n"
+    "for _, e in ipairs(r) do out[#out + 1] = e[2][2] end\n"
+    "return out\n";
+
+enum { SCRIPT_PUB, SCRIPT_RD };
 
 /* A SUBSCRIBE sent and not yet answered, with the clients waiting for it. Answers come in the
  * order the commands were sent, so a FIFO matches them. */
@@ -41,6 +85,7 @@ typedef struct sub_pending {
 struct bus {
     rlink *link;
     char *node_id;
+    char history_size[24], history_ttl[24]; /* the publish script's ARGV[3] and ARGV[4] */
     bus_message_fn on_message;
     bus_resubscribe_fn resubscribe;
     bus_up_fn on_up;
@@ -57,28 +102,43 @@ typedef struct pub_req {
     void *arg;
 } pub_req;
 
+/* Why e (a PUBLISH stored or published) is not a message of channel ch, or NULL if it is. */
+static const char *publish_fault(const Wsfan__Envelope *e)
+{
+    if (e->seq == 0)
+        return "no seq";
+    if (!e->epoch || !e->epoch[0] || strlen(e->epoch) > CLUSTER_EPOCH_MAX)
+        return "no epoch";
+    if (!ws_utf8_valid(e->payload.data, e->payload.len) ||
+        !ws_json_valid((const char *)e->payload.data, e->payload.len))
+        return "payload is not valid JSON";
+    return NULL;
+}
+
+/* True if rch (a full Redis channel name) is <prefix>ch:{<ch>}. */
+static bool names_channel(bus *b, const char *rch, size_t rch_len, const char *ch)
+{
+    char want[CLUSTER_NAME_MAX + 1];
+    size_t plen = strlen(rlink_prefix(b->link));
+    size_t n = cluster_channel_name(want, sizeof want, CLUSTER_CHANNEL, (ws_span){ch, strlen(ch)});
+    return n && rch_len == plen + n && memcmp(rch + plen, want, n) == 0;
+}
+
 /* Checks and delivers one PUBLISH envelope that arrived on Redis channel rch. */
 static void deliver(bus *b, const char *rch, size_t rch_len, const uint8_t *p, size_t n)
 {
     Wsfan__Envelope *e = wsfan__envelope__unpack(NULL, n, p);
-    size_t plen = strlen(rlink_prefix(b->link)) + strlen(CLUSTER_CHANNEL);
     const char *why = NULL;
     if (!e)
         why = "not an Envelope";
     else if (e->kind != WSFAN__ENVELOPE__KIND__PUBLISH && e->kind != WSFAN__ENVELOPE__KIND__EVENTS)
         why = "not a PUBLISH or EVENTS";
-    else if (!e->channel || rch_len <= plen || strlen(e->channel) != rch_len - plen ||
-             memcmp(e->channel, rch + plen, rch_len - plen) != 0)
-        why = "channel does not match the Redis channel";
-    else if (!env_channel_valid((ws_span){e->channel, strlen(e->channel)}))
+    else if (!e->channel || !env_channel_valid((ws_span){e->channel, strlen(e->channel)}))
         why = "bad channel name";
-    else if (e->kind == WSFAN__ENVELOPE__KIND__EVENTS)
-        why = NULL; /* the presence module checks the members it uses */
-    else if (e->seq == 0)
-        why = "no seq";
-    else if (!ws_utf8_valid(e->payload.data, e->payload.len) ||
-             !ws_json_valid((const char *)e->payload.data, e->payload.len))
-        why = "payload is not valid JSON";
+    else if (!names_channel(b, rch, rch_len, e->channel))
+        why = "channel does not match the Redis channel";
+    else if (e->kind == WSFAN__ENVELOPE__KIND__PUBLISH)
+        why = publish_fault(e); /* EVENTS: the presence module checks the members it uses */
     if (why) {
         b->st.malformed++;
         log_warn("redis: dropped a malformed message on %.*s: %s", (int)rch_len, rch, why);
@@ -88,6 +148,7 @@ static void deliver(bus *b, const char *rch, size_t rch_len, const uint8_t *p, s
     } else {
         b->st.received++;
         b->on_message(b->ctx, (ws_span){e->channel, strlen(e->channel)}, e->seq,
+                      (ws_span){e->epoch, strlen(e->epoch)},
                       (ws_span){(const char *)e->payload.data, e->payload.len}, e->sent_us);
     }
     if (e)
@@ -131,12 +192,16 @@ static void on_link_up(void *ctx)
         b->on_up(b->hooks_ctx);
 }
 
-bus *bus_new(struct ev_loop *loop, const rlink_opts *redis, const char *node_id,
-             bus_message_fn on_message, bus_resubscribe_fn resubscribe, void *ctx)
+bus *bus_new(struct ev_loop *loop, const rlink_opts *redis, const bus_history *history,
+             const char *node_id, bus_message_fn on_message, bus_resubscribe_fn resubscribe,
+             void *ctx)
 {
+    static const char *const scripts[] = {SCRIPT_PUBLISH, SCRIPT_READ, NULL};
     bus *b = calloc(1, sizeof *b);
     if (!b || !(b->node_id = strdup(node_id)))
         return free(b), NULL;
+    snprintf(b->history_size, sizeof b->history_size, "%u", history->size);
+    snprintf(b->history_ttl, sizeof b->history_ttl, "%u", history->ttl);
     b->on_message = on_message;
     b->resubscribe = resubscribe;
     b->ctx = ctx;
@@ -145,7 +210,7 @@ bus *bus_new(struct ev_loop *loop, const rlink_opts *redis, const char *node_id,
                                .resubscribe = on_link_resubscribe,
                                .message = on_link_message,
                                .subscribed = on_link_subscribed};
-    if (!(b->link = rlink_new(loop, redis, SCRIPT, &hooks, b))) {
+    if (!(b->link = rlink_new(loop, redis, scripts, &hooks, b))) {
         free(b->node_id);
         free(b);
         return NULL;
@@ -172,7 +237,9 @@ void bus_subscribe(bus *b, ws_span ch)
         return; /* out of memory: the channel stays unsubscribed until a resubscribe */
     memcpy(p->ch, ch.p, ch.n);
     p->len = ch.n;
-    if (rlink_subscribe(b->link, CLUSTER_CHANNEL, ch.p, ch.n) < 0) {
+    char name[CLUSTER_NAME_MAX + 1];
+    size_t n = cluster_channel_name(name, sizeof name, CLUSTER_CHANNEL, ch);
+    if (!n || rlink_subscribe(b->link, name, n) < 0) {
         free(p); /* the link is down: subscribed again when it is back */
         return;
     }
@@ -199,7 +266,13 @@ int bus_when_subscribed(bus *b, ws_span ch, bus_published_fn done, void *arg)
     return 1;
 }
 
-void bus_unsubscribe(bus *b, ws_span ch) { rlink_unsubscribe(b->link, CLUSTER_CHANNEL, ch.p, ch.n); }
+void bus_unsubscribe(bus *b, ws_span ch)
+{
+    char name[CLUSTER_NAME_MAX + 1];
+    size_t n = cluster_channel_name(name, sizeof name, CLUSTER_CHANNEL, ch);
+    if (n)
+        rlink_unsubscribe(b->link, name, n);
+}
 
 static void on_published(void *arg, long long v, const char *err)
 {
@@ -217,10 +290,17 @@ static void on_published(void *arg, long long v, const char *err)
     free(q);
 }
 
+/* The meta and stream names of ch into keys[0] and keys[1]; false if they do not fit. */
+static bool channel_keys(ws_span ch, char keys[2][CLUSTER_NAME_MAX + 1])
+{
+    return cluster_channel_name(keys[0], sizeof keys[0], CLUSTER_META, ch) &&
+           cluster_channel_name(keys[1], sizeof keys[1], CLUSTER_HIST, ch);
+}
+
 int bus_publish(bus *b, ws_span ch, ws_span data, bus_published_fn done, void *arg)
 {
     Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
-    char chan[ENV_CHANNEL_MAX + 1], keys[2][ENV_CHANNEL_MAX + 8];
+    char chan[ENV_CHANNEL_MAX + 1], keys[2][CLUSTER_NAME_MAX + 1], rch[CLUSTER_NAME_MAX + 1];
     struct timeval tv;
     gettimeofday(&tv, NULL);
     snprintf(chan, sizeof chan, "%.*s", (int)ch.n, ch.p);
@@ -230,17 +310,22 @@ int bus_publish(bus *b, ws_span ch, ws_span data, bus_published_fn done, void *a
     e.payload.data = (uint8_t *)data.p;
     e.payload.len = data.n;
     e.sent_us = (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
-    snprintf(keys[0], sizeof keys[0], CLUSTER_SEQ "%s", chan);
-    snprintf(keys[1], sizeof keys[1], CLUSTER_CHANNEL "%s", chan);
-    const char *k[2] = {keys[0], keys[1]};
+    size_t plen = strlen(rlink_prefix(b->link));
+    memcpy(rch, rlink_prefix(b->link), plen);
+    bool named = channel_keys(ch, keys) &&
+                 cluster_channel_name(rch + plen, sizeof rch - plen, CLUSTER_CHANNEL, ch);
     size_t n = wsfan__envelope__get_packed_size(&e);
-    uint8_t *buf = rlink_up(b->link) ? malloc(n) : NULL;
+    uint8_t *buf = named && rlink_up(b->link) ? malloc(n) : NULL;
     pub_req *q = buf ? malloc(sizeof *q) : NULL;
     if (q) {
         *q = (pub_req){b, done, arg};
         wsfan__envelope__pack(&e, buf);
     }
-    if (!q || rlink_eval(b->link, 2, k, buf, n, on_published, q) < 0) {
+    const char *k[2] = {keys[0], keys[1]};
+    const char *args[4] = {(const char *)buf, rch, b->history_size, b->history_ttl};
+    const size_t lens[4] = {n, strlen(rch), strlen(b->history_size), strlen(b->history_ttl)};
+    const rlink_eval_args ea = {SCRIPT_PUB, 2, k, 4, args, lens};
+    if (!q || rlink_eval(b->link, &ea, on_published, q) < 0) {
         free(buf);
         free(q);
         b->st.publish_failures++; /* refused here is as failed as refused by Redis */
@@ -248,6 +333,91 @@ int bus_publish(bus *b, ws_span ch, ws_span data, bus_published_fn done, void *a
     }
     free(buf); /* hiredis copied it into its output buffer */
     b->st.pending++;
+    return 0;
+}
+
+/* ---- reading a channel's position and history ---- */
+
+typedef struct read_req {
+    bus *b;
+    bus_read_fn done;
+    void *arg;
+    char ch[ENV_CHANNEL_MAX + 1];
+} read_req;
+
+/* Unpacks and checks one stored Envelope of channel ch into *m; false (counted, logged) if it
+ * is not one. *e must be freed by the caller when true. */
+static bool stored_message(bus *b, const char *ch, const struct redisReply *r,
+                           Wsfan__Envelope **e)
+{
+    const char *why = NULL;
+    *e = r->type == REDIS_REPLY_STRING ? wsfan__envelope__unpack(NULL, r->len, (const uint8_t *)r->str)
+                                       : NULL;
+    if (!*e)
+        why = "not an Envelope";
+    else if ((*e)->kind != WSFAN__ENVELOPE__KIND__PUBLISH || !(*e)->channel ||
+             strcmp((*e)->channel, ch) != 0)
+        why = "not a PUBLISH of this channel";
+    else
+        why = publish_fault(*e);
+    if (!why)
+        return true;
+    b->st.malformed++;
+    log_warn("redis: dropped a malformed history entry of %s: %s", ch, why);
+    if (*e)
+        wsfan__envelope__free_unpacked(*e, NULL);
+    *e = NULL;
+    return false;
+}
+
+static void on_read(void *arg, const struct redisReply *r, const char *err)
+{
+    read_req *q = arg;
+    bus_position pos = {0};
+    size_t n = 0;
+    bus_stored *msgs = NULL;
+    if (!err && (r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
+                 r->element[0]->type != REDIS_REPLY_STRING ||
+                 r->element[1]->type != REDIS_REPLY_STRING || r->element[1]->len > CLUSTER_EPOCH_MAX))
+        err = "unexpected answer";
+    if (!err && r->elements > 2 && !(msgs = calloc(r->elements - 2, sizeof *msgs)))
+        err = "out of memory";
+    if (!err) {
+        pos.seq = strtoull(r->element[0]->str, NULL, 10);
+        memcpy(pos.epoch, r->element[1]->str, r->element[1]->len);
+        pos.epoch_len = (uint8_t)r->element[1]->len;
+        for (size_t i = 2; i < r->elements; i++) {
+            Wsfan__Envelope *e;
+            if (!stored_message(q->b, q->ch, r->element[i], &e))
+                continue;
+            msgs[n++] = (bus_stored){e->seq, {(const char *)e->payload.data, e->payload.len}, e};
+        }
+    }
+    q->done(q->arg, err ? NULL : &pos, msgs, n);
+    for (size_t i = 0; i < n; i++)
+        wsfan__envelope__free_unpacked(msgs[i].own, NULL);
+    free(msgs);
+    free(q);
+}
+
+int bus_read(bus *b, ws_span ch, bool after, uint64_t seq, uint32_t count, bus_read_fn done,
+             void *arg)
+{
+    char keys[2][CLUSTER_NAME_MAX + 1], since[24], max[16];
+    read_req *q = channel_keys(ch, keys) ? malloc(sizeof *q) : NULL;
+    if (!q)
+        return -1;
+    *q = (read_req){b, done, arg, {0}};
+    memcpy(q->ch, ch.p, ch.n);
+    snprintf(since, sizeof since, "%llu", (unsigned long long)seq);
+    snprintf(max, sizeof max, "%u", count);
+    const char *k[2] = {keys[0], keys[1]};
+    const char *args[3] = {after ? "after" : "last", since, max};
+    const rlink_eval_args ea = {SCRIPT_RD, 2, k, 3, args, NULL};
+    if (rlink_eval_reply(b->link, &ea, on_read, q) < 0) {
+        free(q);
+        return -1;
+    }
     return 0;
 }
 

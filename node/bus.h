@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cluster.h"
 #include "cluster.pb-c.h"
 #include "rlink.h"
 #include "ws_http.h"
@@ -18,7 +19,8 @@ typedef struct bus bus;
 
 /* A channel message arrived from Redis (already checked: valid name, valid JSON data);
  * sent_us is the publisher's wall clock at publish (0 if unknown). */
-typedef void (*bus_message_fn)(void *ctx, ws_span ch, uint64_t seq, ws_span data, uint64_t sent_us);
+typedef void (*bus_message_fn)(void *ctx, ws_span ch, uint64_t seq, ws_span epoch, ws_span data,
+                               uint64_t sent_us);
 
 /* The subscription link (re)connected: call bus_subscribe for every channel with local
  * subscribers. */
@@ -33,10 +35,17 @@ typedef struct bus_stats {
     bool up;
 } bus_stats;
 
-/* Connects to Redis as rlink_new does. Channels are <prefix>ch:<name>, seq keys <prefix>seq:<name>. Returns NULL (logged)
+/* What Redis keeps of every channel: the last `size` messages (0: none, the seq and epoch
+ * only), for `ttl` seconds after its last publish. */
+typedef struct bus_history {
+    uint32_t size, ttl;
+} bus_history;
+
+/* Connects to Redis as rlink_new does. Names: docs/cluster.md. Returns NULL (logged)
  * for a bad address or prefix. The link comes up asynchronously. */
-bus *bus_new(struct ev_loop *loop, const rlink_opts *redis, const char *node_id,
-             bus_message_fn on_message, bus_resubscribe_fn resubscribe, void *ctx);
+bus *bus_new(struct ev_loop *loop, const rlink_opts *redis, const bus_history *history,
+             const char *node_id, bus_message_fn on_message, bus_resubscribe_fn resubscribe,
+             void *ctx);
 
 /* True while the link is up (both connections, script loaded). */
 bool bus_up(const bus *b);
@@ -58,6 +67,30 @@ int bus_when_subscribed(bus *b, ws_span ch, bus_published_fn done, void *arg);
 /* Publishes data on ch; done(arg, seq) is called exactly once, later, from the loop, unless
  * this returns -1 (Redis unavailable), in which case done is never called. */
 int bus_publish(bus *b, ws_span ch, ws_span data, bus_published_fn done, void *arg);
+
+/* A channel's position: the last seq published and its epoch ("" and 0: nothing known). */
+typedef struct bus_position {
+    uint64_t seq;
+    char epoch[CLUSTER_EPOCH_MAX + 1];
+    uint8_t epoch_len;
+} bus_position;
+
+/* One stored message (valid JSON data), valid during the callback. */
+typedef struct bus_stored {
+    uint64_t seq;
+    ws_span data;
+    void *own; /* the bus's */
+} bus_stored;
+
+/* A read answered: pos NULL when Redis could not answer, else the channel's position and the
+ * messages asked for, oldest first (entries that did not check out are left out). */
+typedef void (*bus_read_fn)(void *arg, const bus_position *pos, const bus_stored *msgs, size_t n);
+
+/* Reads ch's position and, in one atomic step, its stored messages: with after, those with
+ * seq > `seq` (at most count); without, the last count. count 0: the position only. done is
+ * called exactly once, later, unless this returns -1 (Redis unavailable). */
+int bus_read(bus *b, ws_span ch, bool after, uint64_t seq, uint32_t count, bus_read_fn done,
+             void *arg);
 
 /* The bus's counters, the link's (reconnects, up) included. */
 const bus_stats *bus_get_stats(bus *b);

@@ -105,6 +105,11 @@ static const cli_def defs[] = {
     {"presence-max-members", CLI_INT, O(presence_max_members), "N", "1000",
      "without --redis: a presence answer lists at most this many members, larger channels get "
      "a count (with --redis the router's flag of the same name decides)"},
+    {"history-size", CLI_INT, O(history_size), "N", "100",
+     "messages of each channel kept for recovery and the history op (0: none; the seq and "
+     "epoch are kept all the same)"},
+    {"history-ttl", CLI_INT, O(history_ttl), "SEC", "600",
+     "a channel's seq, epoch and history expire this long after its last publish"},
     {"heartbeat", CLI_SECONDS, O(heartbeat), "SEC", "1",
      "interval of the heartbeat each worker sends every router shard"},
     {"router-timeout", CLI_SECONDS, O(router_timeout), "SEC", "2",
@@ -228,6 +233,12 @@ int config_parse(config *c, int argc, char **argv)
                        !env_channel_valid((ws_span){c->node_id, strlen(c->node_id)}))) {
         fprintf(stderr, "wsnode: --node-id must be 1-64 bytes of [A-Za-z0-9._:-]: it names Redis "
                         "channels and is part of every client id\n");
+        return -1;
+    }
+    if (c->history_size < 0 || c->history_size > 100000 || c->history_ttl < 1 ||
+        c->history_ttl > 30 * 86400) {
+        fprintf(stderr, "wsnode: --history-size must be 0-100000 and --history-ttl 1-2592000 "
+                        "(30 days)\n");
         return -1;
     }
     if (c->presence_max_members < 1) {

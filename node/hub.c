@@ -1,5 +1,6 @@
 #include "hub.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +20,8 @@ struct hub_channel {
     hub_ref *refs;
     uint32_t n, cap;
     uint16_t name_len;
+    uint8_t epoch_len; /* 0: the position is not known (with a bus: not read yet) */
+    char epoch[CLUSTER_EPOCH_MAX];
     char name[];
 };
 
@@ -82,6 +85,15 @@ static void idle_push(hub *h, hub_channel *c)
         drop_channel(h, ws_container_of(ws_list_first(&h->idle), hub_channel, idle));
 }
 
+/* Without a bus a channel's epoch is made here: "<hub's start>.<channels made before>", new
+ * each time a channel is made, so a seq that starts again at 1 is always in a new epoch. */
+static void local_epoch(hub *h, hub_channel *c)
+{
+    int n = snprintf(c->epoch, sizeof c->epoch, "%s.%llx", h->epoch_base,
+                     (unsigned long long)h->epochs++);
+    c->epoch_len = n > 0 && (size_t)n < sizeof c->epoch ? (uint8_t)n : 0;
+}
+
 /* The channel called name, created idle if it does not exist; NULL when out of memory. */
 static hub_channel *get(hub *h, ws_span name)
 {
@@ -99,6 +111,8 @@ static hub_channel *get(hub *h, ws_span name)
         free(c);
         return NULL;
     }
+    if (!h->remote)
+        local_epoch(h, c);
     idle_push(h, c);
     return c;
 }
@@ -162,6 +176,8 @@ static void remove_sub(hub *h, hub_member *m, uint32_t slot)
     if (c->n == 0) {
         if (h->on_active)
             h->on_active(h->ctx, (ws_span){c->name, c->name_len}, false);
+        if (h->remote)
+            c->epoch_len = 0; /* no longer followed: what is known goes stale */
         idle_push(h, c);
     }
 }
@@ -233,10 +249,52 @@ uint64_t hub_publish(hub *h, ws_span name, ws_span data, size_t *delivered)
     return seq;
 }
 
-size_t hub_deliver(hub *h, ws_span name, uint64_t seq, ws_span data)
+/* Tells every subscriber of c that its history was lost: a new epoch at position pos. */
+static void send_reset(hub *h, hub_channel *c, env_pos pos)
+{
+    char out[CLUSTER_EPOCH_MAX + ENV_CHANNEL_MAX + 80];
+    size_t n = env_write_reset(out, sizeof out, (ws_span){c->name, c->name_len}, pos);
+    wbuf *b = n ? wbuf_frame_copy(WS_OP_TEXT, out, n) : NULL;
+    if (!b)
+        return;
+    for (uint32_t i = 0; i < c->n; i++)
+        h->deliver(c->refs[i].m, b, h->ctx);
+    wbuf_unref(b);
+}
+
+size_t hub_deliver(hub *h, ws_span name, uint64_t seq, ws_span epoch, ws_span data)
 {
     hub_channel *c = lookup(h, name);
-    return c && c->n ? fan_out(h, c, seq, data) : 0;
+    if (!c || !c->n || epoch.n > CLUSTER_EPOCH_MAX)
+        return 0;
+    bool known = c->epoch_len > 0;
+    if (!known || c->epoch_len != epoch.n || memcmp(c->epoch, epoch.p, epoch.n) != 0) {
+        memcpy(c->epoch, epoch.p, epoch.n);
+        c->epoch_len = (uint8_t)epoch.n;
+        if (known && h->remote) /* (without a bus, a test's own epoch: nothing was lost) */
+            send_reset(h, c, (env_pos){seq - 1, epoch});
+    }
+    c->seq = seq;
+    return fan_out(h, c, seq, data);
+}
+
+bool hub_position(const hub *h, ws_span name, env_pos *pos)
+{
+    hub_channel *c = lookup(h, name);
+    if (!c || !c->epoch_len)
+        return false;
+    *pos = (env_pos){c->seq, {c->epoch, c->epoch_len}};
+    return true;
+}
+
+void hub_learn(hub *h, ws_span name, uint64_t seq, ws_span epoch)
+{
+    hub_channel *c = lookup(h, name);
+    if (!c || !c->n || c->epoch_len || !epoch.n || epoch.n > CLUSTER_EPOCH_MAX)
+        return;
+    memcpy(c->epoch, epoch.p, epoch.n);
+    c->epoch_len = (uint8_t)epoch.n;
+    c->seq = seq;
 }
 
 typedef struct active_walk {

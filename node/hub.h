@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cluster.h"
+#include "envelope.h"
 #include "wbuf.h"
 #include "ws_http.h"
 #include "ws_list.h"
@@ -43,6 +45,9 @@ typedef struct hub {
     hub_active_fn on_active; /* optional: set after hub_init */
     hub_member_fn on_member; /* optional: set after hub_init */
     void *ctx;
+    bool remote;        /* positions come from a bus (hub_deliver, hub_learn), not hub_publish */
+    char epoch_base[20]; /* without a bus: the start of every local epoch */
+    uint64_t epochs;     /* without a bus: channels made so far */
 } hub;
 
 /* max_idle: channels without subscribers kept (with their seq) before the oldest is forgotten.
@@ -69,9 +74,18 @@ void hub_leave_all(hub *h, hub_member *m);
  * it is among the max_idle most recently emptied channels. */
 uint64_t hub_publish(hub *h, ws_span name, ws_span data, size_t *delivered);
 
-/* Frames one msg with a seq assigned elsewhere (the Redis bus) and delivers it to every local
- * subscriber of name. Returns how many it reached. */
-size_t hub_deliver(hub *h, ws_span name, uint64_t seq, ws_span data);
+/* Frames one msg with a seq and epoch assigned elsewhere (the Redis bus) and delivers it to
+ * every local subscriber of name; when the epoch is not the one known, a reset frame goes to
+ * them first. Returns how many it reached. */
+size_t hub_deliver(hub *h, ws_span name, uint64_t seq, ws_span epoch, ws_span data);
+
+/* The position of channel name (its epoch points into the hub: use it at once); false when
+ * it is not known (no such channel, or with a bus: not followed, or not read yet). */
+bool hub_position(const hub *h, ws_span name, env_pos *pos);
+
+/* Sets the position of a followed channel read from the bus, unless one is known already
+ * (what hub_deliver brought is newer than any read). */
+void hub_learn(hub *h, ws_span name, uint64_t seq, ws_span epoch);
 
 /* Calls fn(ctx, name) for every channel with at least one local subscriber. */
 void hub_each_active(hub *h, void (*fn)(void *ctx, ws_span name), void *ctx);

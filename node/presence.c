@@ -147,8 +147,9 @@ static void announce(presence *p, Wsfan__Envelope__Member *m, size_t n)
                 mp[j]->left ? e.more_leaves++ : e.more_joins++;
         e.members = mp + i;
         e.n_members = j - i < NODE_EVENTS_MAX ? j - i : NODE_EVENTS_MAX;
-        char name[ENV_CHANNEL_MAX + 8];
-        snprintf(name, sizeof name, CLUSTER_CHANNEL "%s", e.channel);
+        char name[CLUSTER_NAME_MAX + 1];
+        cluster_channel_name(name, sizeof name, CLUSTER_CHANNEL,
+                             (ws_span){e.channel, strlen(e.channel)});
         if (send_env_then(p, name, &e, NULL, NULL))
             p->st.events_announced += j - i;
     }

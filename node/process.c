@@ -227,10 +227,11 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *s, int revents)
 
 /* ---- the Redis bus ---- */
 
-static void on_bus_message(void *ctx, ws_span ch, uint64_t seq, ws_span data, uint64_t sent_us)
+static void on_bus_message(void *ctx, ws_span ch, uint64_t seq, ws_span epoch, ws_span data,
+                           uint64_t sent_us)
 {
     worker *w = ctx;
-    w->st->deliveries += hub_deliver(&w->hub, ch, seq, data);
+    w->st->deliveries += hub_deliver(&w->hub, ch, seq, epoch, data);
     if (sent_us) { /* publish to delivery, on the publisher's and this host's wall clocks */
         const double *bounds = worker_lat_bounds();
         double lat = ev_time() - (double)sent_us / 1e6;
@@ -340,6 +341,9 @@ static bool make_state(worker *w)
     ws_siphash_key(k, key);
     tab_init(&w->clients, k);
     hub_init(&w->hub, conn_hub_deliver, w, HUB_MAX_IDLE, key);
+    w->hub.remote = cfg->redis.addr != NULL;
+    snprintf(w->hub.epoch_base, sizeof w->hub.epoch_base, "%llx", /* this start, in us */
+             (unsigned long long)(ev_time() * 1e6));
     hub_init(&w->evhub, conn_evhub_deliver, w, 1, key);
     if (!w->rbuf || !w->tlsbuf || !w->req ||
         ((cfg->max_conns_per_ip || cfg->ip_connect_rate) &&
@@ -378,7 +382,9 @@ static int start_bus(worker *w)
     const config *cfg = w->cfg;
     if (!cfg->redis.addr)
         return 0;
-    w->bus = bus_new(w->loop, &cfg->redis, w->node_id, on_bus_message, on_bus_resubscribe, w);
+    const bus_history history = {(uint32_t)cfg->history_size, (uint32_t)cfg->history_ttl};
+    w->bus = bus_new(w->loop, &cfg->redis, &history, w->node_id, on_bus_message,
+                     on_bus_resubscribe, w);
     if (!w->bus)
         return 2;
     w->hub.on_active = on_channel_active;

@@ -67,28 +67,23 @@ void session_reply_ack(session *s, ws_span id, bool has_seq, uint64_t seq)
 
 /* ---- answers from Redis ------------------------------------------------------------------- */
 
-/* A publish or subscribe waiting for Redis: who asked, and the request id to ack. */
-typedef struct pub_wait {
-    session *s;
-    uint8_t id_len;
-    char id[ENV_ID_MAX];
-} pub_wait;
-
-static pub_wait *wait_new(session *s, ws_span id)
+session_wait *session_wait_new(session *s, const env_req *r)
 {
-    pub_wait *p = malloc(sizeof *p);
+    session_wait *p = malloc(sizeof *p);
     if (!p)
         return NULL;
-    p->s = s;
-    p->id_len = (uint8_t)id.n;
-    if (id.n)
-        memcpy(p->id, id.p, id.n);
+    /* The id is at most ENV_ID_MAX bytes (env_parse); a channel only where the op names one,
+     * and validated, so at most ENV_CHANNEL_MAX: anything else is not kept. */
+    size_t ch = r->ch.n <= ENV_CHANNEL_MAX ? r->ch.n : 0;
+    *p = (session_wait){s, (uint8_t)r->id.n, (uint8_t)ch, {0}, {0}};
+    memcpy(p->id, r->id.p, r->id.n);
+    memcpy(p->ch, r->ch.p, ch);
     return p;
 }
 
 static void published(void *arg, uint64_t seq)
 {
-    pub_wait *p = arg;
+    session_wait *p = arg;
     session *s = p->s;
     s->refs--;
     if (s->live) {
@@ -101,30 +96,82 @@ static void published(void *arg, uint64_t seq)
     free(p);
 }
 
-static void subscribed(void *arg, uint64_t ok)
+/* Acks a sub with the channel's position; the plain ack when it cannot be had. */
+static void ack_at(session *s, ws_span id, const env_pos *pos)
 {
-    (void)ok;
-    pub_wait *p = arg;
+    char out[ENV_ID_MAX + CLUSTER_EPOCH_MAX + 96];
+    size_t n = pos ? env_write_sub_ack(out, sizeof out, id, *pos, -1) : 0;
+    if (n)
+        session_send_text(s, out, n);
+    else
+        session_reply_ack(s, id, false, 0);
+}
+
+static void position_read(void *arg, const bus_position *pos, const bus_stored *msgs, size_t n)
+{
+    session_wait *p = arg;
     session *s = p->s;
+    ws_span ch = {p->ch, p->ch_len};
+    env_pos known;
     s->refs--;
-    if (s->live)
-        session_reply_ack(s, (ws_span){p->id, p->id_len}, false, 0);
+    if (pos)
+        hub_learn(&s->w->hub, ch, pos->seq, (ws_span){pos->epoch, pos->epoch_len});
+    if (s->live) {
+        bool have = hub_position(&s->w->hub, ch, &known); /* newer than the read, if any */
+        if (!have && pos)
+            known = (env_pos){pos->seq, {pos->epoch, pos->epoch_len}};
+        ack_at(s, (ws_span){p->id, p->id_len}, have || pos ? &known : NULL);
+    }
     free(p);
 }
 
-/* Cluster mode: a sub is acked once Redis has confirmed the subscription, so a client never
- * misses a message published after its ack. */
-static void ack_when_subscribed(session *s, const env_req *r)
+/* The subscription is in place: ack with the channel's position, known here or read from
+ * Redis (what arrives meanwhile is newer than what the read finds). */
+static void ack_position(session_wait *p)
 {
-    pub_wait *p = wait_new(s, r->id);
-    if (p) {
-        if (bus_when_subscribed(s->w->bus, r->ch, subscribed, p)) {
-            s->refs++;
-            return;
-        }
-        free(p);
+    session *s = p->s;
+    env_pos pos;
+    ws_span ch = {p->ch, p->ch_len};
+    if (hub_position(&s->w->hub, ch, &pos)) {
+        ack_at(s, (ws_span){p->id, p->id_len}, &pos);
+    } else if (!s->w->bus) {
+        ack_at(s, (ws_span){p->id, p->id_len}, NULL);
+    } else if (bus_read(s->w->bus, ch, false, 0, 0, position_read, p) == 0) {
+        s->refs++;
+        return;
+    } else {
+        ack_at(s, (ws_span){p->id, p->id_len}, NULL);
     }
-    session_reply_ack(s, r->id, false, 0);
+    free(p);
+}
+
+static void subscribed(void *arg, uint64_t ok)
+{
+    (void)ok;
+    session_wait *p = arg;
+    session *s = p->s;
+    s->refs--;
+    if (s->live) {
+        ack_position(p);
+        return;
+    }
+    free(p);
+}
+
+/* A sub is acked once Redis has confirmed the subscription, so a client never misses a
+ * message published after its ack, and with the channel's position. */
+static void ack_sub(session *s, const env_req *r)
+{
+    session_wait *p = session_wait_new(s, r);
+    if (!p) {
+        session_reply_ack(s, r->id, false, 0);
+        return;
+    }
+    if (s->w->bus && bus_when_subscribed(s->w->bus, r->ch, subscribed, p)) {
+        s->refs++;
+        return;
+    }
+    ack_position(p);
 }
 
 /* Cluster mode: Redis assigns the seq and brings the message back to every node, this one
@@ -132,7 +179,7 @@ static void ack_when_subscribed(session *s, const env_req *r)
 static void publish_via_bus(session *s, const env_req *r)
 {
     worker *w = s->w;
-    pub_wait *p = wait_new(s, r->id);
+    session_wait *p = session_wait_new(s, r);
     if (!p) {
         session_reply_err(s, r->id, "internal", "out of memory");
         return;
@@ -204,10 +251,7 @@ static void op_sub(session *s, const env_req *r)
         session_reply_err(s, r->id, "internal", "out of memory");
         return;
     }
-    if (w->bus)
-        ack_when_subscribed(s, r);
-    else
-        session_reply_ack(s, r->id, false, 0);
+    ack_sub(s, r);
 }
 
 static void op_pub(session *s, const env_req *r)

@@ -113,6 +113,19 @@ void session_each_member(worker *w,
 
 /* ---- between session.c and session_presence.c ---- */
 
+/* A request waiting for an answer from elsewhere (Redis, wsrouter): who asked, the request id
+ * to answer with and the channel it named (ch_len 0: none). The caller holds a reference on
+ * the session (s->refs) while it waits. */
+typedef struct session_wait {
+    session *s;
+    uint8_t id_len, ch_len;
+    char id[ENV_ID_MAX];
+    char ch[ENV_CHANNEL_MAX];
+} session_wait;
+
+/* A wait for request r of s (r's id and channel copied); NULL when out of memory. */
+session_wait *session_wait_new(session *s, const env_req *r);
+
 /* Queues a text frame with a copy of p[0..n). */
 void session_send_text(session *s, const char *p, size_t n);
 

@@ -12,28 +12,16 @@
 #include "ws_utf8.h"
 
 /* A presence query or a direct message waiting for the cluster: who asked, with what id. */
-typedef struct ask_wait {
-    session *s;
-    uint8_t id_len;
-    char id[ENV_ID_MAX];
-    uint8_t ch_len;
-    char ch[ENV_CHANNEL_MAX];
-} ask_wait;
+typedef session_wait ask_wait;
 
+/* A presence or send request in flight: the session is held and counts it. */
 static ask_wait *ask_new(session *s, const env_req *r)
 {
-    ask_wait *a = malloc(sizeof *a);
+    ask_wait *a = session_wait_new(s, r);
     if (!a)
         return NULL;
-    a->s = s;
-    a->id_len = (uint8_t)r->id.n;
-    if (r->id.n)
-        memcpy(a->id, r->id.p, r->id.n);
-    a->ch_len = 0;
-    if (r->op == ENV_OP_PRESENCE) { /* validated: at most ENV_CHANNEL_MAX bytes */
-        a->ch_len = (uint8_t)r->ch.n;
-        memcpy(a->ch, r->ch.p, r->ch.n);
-    }
+    if (r->op != ENV_OP_PRESENCE)
+        a->ch_len = 0;
     s->refs++;
     s->asks++;
     return a;

@@ -375,7 +375,7 @@ static void send_events(void *ctx, const char *channel, const roster_event *ev, 
         mp[i] = &m[i];
     }
     char name[CLUSTER_NAME_MAX + 1];
-    snprintf(name, sizeof name, CLUSTER_CHANNEL "%s", channel);
+    cluster_channel_name(name, sizeof name, CLUSTER_CHANNEL, (ws_span){channel, strlen(channel)});
     Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
     e.kind = WSFAN__ENVELOPE__KIND__EVENTS;
     e.channel = (char *)channel;

@@ -16,6 +16,7 @@
 #define BACKOFF_MIN 0.1 /* seconds before the first retry; doubled up to BACKOFF_MAX */
 #define BACKOFF_MAX 5.0
 #define KEYS_MAX 4 /* keys rlink_eval takes */
+#define ARGS_MAX 8 /* arguments rlink_eval takes */
 
 /* A name taken with rlink_listen. */
 typedef struct listener {
@@ -30,8 +31,10 @@ struct rlink {
     struct ev_loop *loop;
     char host[256];
     int port; /* 0: unix socket at host */
-    char *user, *password, *prefix, *script; /* NULL if not given (prefix: never) */
-    char sha[2 * SHA_DIGEST_LENGTH + 1];
+    char *user, *password, *prefix; /* NULL if not given (prefix: never) */
+    char *scripts[RLINK_SCRIPTS_MAX];
+    char sha[RLINK_SCRIPTS_MAX][2 * SHA_DIGEST_LENGTH + 1];
+    int nscripts, loaded; /* scripts given; of them, loaded on this command connection */
     redisAsyncContext *sub, *cmd;
     bool sub_up, cmd_up, loading;
     size_t unanswered; /* rlink_subscribe calls not yet answered (hooks.subscribed) */
@@ -148,25 +151,31 @@ static void update_up(rlink *l)
     l->st.up = up;
 }
 
-/* Commands flow only once the script is cached in Redis: a NOSCRIPT retried with EVAL would
+/* Commands flow only once every script is cached in Redis: a NOSCRIPT retried with EVAL would
  * run after commands sent later, and one client's messages must keep the order it sent them. */
 static void on_script_loaded(redisAsyncContext *ac, void *r, void *privdata)
 {
     rlink *l = ac->data;
     redisReply *reply = r;
-    l->loading = false;
-    if (!reply || reply->type != REDIS_REPLY_STRING || strcmp(reply->str, l->sha) != 0) {
+    int i = (int)(intptr_t)privdata;
+    if (!l->loading)
+        return; /* an answer from a load given up (the connection was lost meanwhile) */
+    if (!reply || reply->type != REDIS_REPLY_STRING || strcmp(reply->str, l->sha[i]) != 0) {
         log_warn("redis %s:%d: SCRIPT LOAD failed: %s", l->host, l->port,
                  reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "no answer");
+        l->loading = false;
         return; /* the link stays down; a reconnect tries again */
     }
+    if (++l->loaded < l->nscripts)
+        return;
+    l->loading = false;
     l->cmd_up = true;
     update_up(l);
 }
 
-static void load_script(rlink *l)
+static void load_scripts(rlink *l)
 {
-    if (!l->script) {
+    if (!l->nscripts) {
         l->cmd_up = true;
         update_up(l);
         return;
@@ -174,7 +183,10 @@ static void load_script(rlink *l)
     if (l->loading || !l->cmd)
         return;
     l->loading = true;
-    redisAsyncCommand(l->cmd, on_script_loaded, NULL, "SCRIPT LOAD %s", l->script);
+    l->loaded = 0;
+    for (int i = 0; i < l->nscripts; i++)
+        redisAsyncCommand(l->cmd, on_script_loaded, (void *)(intptr_t)i, "SCRIPT LOAD %s",
+                          l->scripts[i]);
 }
 
 static void on_listen_reply(redisAsyncContext *ac, void *r, void *privdata)
@@ -216,7 +228,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         return;
     }
     if (!is_sub) {
-        load_script(l); /* the command link counts as up once the script is there */
+        load_scripts(l); /* the command link counts as up once the scripts are there */
         return;
     }
     l->sub_up = true;
@@ -317,7 +329,8 @@ static void rlink_free(rlink *l)
     free(l->user);
     free(l->password);
     free(l->prefix);
-    free(l->script);
+    for (int i = 0; i < l->nscripts; i++)
+        free(l->scripts[i]);
     free(l);
 }
 
@@ -331,7 +344,23 @@ int rlink_opts_check(const rlink_opts *o, const char *prog)
     return -1;
 }
 
-rlink *rlink_new(struct ev_loop *loop, const rlink_opts *o, const char *script,
+/* Copies the NULL-terminated scripts and their SHA1s into l; false out of memory or if
+ * there are more than RLINK_SCRIPTS_MAX. */
+static bool take_scripts(rlink *l, const char *const *scripts)
+{
+    for (; scripts && *scripts; scripts++) {
+        if (l->nscripts == RLINK_SCRIPTS_MAX || !(l->scripts[l->nscripts] = strdup(*scripts)))
+            return false;
+        unsigned char md[SHA_DIGEST_LENGTH];
+        SHA1((const unsigned char *)*scripts, strlen(*scripts), md);
+        for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
+            snprintf(l->sha[l->nscripts] + 2 * i, 3, "%02x", md[i]);
+        l->nscripts++;
+    }
+    return true;
+}
+
+rlink *rlink_new(struct ev_loop *loop, const rlink_opts *o, const char *const *scripts,
                  const rlink_hooks *hooks, void *ctx)
 {
     const char *addr = o->addr, *user = o->user, *password = o->password, *prefix = o->prefix;
@@ -348,18 +377,11 @@ rlink *rlink_new(struct ev_loop *loop, const rlink_opts *o, const char *script,
     l->user = user && user[0] ? strdup(user) : NULL;
     l->password = password ? strdup(password) : NULL;
     l->prefix = strdup(prefix);
-    l->script = script ? strdup(script) : NULL;
     if (!l->prefix || (user && user[0] && !l->user) || (password && !l->password) ||
-        (script && !l->script))
+        !take_scripts(l, scripts))
         return rlink_free(l), NULL;
     if (l->user && !l->password)
         log_warn("--redis-user %s without --redis-password: sending an empty password", l->user);
-    if (script) {
-        unsigned char md[SHA_DIGEST_LENGTH];
-        SHA1((const unsigned char *)script, strlen(script), md);
-        for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
-            snprintf(l->sha + 2 * i, 3, "%02x", md[i]);
-    }
     if (hooks)
         l->hooks = *hooks;
     l->ctx = ctx;
@@ -426,101 +448,130 @@ static void on_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
     }
 }
 
-int rlink_subscribe(rlink *l, const char *kind, const char *name, size_t len)
+int rlink_subscribe(rlink *l, const char *name, size_t len)
 {
     if (!l->sub_up ||
-        redisAsyncCommand(l->sub, on_sub_reply, NULL, "SUBSCRIBE %s%s%b", l->prefix, kind, name,
-                          len) != REDIS_OK)
+        redisAsyncCommand(l->sub, on_sub_reply, NULL, "SUBSCRIBE %s%b", l->prefix, name, len) !=
+            REDIS_OK)
         return -1;
     l->unanswered++;
     return 0;
 }
 
-void rlink_unsubscribe(rlink *l, const char *kind, const char *name, size_t len)
+void rlink_unsubscribe(rlink *l, const char *name, size_t len)
 {
     if (l->sub_up)
-        redisAsyncCommand(l->sub, on_sub_reply, NULL, "UNSUBSCRIBE %s%s%b", l->prefix, kind, name,
-                          len);
+        redisAsyncCommand(l->sub, on_sub_reply, NULL, "UNSUBSCRIBE %s%b", l->prefix, name, len);
 }
 
 /* ---- commands -------------------------------------------------------------------------------- */
 
-typedef struct int_req {
-    rlink_int_fn done;
+/* A command's answer goes to one of two kinds of callback. */
+typedef struct cmd_req {
+    rlink_int_fn on_int;     /* an integer answer */
+    rlink_reply_fn on_reply; /* any answer */
     void *arg;
-} int_req;
+} cmd_req;
 
-static void on_int(redisAsyncContext *ac, void *r, void *privdata)
+static void on_answer(redisAsyncContext *ac, void *r, void *privdata)
 {
     rlink *l = ac->data;
-    int_req *q = privdata;
+    cmd_req *q = privdata;
     redisReply *reply = r;
+    const char *err = !reply ? "no answer" : reply->type == REDIS_REPLY_ERROR ? reply->str : NULL;
     if (reply && reply->type == REDIS_REPLY_ERROR) {
-        if (strncmp(reply->str, "NOSCRIPT", 8) == 0 && l->script) {
+        if (strncmp(reply->str, "NOSCRIPT", 8) == 0 && l->nscripts) {
             /* Redis lost its script cache (SCRIPT FLUSH): this command fails out loud rather
-             * than being retried out of order, and the link is down until the script is back. */
+             * than being retried out of order, and the link is down until the scripts are
+             * back. */
             l->cmd_up = false;
             l->st.up = false;
-            load_script(l);
+            load_scripts(l);
         }
         log_warn("redis %s:%d: %s", l->host, l->port, reply->str);
     }
-    if (q) {
-        if (reply && reply->type == REDIS_REPLY_INTEGER)
-            q->done(q->arg, reply->integer, NULL);
-        else
-            q->done(q->arg, 0, reply && reply->type == REDIS_REPLY_ERROR ? reply->str
-                               : reply ? "unexpected answer" : "no answer");
-    }
+    if (q && q->on_reply)
+        q->on_reply(q->arg, err ? NULL : reply, err);
+    else if (q && !err && reply->type == REDIS_REPLY_INTEGER)
+        q->on_int(q->arg, reply->integer, NULL);
+    else if (q)
+        q->on_int(q->arg, 0, err ? err : "unexpected answer");
     free(q);
 }
 
-/* Sends argv on the command connection with on_int answering done (if any); -1 if it cannot
- * be sent (done is then never called). */
-static int send_argv(rlink *l, int argc, const char **argv, const size_t *len, rlink_int_fn done,
-                     void *arg)
+/* Sends argv on the command connection; its answer goes to q's callback (q may be NULL: no
+ * one waits). -1 if it cannot be sent (q is then freed and its callback never called). */
+static int send_argv(rlink *l, int argc, const char **argv, const size_t *len, cmd_req *q)
 {
-    int_req *q = NULL;
-    if (done) {
-        if (!(q = malloc(sizeof *q)))
-            return -1;
-        q->done = done;
-        q->arg = arg;
-    }
-    if (redisAsyncCommandArgv(l->cmd, on_int, q, argc, argv, len) != REDIS_OK) {
+    if (redisAsyncCommandArgv(l->cmd, on_answer, q, argc, argv, len) != REDIS_OK) {
         free(q); /* the link is going away */
         return -1;
     }
     return 0;
 }
 
+/* A request for done or reply (one of them NULL), or NULL (*ok false) out of memory. */
+static cmd_req *req_new(rlink_int_fn done, rlink_reply_fn reply, void *arg, bool *ok)
+{
+    cmd_req *q = NULL;
+    *ok = true;
+    if ((done || reply) && !(q = malloc(sizeof *q)))
+        *ok = false;
+    else if (q)
+        *q = (cmd_req){done, reply, arg};
+    return q;
+}
+
 int rlink_send(rlink *l, const char *name, const void *p, size_t n, rlink_int_fn done, void *arg)
 {
     char full[CLUSTER_NAME_MAX + 1];
+    bool ok;
     if (!l->cmd_up || (size_t)snprintf(full, sizeof full, "%s%s", l->prefix, name) >= sizeof full)
         return -1;
     const char *argv[3] = {"PUBLISH", full, p};
     size_t len[3] = {7, strlen(full), n};
-    return send_argv(l, 3, argv, len, done, arg);
+    cmd_req *q = req_new(done, NULL, arg, &ok);
+    return ok ? send_argv(l, 3, argv, len, q) : -1;
 }
 
-int rlink_eval(rlink *l, int nkeys, const char *const *keys, const void *arg, size_t n,
-               rlink_int_fn done, void *done_arg)
+/* EVALSHA of script `script` with the prefixed keys and the arguments, answered to q. */
+static int eval(rlink *l, const rlink_eval_args *e, cmd_req *q)
 {
     char full[KEYS_MAX][CLUSTER_NAME_MAX + 1], count[8];
-    const char *argv[KEYS_MAX + 4] = {"EVALSHA", l->sha, count};
-    size_t len[KEYS_MAX + 4];
-    if (!l->st.up || !l->script || nkeys < 0 || nkeys > KEYS_MAX)
-        return -1;
-    snprintf(count, sizeof count, "%d", nkeys);
-    for (int i = 0; i < nkeys; i++) {
-        if ((size_t)snprintf(full[i], sizeof full[i], "%s%s", l->prefix, keys[i]) >= sizeof full[i])
-            return -1;
-        argv[3 + i] = full[i];
-    }
-    argv[3 + nkeys] = arg;
-    for (int i = 0; i < 3 + nkeys; i++)
+    const char *argv[3 + KEYS_MAX + ARGS_MAX] = {"EVALSHA", NULL, count};
+    size_t len[3 + KEYS_MAX + ARGS_MAX];
+    int argc = 3;
+    if (!l->st.up || e->script < 0 || e->script >= l->nscripts || e->nkeys < 0 ||
+        e->nkeys > KEYS_MAX || e->nargs < 0 || e->nargs > ARGS_MAX)
+        return free(q), -1;
+    argv[1] = l->sha[e->script];
+    snprintf(count, sizeof count, "%d", e->nkeys);
+    for (int i = 0; i < 3; i++)
         len[i] = strlen(argv[i]);
-    len[3 + nkeys] = n;
-    return send_argv(l, 4 + nkeys, argv, len, done, done_arg);
+    for (int i = 0; i < e->nkeys; i++, argc++) {
+        int n = snprintf(full[i], sizeof full[i], "%s%s", l->prefix, e->keys[i]);
+        if (n < 0 || (size_t)n >= sizeof full[i])
+            return free(q), -1;
+        argv[argc] = full[i];
+        len[argc] = (size_t)n;
+    }
+    for (int i = 0; i < e->nargs; i++, argc++) {
+        argv[argc] = e->args[i];
+        len[argc] = e->lens ? e->lens[i] : strlen(e->args[i]);
+    }
+    return send_argv(l, argc, argv, len, q);
+}
+
+int rlink_eval(rlink *l, const rlink_eval_args *e, rlink_int_fn done, void *arg)
+{
+    bool ok;
+    cmd_req *q = req_new(done, NULL, arg, &ok);
+    return ok ? eval(l, e, q) : -1;
+}
+
+int rlink_eval_reply(rlink *l, const rlink_eval_args *e, rlink_reply_fn done, void *arg)
+{
+    bool ok;
+    cmd_req *q = req_new(NULL, done, arg, &ok);
+    return ok ? eval(l, e, q) : -1;
 }

@@ -1,8 +1,9 @@
 /* rlink: a process's link to Redis on its libev loop (hiredis async), with no product rules.
  * Two connections: one subscribes, one sends commands. Both send AUTH first, are reconnected
  * with exponential backoff and jitter when they drop or AUTH is refused, and resubscribe what
- * they listened to. An optional Lua script is loaded on the command link (which counts as up
- * only once it is) and run by EVALSHA; a NOSCRIPT takes the link down until it is loaded again.
+ * they listened to. Optional Lua scripts are loaded on the command link (which counts as up
+ * only once they are) and run by EVALSHA; a NOSCRIPT takes the link down until they are loaded
+ * again.
  * Every Redis name is the configured prefix followed by the name the caller gives. */
 #ifndef RLINK_H
 #define RLINK_H
@@ -15,6 +16,9 @@
 #include "cli.h"
 
 typedef struct rlink rlink;
+struct redisReply;
+
+#define RLINK_SCRIPTS_MAX 4
 
 /* A program's Redis link, as its command line gives it. */
 typedef struct rlink_opts {
@@ -61,9 +65,9 @@ typedef struct rlink_stats {
 
 /* Connects to o->addr. AUTH: "AUTH user password" with a user (an empty password if none: a
  * nopass ACL user), "AUTH password" with only a password, none with neither. o's strings and
- * script (may be NULL) are copied. Returns NULL (logged) for a bad address or prefix, or out
+ * the scripts (NULL-terminated, at most RLINK_SCRIPTS_MAX; NULL for none) are copied. Returns NULL (logged) for a bad address or prefix, or out
  * of memory; the connections come up asynchronously. */
-rlink *rlink_new(struct ev_loop *loop, const rlink_opts *o, const char *script,
+rlink *rlink_new(struct ev_loop *loop, const rlink_opts *o, const char *const *scripts,
                  const rlink_hooks *hooks, void *ctx);
 
 bool rlink_up(const rlink *l);
@@ -77,11 +81,11 @@ const char *rlink_prefix(const rlink *l);
 typedef void (*rlink_raw_fn)(void *ctx, const uint8_t *p, size_t n);
 int rlink_listen(rlink *l, const char *name, rlink_raw_fn fn, void *ctx);
 
-/* SUBSCRIBE / UNSUBSCRIBE <prefix><kind><name> on the subscriber connection; messages go to
+/* SUBSCRIBE / UNSUBSCRIBE <prefix><name> on the subscriber connection; messages go to
  * hooks.message, the answer to hooks.subscribed. Returns 0 if sent, -1 while that connection
  * is down (hooks.resubscribe comes when it is back). */
-int rlink_subscribe(rlink *l, const char *kind, const char *name, size_t len);
-void rlink_unsubscribe(rlink *l, const char *kind, const char *name, size_t len);
+int rlink_subscribe(rlink *l, const char *name, size_t len);
+void rlink_unsubscribe(rlink *l, const char *name, size_t len);
 
 /* An integer answer: err is NULL and v the integer, or err says why there is none (Redis's
  * error text, or "no answer" when the connection went away). */
@@ -91,10 +95,25 @@ typedef void (*rlink_int_fn)(void *arg, long long v, const char *err);
  * when the command connection is down (done is then never called), else 0. */
 int rlink_send(rlink *l, const char *name, const void *p, size_t n, rlink_int_fn done, void *arg);
 
-/* EVALSHA of the script with nkeys keys (each <prefix> + key) and one argument arg[0..n);
- * done gets the script's integer answer. Returns -1 when the link is not up (done is then
- * never called), else 0. */
-int rlink_eval(rlink *l, int nkeys, const char *const *keys, const void *arg, size_t n,
-               rlink_int_fn done, void *done_arg);
+/* Any answer: r (valid during the call) and err NULL, or r NULL and err saying why (Redis's
+ * error text, or "no answer" when the connection went away). */
+typedef void (*rlink_reply_fn)(void *arg, const struct redisReply *r, const char *err);
+
+/* What EVALSHA runs: script (its index among rlink_new's), nkeys keys (at most 4; each gets
+ * the prefix), nargs arguments (at most 8) of lens[i] bytes (lens NULL: C strings). */
+typedef struct rlink_eval_args {
+    int script;
+    int nkeys;
+    const char *const *keys;
+    int nargs;
+    const char *const *args;
+    const size_t *lens;
+} rlink_eval_args;
+
+/* Runs a script; done gets its integer answer (rlink_eval) or any answer (rlink_eval_reply).
+ * Returns -1 when the link is not up or e is out of bounds (done is then never called), else
+ * 0. */
+int rlink_eval(rlink *l, const rlink_eval_args *e, rlink_int_fn done, void *arg);
+int rlink_eval_reply(rlink *l, const rlink_eval_args *e, rlink_reply_fn done, void *arg);
 
 #endif

@@ -752,3 +752,12 @@ def router(tmp_path):
         problems += [f"sanitizer report in wsrouter log: {m}" for m in SANITIZER_MARKERS if m in text]
     if problems:
         pytest.fail("; ".join(problems))
+
+
+def sub_ack(reply):
+    """A sub's ack with its position checked and taken out: the channel's last seq (an
+    integer) and epoch (a string) are in every sub ack; what is left compares with
+    {"op": "ack", "id": N}."""
+    assert isinstance(reply.get("seq"), int) and reply["seq"] >= 0, reply
+    assert isinstance(reply.get("epoch"), str), reply
+    return {k: v for k, v in reply.items() if k not in ("seq", "epoch")}

@@ -7,7 +7,7 @@ import time
 import pytest
 import websockets
 
-from conftest import REDIS, STEP
+from conftest import REDIS, STEP, sub_ack
 
 
 
@@ -52,7 +52,7 @@ async def subscribers_on_every_worker(ports, workers_each, ch):
         if len(nodes) == len(ports) * workers_each:
             break
         ws, node = await client(ports[len(subs) % len(ports)])
-        assert await request(ws, {"op": "sub", "ch": ch, "id": 1}) == {"op": "ack", "id": 1}
+        assert sub_ack(await request(ws, {"op": "sub", "ch": ch, "id": 1})) == {"op": "ack", "id": 1}
         subs.append(ws)
         nodes.add(node)
     assert len(nodes) == len(ports) * workers_each, nodes
@@ -93,9 +93,9 @@ def test_unsubscribe_stops_delivery_and_the_redis_subscription(node, redis):
     async def main():
         ws, _ = await client(n.port)
         await request(ws, {"op": "sub", "ch": "solo", "id": 1})
-        await redis_subscription(redis, "wsfan:ch:solo")
+        await redis_subscription(redis, "wsfan:ch:{solo}")
         assert await request(ws, {"op": "unsub", "ch": "solo", "id": 2}) == {"op": "ack", "id": 2}
-        await redis_subscription(redis, "wsfan:ch:solo", present=False)
+        await redis_subscription(redis, "wsfan:ch:{solo}", present=False)
         pub, _ = await client(n.port)
         assert (await request(pub, {"op": "pub", "ch": "solo", "data": 1, "id": 3}))["op"] == "ack"
         with pytest.raises(asyncio.TimeoutError):
@@ -129,7 +129,11 @@ def test_redis_restart_nodes_survive_resubscribe_and_delivery_resumes(node, redi
             assert time.time() < deadline, "the bus did not come back"
             await asyncio.sleep(0.2)
         # Resubscribed: every subscriber gets messages again (retry: resubscription is async).
+        # Redis came back empty (no persistence): the channel's seq and history are gone, so
+        # each subscriber is told so (reset, a new epoch) before the first message after.
         for ws in subs:
+            m = json.loads(await asyncio.wait_for(ws.recv(), STEP))
+            assert m["op"] == "reset" and m["ch"] == "feed" and m["epoch"], m
             m = json.loads(await asyncio.wait_for(ws.recv(), STEP))
             assert m["data"] == "after", m
 
@@ -143,8 +147,8 @@ def test_malformed_envelopes_from_redis_are_dropped_and_logged(node, redis):
     async def main():
         ws, _ = await client(n.port)
         await request(ws, {"op": "sub", "ch": "x", "id": 1})
-        await redis_subscription(redis, "wsfan:ch:x")
-        redis.cli("PUBLISH", "wsfan:ch:x", "not a protobuf \xff")
+        await redis_subscription(redis, "wsfan:ch:{x}")
+        redis.cli("PUBLISH", "wsfan:ch:{x}", "not a protobuf \xff")
         pub, _ = await client(n.port)
         assert (await request(pub, {"op": "pub", "ch": "x", "data": [1], "id": 2}))["op"] == "ack"
         m = json.loads(await asyncio.wait_for(ws.recv(), STEP))
@@ -225,7 +229,7 @@ def test_a_backend_publishes_by_writing_an_envelope_to_redis(node, redis):
     async def main():
         ws, _ = await client(n.port)
         await request(ws, {"op": "sub", "ch": "orders", "id": 1})
-        await redis_subscription(redis, "wsfan:ch:orders")
+        await redis_subscription(redis, "wsfan:ch:{orders}")
         pub, _ = await client(n.port)
         first = await request(pub, {"op": "pub", "ch": "orders", "data": "from a client", "id": 2})
         out = subprocess.run(["/usr/bin/python3", str(script), "--redis", f"127.0.0.1:{redis.port}",
@@ -311,7 +315,7 @@ def test_a_sub_ack_means_the_next_publish_anywhere_arrives(node, redis):
         pub, _ = await client(a.port)
         for i in range(30):
             ch = f"fresh.{i}"
-            assert await request(sub, {"op": "sub", "ch": ch, "id": i}) == {"op": "ack", "id": i}
+            assert sub_ack(await request(sub, {"op": "sub", "ch": ch, "id": i})) == {"op": "ack", "id": i}
             assert (await request(pub, {"op": "pub", "ch": ch, "data": i, "id": i}))["op"] == "ack"
             m = json.loads(await asyncio.wait_for(sub.recv(), STEP))
             assert (m["ch"], m["data"]) == (ch, i)

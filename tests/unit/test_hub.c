@@ -17,7 +17,7 @@ typedef struct fake {
     hub_member m;
     int got;            /* frames delivered */
     const wbuf *last;   /* the last frame (compared, never read: the hub may free it) */
-    char text[64];      /* the start of its payload */
+    char text[96];      /* the start of its payload */
 } fake;
 
 static void deliver(hub_member *m, wbuf *frame, void *ctx)
@@ -107,11 +107,70 @@ static void test_publish_reaches_exactly_the_members(void **state)
     assert_int_equal(delivered, 2);
     assert_int_equal(f[1].got, 2);
     assert_int_equal(f[0].got, 3);
-    assert_int_equal(hub_deliver(&h, S("b"), 77, S("true")), 1);
+    assert_int_equal(hub_deliver(&h, S("b"), 77, S("e1"), S("true")), 1);
     assert_int_equal(f[3].got, 1);
     assert_non_null(strstr(f[3].text, "\"seq\":77"));
     for (int i = 0; i < 4; i++)
         hub_leave_all(&h, &f[i].m);
+    hub_free(&h);
+}
+
+/* Positions from a bus: unknown until a message or a read; a new epoch resets the subscribers
+ * before its first message; a channel nobody follows any more forgets what it knew. */
+static void test_bus_positions_and_reset(void **state)
+{
+    (void)state;
+    hub h;
+    fake f = {0};
+    env_pos pos;
+    hub_init(&h, deliver, NULL, 16, KEY);
+    h.remote = true;
+    assert_int_equal(hub_subscribe(&h, &f.m, S("c")), 1);
+    assert_false(hub_position(&h, S("c"), &pos));
+    hub_learn(&h, S("c"), 41, S("E1"));
+    assert_true(hub_position(&h, S("c"), &pos));
+    assert_int_equal(pos.seq, 41);
+    assert_int_equal(pos.epoch.n, 2);
+    assert_memory_equal(pos.epoch.p, "E1", 2);
+    hub_learn(&h, S("c"), 5, S("E0")); /* a read older than what is known changes nothing */
+    assert_true(hub_position(&h, S("c"), &pos) && pos.seq == 41);
+    assert_int_equal(hub_deliver(&h, S("c"), 42, S("E1"), S("1")), 1);
+    assert_int_equal(f.got, 1);
+    assert_non_null(strstr(f.text, "\"seq\":42"));
+    assert_int_equal(hub_deliver(&h, S("c"), 1, S("E2"), S("2")), 1);
+    assert_int_equal(f.got, 3); /* the reset, then the message */
+    assert_non_null(strstr(f.text, "\"seq\":1"));
+    assert_true(hub_position(&h, S("c"), &pos) && pos.seq == 1 && pos.epoch.n == 2 &&
+                memcmp(pos.epoch.p, "E2", 2) == 0);
+    hub_unsubscribe(&h, &f.m, S("c"));
+    assert_false(hub_position(&h, S("c"), &pos));
+    hub_free(&h);
+}
+
+/* Without a bus, every channel made gets an epoch of its own, so a forgotten channel that
+ * starts again at seq 1 is never in the epoch it had. */
+static void test_local_epochs(void **state)
+{
+    (void)state;
+    hub h;
+    fake f = {0};
+    size_t delivered;
+    env_pos pos;
+    char first[CLUSTER_EPOCH_MAX + 1];
+    hub_init(&h, deliver, NULL, 1, KEY);
+    snprintf(h.epoch_base, sizeof h.epoch_base, "abc");
+    assert_int_equal(hub_publish(&h, S("x"), S("1"), &delivered), 1);
+    assert_true(hub_position(&h, S("x"), &pos) && pos.seq == 1);
+    snprintf(first, sizeof first, "%.*s", (int)pos.epoch.n, pos.epoch.p);
+    assert_int_equal(strncmp(first, "abc.", 4), 0);
+    assert_int_equal(hub_publish(&h, S("y"), S("1"), &delivered), 1); /* x is forgotten */
+    assert_int_equal(hub_publish(&h, S("x"), S("1"), &delivered), 1);
+    assert_true(hub_position(&h, S("x"), &pos) && pos.seq == 1);
+    assert_false(pos.epoch.n == strlen(first) && memcmp(pos.epoch.p, first, pos.epoch.n) == 0);
+    hub_subscribe(&h, &f.m, S("x"));
+    assert_int_equal(hub_publish(&h, S("x"), S("2"), &delivered), 2);
+    assert_int_equal(f.got, 1);
+    hub_leave_all(&h, &f.m);
     hub_free(&h);
 }
 
@@ -217,6 +276,8 @@ int main(void)
         cmocka_unit_test(test_subscribe_counts),
         cmocka_unit_test(test_publish_reaches_exactly_the_members),
         cmocka_unit_test(test_member_and_active_callbacks),
+        cmocka_unit_test(test_bus_positions_and_reset),
+        cmocka_unit_test(test_local_epochs),
         cmocka_unit_test(test_idle_channels_keep_their_seq_up_to_max_idle),
         cmocka_unit_test(test_many_channels),
     };
