@@ -194,19 +194,22 @@ static double drain_window(const config *c)
     return win < 5 * DRAIN_STEP ? 0 : win;
 }
 
-/* One step of the ramp: the connections left are shared evenly over the steps left until the
- * window ends, so a late timer or clients that leave by themselves even out; the step due at
- * the window's end closes all that remain. */
+/* One step of the ramp: by the end of the step that starts at time t of the window win, a
+ * share (t + step) / win of the connections open at the start has been sent its close; the
+ * step that comes at the window's end or after sends all the rest. Counting from the start
+ * catches up a step that came late and never closes faster than planned when clients leave
+ * by themselves (the ramp then simply ends sooner). */
 static void on_drain_step(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)revents;
     worker *w = t->data;
-    double left = w->drain_since + drain_window(w->cfg) - ev_now(loop);
-    size_t steps = left > DRAIN_STEP ? (size_t)(left / DRAIN_STEP + 0.5) : 1;
-    size_t n = (w->drain_left + steps - 1) / steps;
+    double win = drain_window(w->cfg);
+    double part = win > 0 ? (ev_now(loop) - w->drain_since + DRAIN_STEP) / win : 1;
+    size_t due = part >= 1 ? w->drain_total : (size_t)((double)w->drain_total * part);
+    size_t n = due > w->drain_sent ? due - w->drain_sent : 0;
     size_t sent = conn_drain_some(w, n);
-    w->drain_left -= sent;
-    if (sent < n || w->drain_left == 0)
+    w->drain_sent += sent;
+    if (sent < n || w->drain_sent == w->drain_total)
         ev_timer_stop(loop, t);
 }
 
@@ -222,9 +225,10 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
     ev_timer_stop(loop, &w->accept_pause);
     close(w->lfd);
     w->lfd = -1;
-    w->drain_left = conn_drain_start(w);
+    w->drain_total = conn_drain_start(w);
+    w->drain_sent = 0;
     double win = drain_window(w->cfg);
-    log_info("draining %zu connections over %.1f s (close 1001), at most %.1f s", w->drain_left,
+    log_info("draining %zu connections over %.1f s (close 1001), at most %.1f s", w->drain_total,
              win, w->cfg->drain_timeout);
     ev_timer_init(&w->drain_step, on_drain_step, 0, win > 0 ? DRAIN_STEP : 0);
     w->drain_step.data = w;

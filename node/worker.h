@@ -51,7 +51,8 @@ typedef struct worker {
     ev_timer drain_w;    /* --drain-timeout: exit with whatever is still open */
     ev_timer drain_step; /* the ramp: sends the next batch of closes 1001 */
     double drain_since;  /* when the drain began */
-    size_t drain_left;   /* open connections not yet sent their close (or fewer: some left) */
+    size_t drain_total;  /* open connections when it began */
+    size_t drain_sent;   /* of them, those sent their close 1001 so far */
     SSL_CTX *tls;
     uint8_t *rbuf; /* one read buffer for all connections; frames are parsed in place */
     size_t rbuf_size;

@@ -117,3 +117,29 @@ def test_sigterm_spreads_the_closes_and_serves_until_each_one(node):
     log = n.log()
     assert f"draining {N} connections over {RAMP:.1f} s" in log, log
     assert "drained: every connection closed" in log, log
+
+
+def test_fewer_clients_than_steps_still_span_the_ramp(node):
+    """20 clients over a 2 s ramp of 50 ms steps: one close every 100 ms, not one per step
+    (which would be over in half the window)."""
+    n = node("--echo", "--drain-timeout", DRAIN)
+
+    async def main():
+        clients = [await connect(n, "/echo") for _ in range(20)]
+
+        async def closed_at(ws):
+            try:
+                await asyncio.wait_for(ws.recv(), DRAIN + 3)
+            except websockets.ConnectionClosed:
+                return time.monotonic(), ws.close_code
+
+        n.expect_exit = True
+        n.signal(signal.SIGTERM)
+        return await asyncio.gather(*(closed_at(ws) for ws in clients))
+
+    got = run(main())
+    assert [code for _, code in got] == [1001] * 20, got
+    times = sorted(t for t, _ in got)
+    assert times[-1] - times[0] >= 0.7 * RAMP, \
+        f"20 closes over {times[-1] - times[0]:.2f} s, not the {RAMP} s ramp"
+    assert n.wait_exit(DRAIN + 3) == 0
