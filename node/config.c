@@ -43,7 +43,7 @@ static const cli_def defs[] = {
     {"close-timeout", CLI_SECONDS, O(close_timeout), "SEC", "3",
      "wait for the client's close frame before dropping TCP"},
     {"drain-timeout", CLI_SECONDS, O(drain_timeout), "SEC", "10",
-     "on SIGTERM/SIGINT: time for clients to close after 1001 before workers exit"},
+     "on SIGTERM/SIGINT: closes 1001 spread over most of it, then workers exit"},
     {"outbuf-soft", CLI_SIZE, O(outbuf_soft), "SIZE", "1m",
      "queued bytes per connection above which it is a slow consumer"},
     {"outbuf-hard", CLI_SIZE, O(outbuf_hard), "SIZE", "8m",

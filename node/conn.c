@@ -739,3 +739,43 @@ void conn_flush_pending(worker *w)
         }
     }
 }
+
+/* ---- drain in steps ----------------------------------------------------------------------- */
+
+/* The open connection silent the longest: the head of the pinged list (it did not even answer
+ * a ping), else of the open list (ordered by last activity). NULL when none is open. */
+static conn *longest_silent(worker *w)
+{
+    for (int l = TL_PINGED; l >= TL_OPEN; l--) {
+        ws_list *n = ws_list_first(&w->lists[l].head);
+        if (n)
+            return ws_container_of(n, conn, tlink);
+    }
+    return NULL;
+}
+
+size_t conn_drain_start(worker *w)
+{
+    ws_list *n;
+    while ((n = ws_list_first(&w->lists[TL_HANDSHAKE].head)))
+        conn_close(ws_container_of(n, conn, tlink), CONN_DROP, 0, "draining");
+    size_t open = 0;
+    for (int l = TL_OPEN; l <= TL_PINGED; l++)
+        ws_list_each(it, &w->lists[l].head)
+            open++;
+    return open;
+}
+
+size_t conn_drain_some(worker *w, size_t n)
+{
+    size_t done = 0;
+    conn *c;
+    while (done < n && (c = longest_silent(w))) {
+        uint8_t tl = c->tl;
+        conn_close(c, CONN_GOODBYE, WS_CLOSE_GOING_AWAY, "server shutting down");
+        if (c->tl == tl) /* not open after all: it must leave the list all the same */
+            conn_close(c, CONN_DROP, 0, "draining");
+        done++;
+    }
+    return done;
+}

@@ -27,6 +27,7 @@
 #define READ_BUFFER (64 * 1024)
 #define ACCEPTS_PER_WAKEUP 64
 #define HUB_MAX_IDLE 65536 /* channels without subscribers whose seq is remembered */
+#define DRAIN_STEP 0.05    /* seconds between two batches of closes 1001 in a drain */
 
 /* Binds cfg->bind:port with SO_REUSEPORT; returns a non-blocking listening socket or -1. */
 static int listen_on(const config *cfg)
@@ -173,10 +174,43 @@ static void on_last_words(struct ev_loop *loop, ev_timer *t, int revents)
 
 static void on_drain_timeout(struct ev_loop *loop, ev_timer *t, int revents)
 {
+    (void)t;
+    (void)revents;
+    ev_break(loop, EVBREAK_ALL);
+}
+
+/* The part of --drain-timeout over which the closes 1001 are spread (docs/deploy.md): it ends
+ * --close-timeout before the deadline, so the last clients closed have that long to answer,
+ * but takes at least half of the drain timeout (a long close timeout does not cancel the ramp)
+ * and at most 80% of it (a short one still leaves the last clients a moment). Below five steps
+ * (0.25 s): 0, every close at once. */
+static double drain_window(const config *c)
+{
+    double win = c->drain_timeout - c->close_timeout;
+    if (win < c->drain_timeout * 0.5)
+        win = c->drain_timeout * 0.5;
+    if (win > c->drain_timeout * 0.8)
+        win = c->drain_timeout * 0.8;
+    return win < 5 * DRAIN_STEP ? 0 : win;
+}
+
+/* One step of the ramp: by the end of the step that starts at time t of the window win, a
+ * share (t + step) / win of the connections open at the start has been sent its close; the
+ * step that comes at the window's end or after sends all the rest. Counting from the start
+ * catches up a step that came late and never closes faster than planned when clients leave
+ * by themselves (the ramp then simply ends sooner). */
+static void on_drain_step(struct ev_loop *loop, ev_timer *t, int revents)
+{
     (void)revents;
     worker *w = t->data;
-    log_info("drain timeout: %zu connections still open, exiting", w->nconns);
-    ev_break(loop, EVBREAK_ALL);
+    double win = drain_window(w->cfg);
+    double part = win > 0 ? (ev_now(loop) - w->drain_since + DRAIN_STEP) / win : 1;
+    size_t due = part >= 1 ? w->drain_total : (size_t)((double)w->drain_total * part);
+    size_t n = due > w->drain_sent ? due - w->drain_sent : 0;
+    size_t sent = conn_drain_some(w, n);
+    w->drain_sent += sent;
+    if (sent < n || w->drain_sent == w->drain_total)
+        ev_timer_stop(loop, t);
 }
 
 static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
@@ -186,12 +220,22 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
     if (w->draining)
         return;
     w->draining = true;
-    log_info("draining %zu connections (close 1001), at most %.1f s", w->nconns, w->cfg->drain_timeout);
+    w->drain_since = ev_now(loop);
     ev_io_stop(loop, &w->accept_w);
     ev_timer_stop(loop, &w->accept_pause);
     close(w->lfd);
     w->lfd = -1;
-    conn_drain_all(w);
+    w->drain_total = conn_drain_start(w);
+    w->drain_sent = 0;
+    double win = drain_window(w->cfg);
+    log_info("draining %zu connections over %.1f s (close 1001), at most %.1f s", w->drain_total,
+             win, w->cfg->drain_timeout);
+    ev_timer_init(&w->drain_step, on_drain_step, 0, win > 0 ? DRAIN_STEP : 0);
+    w->drain_step.data = w;
+    if (win > 0)
+        ev_timer_start(loop, &w->drain_step);
+    else
+        on_drain_step(loop, &w->drain_step, 0); /* everyone at once, now */
     if (w->nconns == 0) {
         ev_break(loop, EVBREAK_ALL);
         return;
@@ -199,6 +243,20 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
     ev_timer_init(&w->drain_w, on_drain_timeout, w->cfg->drain_timeout, 0);
     w->drain_w.data = w;
     ev_timer_start(loop, &w->drain_w);
+}
+
+/* The loop stopped during a drain: every connection closed, or the drain timeout came (those
+ * still open are dropped when the worker exits). */
+static void drain_done(worker *w)
+{
+    ev_timer_stop(w->loop, &w->drain_step);
+    ev_timer_stop(w->loop, &w->drain_w);
+    double took = ev_now(w->loop) - w->drain_since;
+    if (w->nconns == 0)
+        log_info("drained: every connection closed after %.2f s", took);
+    else
+        log_info("drain timeout after %.2f s: %zu connections still open, dropped", took,
+                 w->nconns);
 }
 
 /* SIGHUP (the master forwards its own): reload the certificate and key from the same paths.
@@ -477,6 +535,8 @@ int process_run(worker *w, const config *cfg, int index, worker_stats *shared)
     log_info("listening on %s:%d%s as node %s%s", cfg->bind, cfg->port, w->tls ? " (TLS)" : "",
              w->node_id, cfg->echo ? ", /echo on" : "");
     ev_run(w->loop, 0);
+    if (w->draining)
+        drain_done(w);
     finish(w);
     return 0;
 }

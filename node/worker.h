@@ -48,7 +48,11 @@ typedef struct worker {
     ev_timer overload_w;   /* conn_overload_check, every OVERLOAD_CHECK seconds */
     ev_prepare flush_w;    /* before the loop sleeps: write every pending connection */
     ev_signal sigterm_w, sigint_w, sighup_w; /* drain; drain; reload the TLS certificate */
-    ev_timer drain_w;
+    ev_timer drain_w;    /* --drain-timeout: exit with whatever is still open */
+    ev_timer drain_step; /* the ramp: sends the next batch of closes 1001 */
+    double drain_since;  /* when the drain began */
+    size_t drain_total;  /* open connections when it began */
+    size_t drain_sent;   /* of them, those sent their close 1001 so far */
     SSL_CTX *tls;
     uint8_t *rbuf; /* one read buffer for all connections; frames are parsed in place */
     size_t rbuf_size;

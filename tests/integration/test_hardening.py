@@ -115,7 +115,9 @@ def test_any_listener_on_the_port_counts_even_one_sharing_it(node):
 
 
 def test_share_port_hands_a_port_over_and_the_old_node_drains(node):
-    old = node("--echo")
+    # The wait for the old node's exit below blocks this loop, so its clients cannot answer the
+    # 1001: the drain lasts its whole timeout (its closes are spread over most of it).
+    old = node("--echo", "--drain-timeout", "4")
     new = node("--echo", "--share-port", port=old.port)
     wait_until(lambda: listeners(old.port)[1] == 2, 5, "the new node never listened")
     pids, count = listeners(old.port)
