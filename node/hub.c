@@ -257,6 +257,7 @@ static void send_reset(hub *h, hub_channel *c, env_pos pos)
     wbuf *b = n ? wbuf_frame_copy(WS_OP_TEXT, out, n) : NULL;
     if (!b)
         return;
+    b->chan = c; /* seq 0: not a message, but of this channel (recovery lets go of it) */
     for (uint32_t i = 0; i < c->n; i++)
         h->deliver(c->refs[i].m, b, h->ctx);
     wbuf_unref(b);
@@ -277,6 +278,8 @@ size_t hub_deliver(hub *h, ws_span name, uint64_t seq, ws_span epoch, ws_span da
     c->seq = seq;
     return fan_out(h, c, seq, data);
 }
+
+const void *hub_channel_id(const hub *h, ws_span name) { return lookup(h, name); }
 
 bool hub_position(const hub *h, ws_span name, env_pos *pos)
 {

@@ -97,6 +97,9 @@ size_t hub_send(hub *h, ws_span name, wbuf *frame);
 /* Calls fn(m, ctx) for every subscriber m of name; fn must not subscribe or unsubscribe. */
 void hub_each_member(const hub *h, ws_span name, void (*fn)(hub_member *m, void *ctx), void *ctx);
 
+/* The identity of channel name (what wbuf.chan says of its frames), or NULL if it has none. */
+const void *hub_channel_id(const hub *h, ws_span name);
+
 /* The name of a channel a member is subscribed to (m->subs[i].ch). */
 ws_span hub_channel_name(const hub_channel *c);
 

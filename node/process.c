@@ -398,6 +398,7 @@ static bool make_state(worker *w)
     uint64_t k[2];
     ws_siphash_key(k, key);
     tab_init(&w->clients, k);
+    tab_init(&w->recoveries, k);
     hub_init(&w->hub, conn_hub_deliver, w, HUB_MAX_IDLE, key);
     w->hub.remote = cfg->redis.addr != NULL;
     snprintf(w->hub.epoch_base, sizeof w->hub.epoch_base, "%llx", /* this start, in us */

@@ -251,7 +251,8 @@ static void op_sub(session *s, const env_req *r)
         session_reply_err(s, r->id, "internal", "out of memory");
         return;
     }
-    ack_sub(s, r);
+    if (!r->has_since || !session_recover(s, r))
+        ack_sub(s, r);
 }
 
 static void op_pub(session *s, const env_req *r)
@@ -348,6 +349,7 @@ void session_stop(session *s)
     s->live = false;
     if (!s->tx)
         return; /* never started */
+    session_recovery_stop(s);
     hub_leave_all(&s->w->evhub, &s->evsubs);
     hub_leave_all(&s->w->hub, &s->subs);
 }

@@ -59,6 +59,7 @@ struct session {
     uint8_t asks;      /* presence queries and direct messages in flight (at most SESSION_ASKS_MAX) */
     bool live;         /* between session_start and session_stop: requests are answered */
     bool listed;       /* in w->clients */
+    uint8_t nrecover;  /* recoveries holding its channel frames back (w->recoveries) */
 };
 
 #define SESSION_ASKS_MAX 8
@@ -136,5 +137,25 @@ void session_reply_ack(session *s, ws_span id, bool has_seq, uint64_t seq);
 /* The presence and send ops (session_presence.c). */
 void session_op_presence(session *s, const env_req *r);
 void session_op_send(session *s, const env_req *r);
+
+/* ---- recovery (session_recovery.c): a sub with "since" catching up (docs/protocol.md) ----
+ * From the moment the subscription is made, the live messages of that channel for that
+ * session are held back; the channel's position and the messages after `since` are read in
+ * one atomic step; the ack says whether everything the client missed is there
+ * ("recovered"), the missed messages follow in order, then the held ones newer than the
+ * position read, and later duplicates of what was replayed are dropped. Never "recovered"
+ * for a partial replay. */
+
+/* Answers sub r (r->has_since) of s, whose subscription to r->ch is made: the ack and the
+ * replay follow once Redis confirmed the subscription and answered the read, or at once
+ * without a bus. False when out of memory (the caller then acks as for a plain sub). */
+bool session_recover(session *s, const env_req *r);
+
+/* A transport asks before queuing a channel frame for s (only while s->nrecover): true when
+ * the frame is taken (held back, or dropped as already replayed), false to queue it. */
+bool session_recovery_hold(session *s, wbuf *frame);
+
+/* s ends: what its recoveries hold is released (a read still in flight finds them gone). */
+void session_recovery_stop(session *s);
 
 #endif
