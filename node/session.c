@@ -76,8 +76,10 @@ session_wait *session_wait_new(session *s, const env_req *r)
      * and validated, so at most ENV_CHANNEL_MAX: anything else is not kept. */
     size_t ch = r->ch.n <= ENV_CHANNEL_MAX ? r->ch.n : 0;
     *p = (session_wait){s, (uint8_t)r->id.n, (uint8_t)ch, {0}, {0}};
-    memcpy(p->id, r->id.p, r->id.n);
-    memcpy(p->ch, r->ch.p, ch);
+    if (r->id.n)
+        memcpy(p->id, r->id.p, r->id.n);
+    if (ch)
+        memcpy(p->ch, r->ch.p, ch);
     return p;
 }
 

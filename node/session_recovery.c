@@ -214,7 +214,8 @@ bool session_recover(session *s, const env_req *q)
     s->nrecover++;
     r->since = q->since;
     r->epoch_len = (uint8_t)q->epoch.n;
-    memcpy(r->epoch, q->epoch.p, q->epoch.n);
+    if (q->epoch.n)
+        memcpy(r->epoch, q->epoch.p, q->epoch.n);
     if (bus_when_subscribed(s->w->bus, q->ch, confirmed, r)) {
         s->refs++;
         return true;
