@@ -85,6 +85,14 @@ static int member(void *ctx, const char *k, size_t kn, const char *v, size_t vn)
             fault(w, ENV_ERR_BAD_REQUEST, "epoch must be a string of at most 32 bytes");
         else
             r->epoch = inner;
+    } else if (key_is(k, kn, "limit")) {
+        uint64_t l = 0;
+        for (size_t i = 0; i < vn && l <= UINT32_MAX; i++)
+            l = v[i] >= '0' && v[i] <= '9' ? l * 10 + (uint64_t)(v[i] - '0') : UINT64_MAX;
+        if (t != WS_JSON_NUMBER || l > UINT32_MAX)
+            fault(w, ENV_ERR_BAD_REQUEST, "limit must be an integer from 0 to 2^32-1");
+        r->has_limit = true;
+        r->limit = (uint32_t)l;
     } else if (key_is(k, kn, "events")) {
         if (t != WS_JSON_TRUE && t != WS_JSON_FALSE)
             fault(w, ENV_ERR_BAD_REQUEST, "events must be true or false");
@@ -127,6 +135,8 @@ int env_parse(const char *s, size_t n, size_t max_data, env_req *r, const char *
         r->op = ENV_OP_PRESENCE;
     else if (ws_span_eq(w.op, "send"))
         r->op = ENV_OP_SEND;
+    else if (ws_span_eq(w.op, "history"))
+        r->op = ENV_OP_HISTORY;
     else
         return bad(err, why, ENV_ERR_BAD_OP, "unknown op");
 
@@ -285,6 +295,27 @@ size_t env_write_sub_ack(char *out, size_t cap, ws_span id, env_pos pos, int rec
     if (ok && recovered >= 0)
         ok = recovered ? RAW(",\"recovered\":true") : RAW(",\"recovered\":false");
     ok = ok && RAW("}");
+    return ok ? at : 0;
+}
+
+size_t env_write_history_head(char *out, size_t cap, bool op, ws_span id, ws_span ch, env_pos pos)
+{
+    size_t at = 0;
+    bool ok = op ? RAW("{\"op\":\"history\",") : RAW("{");
+    if (ok && id.n)
+        ok = RAW("\"id\":") && put_raw(out, cap, &at, id.p, id.n) && RAW(",");
+    ok = ok && RAW("\"ch\":\"") && put_raw(out, cap, &at, ch.p, ch.n) && RAW("\"") &&
+         put_pos(out, cap, &at, pos) && RAW(",\"messages\":[");
+    return ok ? at : 0;
+}
+
+size_t env_write_history_item(char *out, size_t cap, bool first, uint64_t seq, ws_span data)
+{
+    size_t at = 0;
+    char num[20];
+    size_t k = (size_t)(put_u64(num, seq) - num);
+    bool ok = (first || RAW(",")) && RAW("{\"seq\":") && put_raw(out, cap, &at, num, k) &&
+              RAW(",\"data\":") && put_raw(out, cap, &at, data.p, data.n) && RAW("}");
     return ok ? at : 0;
 }
 

@@ -21,6 +21,7 @@ typedef enum env_op {
     ENV_OP_PUB,
     ENV_OP_PRESENCE,
     ENV_OP_SEND,
+    ENV_OP_HISTORY,
 } env_op;
 
 typedef struct env_req {
@@ -34,6 +35,8 @@ typedef struct env_req {
     ws_span epoch;  /* sub: ... in this epoch (raw string contents; n == 0: the current one) */
     bool events;    /* sub: also receive join/leave events */
     bool count_only; /* presence: answer the count, not the members */
+    bool has_limit;
+    uint32_t limit;  /* history: the last `limit` messages */
 } env_req;
 
 /* Error words sent in {"op":"err","code":...}. */
@@ -81,6 +84,13 @@ typedef struct env_pos {
 /* {"op":"ack","id":..,"seq":S,"epoch":"E"[,"recovered":true|false]}: the ack of a sub, with
  * the channel's position; recovered < 0 leaves it out (no since was asked). */
 size_t env_write_sub_ack(char *out, size_t cap, ws_span id, env_pos pos, int recovered);
+
+/* A history answer: {"op":"history","id":..,"ch":..,"seq":S,"epoch":"E","messages":[ (the
+ * id left out when id.n == 0, the op too when op is false: GET /history); then each
+ * env_write_history_item (first: no comma), then "]}". */
+size_t env_write_history_head(char *out, size_t cap, bool op, ws_span id, ws_span ch, env_pos pos);
+/* {"seq":N,"data":..} (data valid JSON), with a comma before it unless first. */
+size_t env_write_history_item(char *out, size_t cap, bool first, uint64_t seq, ws_span data);
 
 /* {"op":"reset","ch":..,"epoch":"E","seq":S}: the channel's history was lost; S is the
  * position in the new epoch E before its next message. */

@@ -91,9 +91,10 @@ static bool key_matches(ws_span got, const char *key)
     return diff == 0;
 }
 
-/* POST /publish may go on with this Authorization: 1 (the publish key), 2 (a JWT allowing pub
- * on ch), 0 (no or a bad credential), -1 (a valid JWT that does not allow ch). */
-static int publish_allowed(conn *c, const ws_span *authz, ws_span ch)
+/* POST /publish (what: AUTH_PUB) and GET /history (AUTH_SUB) may go on with this
+ * Authorization: 1 (the publish key), 2 (a JWT allowing what on ch), 0 (no or a bad
+ * credential), -1 (a valid JWT that does not allow it). */
+static int backend_allowed(conn *c, const ws_span *authz, ws_span ch, enum auth_what what)
 {
     worker *w = conn_worker(c);
     if (!authz)
@@ -106,10 +107,10 @@ static int publish_allowed(conn *c, const ws_span *authz, ws_span ch)
     auth_grant *g;
     const char *why;
     if (auth_check(w->auth, authz->p + 7, authz->n - 7, ev_now(w->loop), user, &g, &why) < 0) {
-        log_info("client %llx: POST /publish: token refused: %s", conn_id(c), why);
+        log_info("client %llx: backend request: token refused: %s", conn_id(c), why);
         return 0;
     }
-    bool ok = auth_may(g, AUTH_PUB, ch);
+    bool ok = auth_may(g, what, ch);
     auth_grant_free(g);
     return ok ? 2 : -1;
 }
@@ -123,27 +124,40 @@ static bool within_publish_rate(worker *w, bool key)
     return !rate || gcra_admit(key ? &w->publish_tat : &w->publish_jwt_tat, ev_now(w->loop), rate, rate);
 }
 
+/* Answers a backend request that may not go on (method, credentials, rate) and returns true;
+ * false when it may. */
+static bool backend_refused(conn *c, const ws_http_req *req, ws_span ch, enum auth_what what,
+                            const char *method)
+{
+    worker *w = conn_worker(c);
+    int allowed = backend_allowed(c, ws_http_get(req, "Authorization"), ch, what);
+    if (!ws_span_eq(req->method, method)) {
+        respond(c, 405, what == AUTH_PUB ? "Allow: POST\r\n" : "Allow: GET\r\n", "method not allowed\n");
+    } else if (!w->cfg->publish_key && !w->auth) {
+        respond(c, 403, NULL, "backend requests are off: start wsnode with --publish-key or --auth\n");
+    } else if (allowed == 0) {
+        w->st->auth_failures++;
+        log_info("client %llx: backend request with a wrong or missing key", conn_id(c));
+        respond(c, 401, "WWW-Authenticate: Bearer\r\n", "a valid Authorization: Bearer key is required\n");
+    } else if (allowed < 0) {
+        w->st->forbidden++;
+        respond(c, 403, NULL, "the token does not allow this on this channel\n");
+    } else if (!within_publish_rate(w, allowed == 1)) {
+        w->st->publish_limited++;
+        respond(c, 429, "Retry-After: 1\r\n", "over --publish-rate; try again\n");
+    } else {
+        return false;
+    }
+    return true;
+}
+
 static void publish_request(conn *c, const ws_http_req *req, ws_span ch)
 {
     worker *w = conn_worker(c);
     const config *cfg = w->cfg;
-    const ws_span *authz = ws_http_get(req, "Authorization");
-    int allowed = publish_allowed(c, authz, ch);
-    if (!ws_span_eq(req->method, "POST")) {
-        respond(c, 405, "Allow: POST\r\n", "POST the data\n");
-    } else if (!cfg->publish_key && !w->auth) {
-        respond(c, 403, NULL, "HTTP publish is off: start wsnode with --publish-key or --auth\n");
-    } else if (allowed == 0) {
-        w->st->auth_failures++;
-        log_info("client %llx: POST /publish with a wrong or missing key", conn_id(c));
-        respond(c, 401, "WWW-Authenticate: Bearer\r\n", "a valid Authorization: Bearer key is required\n");
-    } else if (allowed < 0) {
-        w->st->forbidden++;
-        respond(c, 403, NULL, "the token does not allow publishing on this channel\n");
-    } else if (!within_publish_rate(w, allowed == 1)) {
-        w->st->publish_limited++;
-        respond(c, 429, "Retry-After: 1\r\n", "over --publish-rate; try again\n");
-    } else if (!env_channel_valid(ch)) {
+    if (backend_refused(c, req, ch, AUTH_PUB, "POST"))
+        return;
+    if (!env_channel_valid(ch)) {
         respond(c, 400, NULL, "channel names are 1-200 bytes of [A-Za-z0-9._:-]\n");
     } else if (req->chunked || req->content_length < 0) {
         respond(c, 411, NULL, "Content-Length is required\n");
@@ -157,6 +171,95 @@ static void publish_request(conn *c, const ws_http_req *req, ws_span ch)
         prefix[ch.n] = '\0';
         conn_read_body(c, req->head_len, (ws_span){prefix, ch.n + 1}, (size_t)req->content_length, publish_body);
     }
+}
+
+/* ---- GET /history/<channel>?limit=N: a channel's position and last messages ------------- */
+
+typedef struct history_wait {
+    conn *c;
+    uint8_t ch_len;
+    char ch[ENV_CHANNEL_MAX];
+} history_wait;
+
+static void respond_json(conn *c, const char *body, size_t n)
+{
+    wbuf *b = wbuf_new(n + 512);
+    size_t len = b ? ws_http_response((char *)b->data, n + 512, 200, NULL, "application/json",
+                                      body, n)
+                   : 0;
+    if (len) {
+        b->len = (uint32_t)len;
+        conn_respond(c, b);
+    } else {
+        respond(c, 503, NULL, "out of memory\n");
+    }
+    if (b)
+        wbuf_unref(b);
+}
+
+static void history_answered(void *arg, const bus_position *pos, const bus_stored *msgs, size_t n)
+{
+    history_wait *h = arg;
+    conn *c = h->c;
+    conn_release(c);
+    size_t len;
+    char *text = pos ? session_history_text(false, (ws_span){NULL, 0},
+                                            (ws_span){h->ch, h->ch_len}, pos, msgs, n, &len)
+                     : NULL;
+    if (conn_alive(c) && !pos)
+        respond(c, 503, "Retry-After: 1\r\n", "the Redis bus is unavailable; try again\n");
+    else if (conn_alive(c) && !text)
+        respond(c, 503, NULL, "out of memory\n");
+    else if (conn_alive(c))
+        respond_json(c, text, len);
+    free(text);
+    free(h);
+}
+
+static void history_request(conn *c, const ws_http_req *req, ws_span ch)
+{
+    worker *w = conn_worker(c);
+    env_req q = {.op = ENV_OP_HISTORY, .ch = ch};
+    ws_span v;
+    if (backend_refused(c, req, ch, AUTH_SUB, "GET"))
+        return;
+    if (!env_channel_valid(ch)) {
+        respond(c, 400, NULL, "channel names are 1-200 bytes of [A-Za-z0-9._:-]\n");
+        return;
+    }
+    if (ws_http_query_get(req->query, "limit", &v)) {
+        uint64_t l = v.n ? 0 : UINT64_MAX;
+        for (size_t i = 0; i < v.n && l <= UINT32_MAX; i++)
+            l = v.p[i] >= '0' && v.p[i] <= '9' ? l * 10 + (uint64_t)(v.p[i] - '0') : UINT64_MAX;
+        if (l > UINT32_MAX) {
+            respond(c, 400, NULL, "limit must be an integer from 0 to 2^32-1\n");
+            return;
+        }
+        q.has_limit = true;
+        q.limit = (uint32_t)l;
+    }
+    history_wait *h = malloc(sizeof *h);
+    if (!h) {
+        respond(c, 503, NULL, "out of memory\n");
+        return;
+    }
+    *h = (history_wait){c, (uint8_t)ch.n, {0}};
+    if (!w->bus) { /* the node keeps no messages yet: its position alone */
+        env_pos pos = {0, {"", 0}};
+        hub_position(&w->hub, ch, &pos);
+        bus_position bp = {pos.seq, {0}, (uint8_t)pos.epoch.n};
+        memcpy(bp.epoch, pos.epoch.p, pos.epoch.n);
+        conn_hold(c);
+        history_answered(h, &bp, NULL, 0);
+        return;
+    }
+    memcpy(h->ch, ch.p, ch.n);
+    if (bus_read(w->bus, ch, false, 0, session_history_limit(w, &q), history_answered, h) < 0) {
+        free(h);
+        respond(c, 503, "Retry-After: 1\r\n", "the Redis bus is unavailable; try again\n");
+        return;
+    }
+    conn_hold(c);
 }
 
 /* ---- GET: /healthz, /metrics, --static files ---------------------------------------------- */
@@ -342,6 +445,8 @@ void http_request(conn *c, int parsed, const ws_http_req *req)
             metrics(c);
     } else if (path.n > 9 && memcmp(path.p, "/publish/", 9) == 0) {
         publish_request(c, req, (ws_span){path.p + 9, path.n - 9});
+    } else if (path.n > 9 && memcmp(path.p, "/history/", 9) == 0) {
+        history_request(c, req, (ws_span){path.p + 9, path.n - 9});
     } else if (ws_span_eq(path, "/ws")) {
         upgrade(c, req, false);
     } else if (cfg->echo && ws_span_eq(path, "/echo")) {

@@ -205,7 +205,7 @@ static bool permitted(session *s, const env_req *r)
         return true;
     s->w->st->forbidden++;
     log_info("client %llx: forbidden: %s %.*s", (unsigned long long)s->id,
-             r->op == ENV_OP_PUB ? "pub" : r->op == ENV_OP_SEND ? "send" : r->op == ENV_OP_PRESENCE ? "presence" : "sub",
+             r->op == ENV_OP_PUB ? "pub" : r->op == ENV_OP_SEND ? "send" : r->op == ENV_OP_PRESENCE ? "presence" : r->op == ENV_OP_HISTORY ? "history" : "sub",
              (int)r->ch.n, r->ch.p);
     session_reply_err(s, r->id, "forbidden", "the token does not allow this");
     return false;
@@ -314,6 +314,9 @@ static void request(session *s, uint8_t opcode, const uint8_t *data, size_t len)
         return;
     case ENV_OP_SEND:
         session_op_send(s, &r);
+        return;
+    case ENV_OP_HISTORY:
+        session_op_history(s, &r);
         return;
     case ENV_OP_NONE:
         break;

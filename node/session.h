@@ -158,4 +158,16 @@ bool session_recovery_hold(session *s, wbuf *frame);
 /* s ends: what its recoveries hold is released (a read still in flight finds them gone). */
 void session_recovery_stop(session *s);
 
+/* {"op":"history",...}: the channel's position and last messages (docs/protocol.md). */
+void session_op_history(session *s, const env_req *r);
+
+/* How many messages request r may have: its limit (50 without), at most --history-size and
+ * 1000. */
+uint32_t session_history_limit(const worker *w, const env_req *r);
+
+/* A history answer as one malloc'd text (op: as the WebSocket op, with id; else the body of
+ * GET /history); *len its length. NULL when out of memory. */
+char *session_history_text(bool op, ws_span id, ws_span ch, const bus_position *pos,
+                           const bus_stored *msgs, size_t n, size_t *len);
+
 #endif

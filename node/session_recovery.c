@@ -250,3 +250,84 @@ void session_recovery_stop(session *s)
     stop_walk sw = {s, &s->w->recoveries};
     tab_each(&s->w->recoveries, stop_one, &sw);
 }
+
+/* ---- history ---- */
+
+#define HISTORY_DEFAULT 50  /* messages a history request without limit gets */
+#define HISTORY_MAX 1000    /* the most one request gets (and never more than --history-size) */
+
+uint32_t session_history_limit(const worker *w, const env_req *r)
+{
+    uint32_t want = r->has_limit ? r->limit : HISTORY_DEFAULT;
+    uint32_t cap = (uint32_t)w->cfg->history_size < HISTORY_MAX ? (uint32_t)w->cfg->history_size
+                                                                 : HISTORY_MAX;
+    return want < cap ? want : cap;
+}
+
+char *session_history_text(bool op, ws_span id, ws_span ch, const bus_position *pos,
+                           const bus_stored *msgs, size_t n, size_t *len)
+{
+    size_t cap = ENV_ID_MAX + ENV_CHANNEL_MAX + CLUSTER_EPOCH_MAX + 128, at;
+    for (size_t i = 0; i < n; i++)
+        cap += msgs[i].data.n + 48;
+    char *out = malloc(cap);
+    env_pos p = {pos->seq, {pos->epoch, pos->epoch_len}};
+    if (!out || !(at = env_write_history_head(out, cap, op, id, ch, p))) {
+        free(out);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        at += env_write_history_item(out + at, cap - at, i == 0, msgs[i].seq, msgs[i].data);
+    out[at++] = ']';
+    out[at++] = '}';
+    *len = at;
+    return out;
+}
+
+static void history_read(void *arg, const bus_position *pos, const bus_stored *msgs, size_t n)
+{
+    session_wait *w = arg;
+    session *s = w->s;
+    ws_span id = {w->id, w->id_len};
+    size_t len;
+    char *text;
+    s->refs--;
+    if (s->live && !pos) {
+        session_reply_err(s, id, "unavailable", "the Redis bus could not answer; try again");
+    } else if (s->live) {
+        text = session_history_text(true, id, (ws_span){w->ch, w->ch_len}, pos, msgs, n, &len);
+        if (text)
+            session_send_text(s, text, len);
+        else
+            session_reply_err(s, id, "internal", "out of memory");
+        free(text);
+    }
+    free(w);
+}
+
+void session_op_history(session *s, const env_req *r)
+{
+    uint32_t limit = session_history_limit(s->w, r);
+    session_wait *w = s->w->bus ? session_wait_new(s, r) : NULL;
+    if (w && bus_read(s->w->bus, r->ch, false, 0, limit, history_read, w) == 0) {
+        s->refs++;
+        return;
+    }
+    free(w);
+    if (s->w->bus) {
+        session_reply_err(s, r->id, "unavailable", "the Redis bus is down; try again");
+        return;
+    }
+    /* Without Redis the node keeps no messages yet: the position alone. */
+    env_pos pos = {0, {"", 0}};
+    hub_position(&s->w->hub, r->ch, &pos);
+    bus_position bp = {pos.seq, {0}, (uint8_t)pos.epoch.n};
+    memcpy(bp.epoch, pos.epoch.p, pos.epoch.n);
+    size_t len;
+    char *text = session_history_text(true, r->id, r->ch, &bp, NULL, 0, &len);
+    if (text)
+        session_send_text(s, text, len);
+    else
+        session_reply_err(s, r->id, "internal", "out of memory");
+    free(text);
+}

@@ -8,7 +8,7 @@ import time
 
 import websockets
 
-from conftest import STEP, run
+from conftest import STEP, http_get, run
 
 
 async def client(port):
@@ -286,5 +286,37 @@ def test_without_redis_only_a_client_that_missed_nothing_is_recovered(node):
         assert ack["recovered"] is False and ack["seq"] == 3, ack
         await s.close()
         await pub.close()
+
+    run(main())
+
+
+# ---- history: the op and GET /history ----
+
+def test_history_op_and_http_answer_the_last_messages_oldest_first(node, redis):
+    n = node("--redis", f"127.0.0.1:{redis.port}", "--workers", "1", "--publish-key", "K",
+             "--history-size", "20")
+
+    async def main():
+        ws = await client(n.port)
+        for i in range(30):
+            await request(ws, {"op": "pub", "ch": "chat", "data": {"line": i}, "id": i})
+        h = await request(ws, {"op": "history", "ch": "chat", "limit": 3, "id": "h"})
+        epoch = h["epoch"]
+        assert h == {"op": "history", "id": "h", "ch": "chat", "seq": 30, "epoch": epoch,
+                     "messages": [{"seq": s, "data": {"line": s - 1}} for s in (28, 29, 30)]}, h
+        h = await request(ws, {"op": "history", "ch": "chat", "id": "all"})  # capped: 20
+        assert [m["seq"] for m in h["messages"]] == list(range(11, 31)), h
+        h = await request(ws, {"op": "history", "ch": "never", "id": "n"})
+        assert (h["seq"], h["epoch"], h["messages"]) == (0, "", []), h
+        bad = await request(ws, {"op": "history", "ch": "chat", "limit": "x", "id": "b"})
+        assert bad["op"] == "err" and bad["code"] == "bad_request", bad
+        r = await http_get(n.port, "/history/chat?limit=2", headers=[("Authorization", "Bearer K")])
+        assert r.status == 200, r.status
+        assert json.loads(r.body) == {"ch": "chat", "seq": 30, "epoch": epoch, "messages": [
+            {"seq": 29, "data": {"line": 28}}, {"seq": 30, "data": {"line": 29}}]}, r.body
+        assert (await http_get(n.port, "/history/chat")).status == 401
+        r = await http_get(n.port, "/history/chat?limit=-1", headers=[("Authorization", "Bearer K")])
+        assert r.status == 400, r.status
+        await ws.close()
 
     run(main())
