@@ -15,6 +15,7 @@
 #include "auth.h"
 #include "conn.h"
 #include "files.h"
+#include "heal.h"
 #include "http.h"
 #include "iplimit.h"
 #include "log.h"
@@ -289,6 +290,8 @@ static void on_bus_message(void *ctx, ws_span ch, uint64_t seq, ws_span epoch, w
                            uint64_t sent_us)
 {
     worker *w = ctx;
+    if (w->nheal && heal_hold(w, ch, seq, epoch, data))
+        return; /* its channel is being mended: delivered after what it missed */
     w->st->deliveries += hub_deliver(&w->hub, ch, seq, epoch, data);
     if (sent_us) { /* publish to delivery, on the publisher's and this host's wall clocks */
         const double *bounds = worker_lat_bounds();
@@ -303,7 +306,13 @@ static void on_bus_message(void *ctx, ws_span ch, uint64_t seq, ws_span epoch, w
     }
 }
 
-static void subscribe_one(void *ctx, ws_span ch) { bus_subscribe(((worker *)ctx)->bus, ch); }
+/* Subscribes ch again after the subscriber link came back, and mends what it missed. */
+static void subscribe_one(void *ctx, ws_span ch)
+{
+    worker *w = ctx;
+    bus_subscribe(w->bus, ch);
+    heal_channel(w, ch);
+}
 
 static void on_bus_resubscribe(void *ctx)
 {
@@ -399,6 +408,7 @@ static bool make_state(worker *w)
     ws_siphash_key(k, key);
     tab_init(&w->clients, k);
     tab_init(&w->recoveries, k);
+    tab_init(&w->heals, k);
     hub_init(&w->hub, conn_hub_deliver, w, HUB_MAX_IDLE, key);
     w->hub.remote = cfg->redis.addr != NULL;
     snprintf(w->hub.epoch_base, sizeof w->hub.epoch_base, "%llx", /* this start, in us */

@@ -41,6 +41,8 @@
       "Channel messages received from Redis.") \
     X(bus_malformed, COUNTER, "wsfan_redis_malformed_total", \
       "Messages from Redis dropped as malformed.") \
+    X(healed, COUNTER, "wsfan_redis_healed_total", \
+      "Channel messages read back from history after the Redis subscriber link came back.") \
     /* limits and refusals */ \
     X(auth_failures, COUNTER, "wsfan_auth_failures_total", \
       "Upgrades and POST /publish requests refused 401 for a missing, bad or expired token or " \

@@ -74,7 +74,9 @@ typedef struct worker {
     struct ip_table *ips;  /* connections and connect rate per client address */
     double publish_tat, publish_jwt_tat; /* --publish-rate (GCRA): the key's, the JWTs' */
     table clients;         /* open /ws sessions by local number (session.entry) */
-    table recoveries;      /* subs with since catching up, by (session, channel): recovery.c */
+    table recoveries;      /* subs with since catching up, by (session, channel): session_recovery.c */
+    table heals;           /* channels being mended after the subscriber link came back: heal.c */
+    uint32_t nheal;        /* entries of heals */
     ws_parser_opts ws_opts, echo_opts;
     uint64_t next_client;
     size_t nconns;

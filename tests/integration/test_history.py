@@ -320,3 +320,46 @@ def test_history_op_and_http_answer_the_last_messages_oldest_first(node, redis):
         await ws.close()
 
     run(main())
+
+
+# ---- a worker mends its subscribers after its Redis subscriber link came back ----
+
+def test_a_cut_subscriber_link_loses_nothing(node, redis):
+    """Redis drops the subscribing node's pub/sub link (as it does at its output-buffer limit)
+    while another node keeps publishing: once the link is back, the node reads what it missed
+    and delivers it before the live messages, so every subscriber gets every seq once, in
+    order."""
+    flags = ("--redis", f"127.0.0.1:{redis.port}", "--workers", "1", "--history-size", "5000")
+    pub_node, sub_node = node(*flags, "--max-msg-rate", "0"), node(*flags)
+
+    async def main():
+        pub = await client(pub_node.port)
+        subs = [await client(sub_node.port) for _ in range(5)]
+        for i, ws in enumerate(subs):
+            await sub(ws, "tape", i)
+        stop = asyncio.Event()
+
+        async def publisher():
+            i = 0
+            while not stop.is_set():
+                await pub.send(json.dumps({"op": "pub", "ch": "tape", "data": i, "id": i}))
+                i += 1
+                await asyncio.sleep(0.002)
+
+        task = asyncio.create_task(publisher())
+        for _ in range(3):
+            await asyncio.sleep(0.3)
+            killed = redis.cli("CLIENT", "KILL", "TYPE", "pubsub")
+            assert int(killed[0]) >= 1, killed
+        await asyncio.sleep(0.5)
+        stop.set()
+        await task
+        last = (await request(pub, {"op": "pub", "ch": "tape", "data": "end", "id": "end"}))["seq"]
+        for ws in subs:
+            got = await frames_until(ws, lambda m: m.get("seq") == last)
+            assert [m["op"] for m in got] == ["msg"] * len(got), [m for m in got if m["op"] != "msg"]
+            assert [m["seq"] for m in got] == list(range(1, last + 1)), len(got)
+            await ws.close()
+        await pub.close()
+
+    run(main(), timeout=60)
