@@ -229,6 +229,19 @@ void conn_impl_answer_ping(conn *c, const uint8_t *p, size_t n)
     c->pong = b;
 }
 
+/* How many frames at the head of the queue must leave it as they are: the one being written,
+ * and those whose bytes a waiting TLS write must be retried with. */
+static uint32_t started_frames(const conn *c)
+{
+    uint32_t n = 0;
+    size_t have = 0, need = c->io.tls_retry ? c->io.tls_retry : (c->qoff ? 1 : 0);
+    while (n < c->qlen && have < need) {
+        have += c->q[(c->qhead + n) & (c->qcap - 1)]->len - (n == 0 ? c->qoff : 0);
+        n++;
+    }
+    return n;
+}
+
 void conn_impl_slow_close(conn *c)
 {
     worker *w = c->sess.w;
@@ -237,15 +250,7 @@ void conn_impl_slow_close(conn *c)
         return;
     w->st->slow_closes++;
     log_info("client %llx: slow consumer (%zu bytes queued): closing 1008", conn_id(c), c->qbytes);
-    /* Keep the frame being written, and whatever a waiting TLS write must be retried with. */
-    uint32_t keep = 0;
-    size_t kept = 0, need = c->io.tls_retry ? c->io.tls_retry : (c->qoff ? 1 : 0);
-    while (keep < c->qlen && kept < need) {
-        wbuf *b = c->q[(c->qhead + keep) & (c->qcap - 1)];
-        kept += b->len - (keep == 0 ? c->qoff : 0);
-        keep++;
-    }
-    conn_impl_release_queue(c, keep);
+    conn_impl_release_queue(c, started_frames(c));
     conn_impl_soft_remove(c);
     c->slow = false;
     conn_close(c, CONN_GOODBYE, WS_CLOSE_POLICY, "slow consumer");
@@ -339,16 +344,58 @@ void conn_drain_all(worker *w)
 
 /* ---- hub delivery: the fan-out's one indirect call lands here ---------------------------- */
 
-static void deliver_to(conn *c, wbuf *frame)
+/* Frames a conflating connection looks back over for the last one of a channel, beyond one
+ * per subscription: room for what never conflates (events, a pong, a late reply). */
+#define CONFLATE_SLACK 32
+
+/* --slow-policy conflate, over the soft limit: frame, a channel's msg, takes the place of the
+ * last frame of its channel that c has not started to receive; true if it did. In place, not
+ * removed and appended: the channel's order holds (no frame of it is queued behind that one),
+ * and its newest value goes out as soon as the older one would have, where one moved to the
+ * back could be pushed back again by every tick for as long as the reader lags. While over the
+ * limit the queue's tail holds at most one frame per channel, so the last of a channel is
+ * among the last nsubs + CONFLATE_SLACK frames: looking no further bounds the cost per
+ * delivery. One not found there (its last frame is older and deeper) is appended, which keeps
+ * the order too, and the next one finds it. */
+static bool conflate(conn *c, wbuf *frame, uint32_t nsubs)
+{
+    worker *w = c->sess.w;
+    uint32_t first = started_frames(c), look = nsubs + CONFLATE_SLACK;
+    uint32_t from = c->qlen - first > look ? c->qlen - look : first;
+    wbuf **slot = wbuf_ring_conflatable(c->q, c->qcap, c->qhead, from, c->qlen, frame);
+    if (!slot)
+        return false;
+    /* Not growth for the overload check (count_draining): a stalled reader whose messages
+     * vary in size would otherwise count as getting more than it takes, for ever. */
+    int64_t grew = (int64_t)frame->len - (int64_t)(*slot)->len, check = (int64_t)c->check_q + grew;
+    c->check_q = check < 0 ? 0 : check > UINT32_MAX ? UINT32_MAX : (uint32_t)check;
+    c->qbytes = (size_t)((int64_t)c->qbytes + grew);
+    wbuf_unref(*slot);
+    *slot = wbuf_ref(frame);
+    w->st->conflated++;
+    if (c->qbytes > w->cfg->outbuf_hard) { /* as for a frame queued: closed at the next flush */
+        c->slow = true;
+        conn_impl_mark_pending(c);
+    }
+    conn_impl_soft_update(c);
+    return true;
+}
+
+/* Only a connection over its soft limit costs more than the enqueue: its policy decides. */
+static void deliver_to(conn *c, wbuf *frame, const hub_member *m)
 {
     worker *w = c->sess.w;
     if (c->state != ST_OPEN || c->slow) {
         w->st->drops++;
         return;
     }
-    if (w->cfg->slow_policy == SLOW_DROP && c->qbytes >= w->cfg->outbuf_soft) {
-        w->st->drops++;
-        return;
+    if (c->qbytes >= w->cfg->outbuf_soft) {
+        if (w->cfg->slow_policy == SLOW_DROP) {
+            w->st->drops++;
+            return;
+        }
+        if (w->cfg->slow_policy == SLOW_CONFLATE && conflate(c, frame, m->n))
+            return;
     }
     conn_impl_enqueue(c, frame);
 }
@@ -356,11 +403,11 @@ static void deliver_to(conn *c, wbuf *frame)
 void conn_hub_deliver(hub_member *m, wbuf *frame, void *ctx)
 {
     (void)ctx;
-    deliver_to(ws_container_of(session_of_sub(m), conn, sess), frame);
+    deliver_to(ws_container_of(session_of_sub(m), conn, sess), frame, m);
 }
 
 void conn_evhub_deliver(hub_member *m, wbuf *frame, void *ctx)
 {
     (void)ctx;
-    deliver_to(ws_container_of(session_of_event(m), conn, sess), frame);
+    deliver_to(ws_container_of(session_of_event(m), conn, sess), frame, m);
 }
