@@ -44,3 +44,16 @@ void wbuf_unref(wbuf *b)
     if (--b->refs == 0)
         free(b);
 }
+
+wbuf **wbuf_ring_conflatable(wbuf **q, uint32_t cap, uint32_t head, uint32_t from, uint32_t len,
+                             const wbuf *frame)
+{
+    if (!frame->chan || !frame->seq)
+        return NULL;
+    for (uint32_t i = len; i > from; i--) {
+        wbuf **slot = &q[(head + i - 1) & (cap - 1)];
+        if ((*slot)->chan == frame->chan)
+            return (*slot)->seq < frame->seq ? slot : NULL;
+    }
+    return NULL;
+}

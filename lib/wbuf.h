@@ -34,4 +34,15 @@ static inline wbuf *wbuf_ref(wbuf *b)
 /* Drops one reference; frees the buffer with the last one. */
 void wbuf_unref(wbuf *b);
 
+/* Conflation in a queue of frames kept as a ring: frame i (0 the oldest) is
+ * q[(head + i) & (cap - 1)] for i < len, cap a power of two. Returns the slot of the last
+ * frame of frame's channel among frames from..len-1, provided it is older (a lower seq) than
+ * frame: storing frame there keeps every channel's seqs increasing along the queue, since no
+ * frame of that channel is queued after it. NULL when frame is not a channel's msg (chan NULL
+ * or seq 0), when none of from..len-1 is on its channel, or when the last one is not older (a
+ * seq that started again: frame must then go after it). The caller chooses from: frames
+ * before it (one being written) stay as they are. */
+wbuf **wbuf_ring_conflatable(wbuf **q, uint32_t cap, uint32_t head, uint32_t from, uint32_t len,
+                             const wbuf *frame);
+
 #endif

@@ -50,8 +50,9 @@ static const cli_def defs[] = {
      "queued bytes per connection that close it at once (any policy)"},
     {"outbuf-soft-seconds", CLI_SECONDS, O(outbuf_soft_seconds), "SEC", "5",
      "time above the soft limit before a slow consumer is closed (policy close)"},
-    {"slow-policy", CLI_CUSTOM, O(slow_policy), "close|drop", "close",
-     "slow consumer: close it with 1008, or drop its messages and count them"},
+    {"slow-policy", CLI_CUSTOM, O(slow_policy), "close|drop|conflate", "close",
+     "slow consumer: close it with 1008, drop its messages and count them, or replace an "
+     "unsent message by the newer one on the same channel and count that"},
     {"tls-cert", CLI_STRING, O(tls_cert), "FILE", NULL, "PEM certificate chain: serve wss://"},
     {"tls-key", CLI_STRING, O(tls_key), "FILE", NULL, "PEM private key for --tls-cert"},
     {"origin", CLI_CUSTOM, 0, "ORIGIN", NULL,
@@ -152,6 +153,8 @@ static int custom(void *base, const cli_def *d, const char *v)
             c->slow_policy = SLOW_CLOSE;
         else if (strcmp(v, "drop") == 0)
             c->slow_policy = SLOW_DROP;
+        else if (strcmp(v, "conflate") == 0)
+            c->slow_policy = SLOW_CONFLATE;
         else
             return -1;
         return 0;

@@ -13,7 +13,7 @@
 
 enum auth_mode { AUTH_OFF, AUTH_OPTIONAL, AUTH_REQUIRED };
 
-enum slow_policy { SLOW_CLOSE, SLOW_DROP };
+enum slow_policy { SLOW_CLOSE, SLOW_DROP, SLOW_CONFLATE };
 
 typedef struct config {
     const char *bind;

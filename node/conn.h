@@ -80,10 +80,6 @@ void conn_tick(worker *w);
 #define OVERLOAD_CHECK 0.1
 void conn_overload_check(worker *w);
 
-/* Drain at once: drops connections still in handshake and sends close 1001 to every open
- * one. Unused since the drain ramps (below); it goes with the next change of conn_queue.c. */
-void conn_drain_all(worker *w);
-
 /* Drain in steps (the ramp): conn_drain_start drops the connections still in handshake and
  * returns how many are open; each conn_drain_some then sends close 1001 to at most n open
  * connections, those silent the longest first, and returns how many it closed (fewer than n:

@@ -229,6 +229,19 @@ void conn_impl_answer_ping(conn *c, const uint8_t *p, size_t n)
     c->pong = b;
 }
 
+/* How many frames at the head of the queue must leave it as they are: the one being written,
+ * and those whose bytes a waiting TLS write must be retried with. */
+static uint32_t started_frames(const conn *c)
+{
+    uint32_t n = 0;
+    size_t have = 0, need = c->io.tls_retry ? c->io.tls_retry : (c->qoff ? 1 : 0);
+    while (n < c->qlen && have < need) {
+        have += c->q[(c->qhead + n) & (c->qcap - 1)]->len - (n == 0 ? c->qoff : 0);
+        n++;
+    }
+    return n;
+}
+
 void conn_impl_slow_close(conn *c)
 {
     worker *w = c->sess.w;
@@ -237,15 +250,7 @@ void conn_impl_slow_close(conn *c)
         return;
     w->st->slow_closes++;
     log_info("client %llx: slow consumer (%zu bytes queued): closing 1008", conn_id(c), c->qbytes);
-    /* Keep the frame being written, and whatever a waiting TLS write must be retried with. */
-    uint32_t keep = 0;
-    size_t kept = 0, need = c->io.tls_retry ? c->io.tls_retry : (c->qoff ? 1 : 0);
-    while (keep < c->qlen && kept < need) {
-        wbuf *b = c->q[(c->qhead + keep) & (c->qcap - 1)];
-        kept += b->len - (keep == 0 ? c->qoff : 0);
-        keep++;
-    }
-    conn_impl_release_queue(c, keep);
+    conn_impl_release_queue(c, started_frames(c));
     conn_impl_soft_remove(c);
     c->slow = false;
     conn_close(c, CONN_GOODBYE, WS_CLOSE_POLICY, "slow consumer");
@@ -324,33 +329,65 @@ void conn_tick(worker *w)
     }
 }
 
-void conn_drain_all(worker *w)
-{
-    conn *c;
-    while ((c = tl_head(&w->lists[TL_HANDSHAKE])))
-        conn_close(c, CONN_DROP, 0, "draining");
-    for (int l = TL_OPEN; l <= TL_PINGED; l++)
-        while ((c = tl_head(&w->lists[l]))) {
-            conn_close(c, CONN_GOODBYE, WS_CLOSE_GOING_AWAY, "server shutting down");
-            if (c->tl == l)
-                conn_close(c, CONN_DROP, 0, "draining");
-        }
-}
-
 /* ---- hub delivery: the fan-out's one indirect call lands here ---------------------------- */
 
-static void deliver_to(conn *c, wbuf *frame)
+/* Frames a conflating connection looks back over for the last one of a channel, beyond one
+ * per subscription: room for what never conflates (events, a pong, a late reply). */
+#define CONFLATE_SLACK 32
+
+/* --slow-policy conflate, over the soft limit: frame, a channel's msg, takes the place of the
+ * last frame of its channel that c has not started to receive; true if it did. In place, not
+ * removed and appended: the channel's order holds (no frame of it is queued behind that one),
+ * and its newest value goes out as soon as the older one would have, where one moved to the
+ * back could be pushed back again by every tick for as long as the reader lags. While over the
+ * limit the queue's tail holds at most one frame per channel, so the last of a channel is
+ * among the last nsubs + CONFLATE_SLACK frames: looking no further bounds the cost per
+ * delivery. One not found there (its last frame is older and deeper) is appended, which keeps
+ * the order too, and the next one finds it. */
+static bool conflate(conn *c, wbuf *frame, uint32_t nsubs)
 {
     worker *w = c->sess.w;
-    if (c->state != ST_OPEN || c->slow) {
-        w->st->drops++;
-        return;
+    uint32_t first = started_frames(c), look = nsubs + CONFLATE_SLACK;
+    uint32_t from = c->qlen - first > look ? c->qlen - look : first;
+    wbuf **slot = wbuf_ring_conflatable(c->q, c->qcap, c->qhead, from, c->qlen, frame);
+    if (!slot)
+        return false;
+    /* Not growth for the overload check (count_draining): a stalled reader whose messages
+     * vary in size would otherwise count as getting more than it takes, for ever. */
+    int64_t grew = (int64_t)frame->len - (int64_t)(*slot)->len, check = (int64_t)c->check_q + grew;
+    c->check_q = check < 0 ? 0 : check > UINT32_MAX ? UINT32_MAX : (uint32_t)check;
+    c->qbytes = (size_t)((int64_t)c->qbytes + grew);
+    wbuf_unref(*slot);
+    *slot = wbuf_ref(frame);
+    w->st->conflated++;
+    if (c->qbytes > w->cfg->outbuf_hard) { /* as for a frame queued: closed at the next flush */
+        c->slow = true;
+        conn_impl_mark_pending(c);
     }
-    if (w->cfg->slow_policy == SLOW_DROP && c->qbytes >= w->cfg->outbuf_soft) {
+    conn_impl_soft_update(c);
+    return true;
+}
+
+/* A delivery to a connection over its soft limit: its policy decides. Out of line, so the
+ * fan-out's common path (deliver_to) is as short as it was. */
+__attribute__((noinline)) static void deliver_over_soft(conn *c, wbuf *frame, const hub_member *m)
+{
+    worker *w = c->sess.w;
+    if (w->cfg->slow_policy == SLOW_DROP)
         w->st->drops++;
-        return;
-    }
-    conn_impl_enqueue(c, frame);
+    else if (w->cfg->slow_policy != SLOW_CONFLATE || !conflate(c, frame, m->n))
+        conn_impl_enqueue(c, frame);
+}
+
+static void deliver_to(conn *c, wbuf *frame, const hub_member *m)
+{
+    worker *w = c->sess.w;
+    if (c->state != ST_OPEN || c->slow)
+        w->st->drops++;
+    else if (c->qbytes >= w->cfg->outbuf_soft)
+        deliver_over_soft(c, frame, m);
+    else
+        conn_impl_enqueue(c, frame);
 }
 
 void conn_hub_deliver(hub_member *m, wbuf *frame, void *ctx)
@@ -359,11 +396,11 @@ void conn_hub_deliver(hub_member *m, wbuf *frame, void *ctx)
     session *s = session_of_sub(m);
     if (s->nrecover && session_recovery_hold(s, frame))
         return; /* held back (or already replayed) while its sub with since catches up */
-    deliver_to(ws_container_of(s, conn, sess), frame);
+    deliver_to(ws_container_of(s, conn, sess), frame, m);
 }
 
 void conn_evhub_deliver(hub_member *m, wbuf *frame, void *ctx)
 {
     (void)ctx;
-    deliver_to(ws_container_of(session_of_event(m), conn, sess), frame);
+    deliver_to(ws_container_of(session_of_event(m), conn, sess), frame, m);
 }

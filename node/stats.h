@@ -25,6 +25,9 @@
     X(deliveries, COUNTER, "wsfan_deliveries_total", "Channel messages queued to subscribers.") \
     X(drops, COUNTER, "wsfan_drops_total", \
       "Channel messages dropped for slow or closing subscribers.") \
+    X(conflated, COUNTER, "wsfan_conflated_total", \
+      "Channel messages replaced by a newer one on the same channel for a slow subscriber " \
+      "(--slow-policy conflate).") \
     X(slow_closes, COUNTER, "wsfan_slow_consumer_closes_total", \
       "Connections closed 1008 as slow consumers.") \
     X(timeouts, COUNTER, "wsfan_timeouts_total", \
