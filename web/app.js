@@ -1,10 +1,13 @@
 // The wsfan demo page: a price ticker on ticks.* and a chat room with presence on chat.lobby.
+// The chat shows its last lines on join (history) and, after a reconnect, whether it resumed
+// without missing anything; wsfan.js resumes both with since, so nothing shows twice.
 import { WsfanClient } from './wsfan.js';
 
 const SYMBOLS = ['EURUSD', 'GBPUSD', 'USDJPY', 'BTCUSD'];
 const LOBBY = 'chat.lobby';
 const USER = /^[A-Za-z0-9._:@-]{1,64}$/;
 const MAX_MESSAGES = 200;
+const HISTORY_LINES = 20;
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, cls, text) => {
@@ -46,15 +49,21 @@ for (const sym of SYMBOLS) {
   tr.dataset.ticks = '0';
   tr.append(el('td', 'symbol', sym), el('td', 'price', '–'), el('td', 'arrow', ''), el('td', 'ticks', '0'));
   $('ticker').tBodies[0].append(tr);
-  rows.set(sym, { tr, last: null, n: 0 });
+  rows.set(sym, { tr, last: null, n: 0, seq: null });
 }
 
-function onTick(sym, data) {
+function onTick(sym, data, seq) {
   const row = rows.get(sym);
   if (!row) return;
   const price = data && typeof data === 'object' ? data.price : data;
   row.n += 1;
   row.tr.dataset.ticks = String(row.n);
+  // Seq jumps (a gap the resubscribe could not fill) and repeats (never, wsfan.js drops them).
+  if (typeof seq === 'number' && row.seq !== null && seq !== row.seq + 1) {
+    const k = seq <= row.seq ? 'repeats' : 'gaps';
+    row.tr.dataset[k] = String(+(row.tr.dataset[k] || 0) + 1);
+  }
+  if (typeof seq === 'number') row.seq = seq;
   row.tr.querySelector('.ticks').textContent = String(row.n);
   row.tr.querySelector('.price').textContent = String(price);
   if (typeof price === 'number' && typeof row.last === 'number' && price !== row.last) {
@@ -106,17 +115,52 @@ async function refreshPresence() {
   }
 }
 
-function addMessage(data) {
-  const ul = $('messages');
-  const user = data && typeof data === 'object' && typeof data.user === 'string' ? data.user : '?';
-  const text = data && typeof data === 'object' && 'text' in data ? String(data.text) : JSON.stringify(data);
+function chatLine(data, seq) {
+  const o = data && typeof data === 'object' ? data : {};
+  const user = typeof o.user === 'string' ? o.user : '?';
+  const text = 'text' in o ? String(o.text) : JSON.stringify(data);
+  const at = typeof o.ts === 'number' ? new Date(o.ts) : new Date();
   const li = el('li');
   li.dataset.user = user;
-  li.append(el('time', '', new Date().toLocaleTimeString()), el('b', '', user), el('span', 'text', text));
+  if (typeof seq === 'number') li.dataset.seq = String(seq);
+  li.append(el('time', '', at.toLocaleTimeString()), el('b', '', user), el('span', 'text', text));
+  return li;
+}
+
+function appendLine(li) {
+  const ul = $('messages');
   const atBottom = ul.scrollHeight - ul.scrollTop - ul.clientHeight < 40;
   ul.append(li);
   while (ul.children.length > MAX_MESSAGES) ul.firstElementChild.remove();
   if (atBottom) ul.scrollTop = ul.scrollHeight;
+}
+
+const addMessage = (data, seq) => appendLine(chatLine(data, seq));
+const note = (text, cls = '') => appendLine(el('li', `note ${cls}`.trim(), text));
+
+// The lobby's last lines up to seq (the sub ack's position; later ones come live), above
+// whatever arrived meanwhile.
+async function showHistory(seq) {
+  let h;
+  try { h = await conn.history(LOBBY, HISTORY_LINES); }
+  catch (e) { if (e.code !== 'disconnected') showError(`history: ${e.code || e.message}`); return; }
+  if (h.epoch !== conn.position(LOBBY)?.epoch) return;        // reset meanwhile
+  const ul = $('messages');
+  const first = ul.firstElementChild;
+  for (const m of h.messages || []) {
+    if (m.seq > seq || ul.querySelector(`li[data-seq="${m.seq}"]`)) continue;
+    const li = chatLine(m.data, m.seq);
+    li.classList.add('history');
+    ul.insertBefore(li, first);
+  }
+  ul.scrollTop = ul.scrollHeight;
+}
+
+function onLobbySubscribed(s) {
+  refreshPresence();
+  if (s.recovered === null && !$('messages').querySelector('li[data-seq]')) showHistory(s.seq ?? 0);
+  else if (s.recovered === true) note(`resumed on node ${conn.node}, nothing missed`, 'ok');
+  else if (s.recovered === false) note('reconnected: some messages may be missing', 'gap');
 }
 
 let errorTimer = null;
@@ -155,10 +199,18 @@ nameInput.value = initialName();
 const conn = new WsfanClient(await nodeUrls(), { user: nameInput.value });
 conn.on('status', setStatus);
 conn.on('message', (m) => {
-  if (m.ch === LOBBY) addMessage(m.data);
-  else if (m.ch.startsWith('ticks.')) onTick(m.ch.slice(6), m.data);
+  if (m.ch === LOBBY) addMessage(m.data, m.seq);
+  else if (m.ch.startsWith('ticks.')) onTick(m.ch.slice(6), m.data, m.seq);
 });
-conn.on('subscribed', (s) => { if (s.ch === LOBBY) refreshPresence(); });
+conn.on('subscribed', (s) => { if (s.ch === LOBBY) onLobbySubscribed(s); });
+conn.on('reset', (r) => {
+  if (r.ch === LOBBY) {
+    for (const li of $('messages').querySelectorAll('li[data-seq]')) delete li.dataset.seq;
+    note('the chat history was lost on the server: earlier lines may be missing', 'gap');
+  } else if (rows.has(r.ch.slice(6))) {
+    rows.get(r.ch.slice(6)).seq = null;                    // a new numbering
+  }
+});
 conn.on('join', (e) => { if (e.ch === LOBBY) { members.set(e.client, e.user); renderPresence(); } });
 conn.on('leave', (e) => { if (e.ch === LOBBY) { members.delete(e.client); renderPresence(); } });
 conn.on('presence_overflow', (e) => { if (e.ch === LOBBY) refreshPresence(); });
@@ -185,7 +237,7 @@ $('chat-form').addEventListener('submit', async (ev) => {
   const text = input.value.trim();
   if (!text) return;
   try {
-    await conn.publish(LOBBY, { user: conn.user, text });
+    await conn.publish(LOBBY, { user: conn.user, text, ts: Date.now() });
     input.value = '';
   } catch (e) {
     showError(`send: ${e.code || e.message}`);

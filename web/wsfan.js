@@ -1,7 +1,8 @@
 // wsfan.js: a small browser client for wsfan client protocol v1 (docs/protocol.md), as one ES
 // module with no dependencies. It keeps one WebSocket to one of several nodes, rotates to the
 // next node URL on each reconnect (exponential backoff with full jitter), resubscribes every
-// channel after a reconnect and matches requests to their answers by id.
+// channel after a reconnect, resuming where it left off, and matches requests to their answers
+// by id.
 //
 //   import { WsfanClient } from './wsfan.js';
 //   const c = new WsfanClient(['ws://a:8080/ws', 'ws://b:8080/ws'], { user: 'alice' });
@@ -11,6 +12,20 @@
 //   await c.subscribe('room.1', { events: true });   // 'join'/'leave'/'presence_overflow' events
 //   const { seq } = await c.publish('room.1', { text: 'hi' });
 //   const { count, members } = await c.presence('room.1');
+//   const { seq, epoch, messages } = await c.history('room.1', 50);   // last lines, oldest first
+//
+// Recovery (docs/protocol.md, "Positions and epochs" and "Recovery"): per subscribed channel the
+// client remembers its position, the last seq it delivered to the app and the channel's epoch
+// (from the sub ack, each msg and reset). Every reconnect resubscribes with since/epoch, so the
+// server replays what was missed, and 'subscribed' says how it went:
+//
+//   c.on('subscribed', s => {          // {ch, events, resubscribe, recovered, seq, epoch}
+//     if (s.recovered === false) resyncFromElsewhere(s.ch);   // a gap: messages may be missing
+//   });                                // true: replayed, nothing missed; null: nothing to resume
+//   c.on('reset', r => resyncFromElsewhere(r.ch));            // {ch, epoch, seq}: history lost
+//
+// A msg whose seq is not above the last one delivered on its channel (same epoch) is dropped,
+// so the app never sees a message twice. c.position(ch) is {seq, epoch} (null when unknown).
 //
 // Requests made while not connected reject with code 'not_connected' (subscribe and unsubscribe
 // are remembered instead and take effect on the next connection).
@@ -37,7 +52,7 @@ export class WsfanClient {
     this.node = null;                 // node id from hello
     this.clientId = null;             // our client id from hello
     this.url = null;                  // URL of the current (or last) connection
-    this.subs = new Map();            // channel -> { events }
+    this.subs = new Map();            // channel -> { events, seq, epoch } (seq/epoch: position)
     this._ws = null;
     this._index = -1;                 // index into urls of the current attempt
     this._attempt = 0;                // failures since the last stable connection
@@ -52,7 +67,10 @@ export class WsfanClient {
   // Registers fn for an event; returns a function that removes it. Events: 'status'
   // {state, node, client, url, retryIn}, 'message' {ch, seq, data}, 'direct' {from, data},
   // 'join' / 'leave' {ch, client, user}, 'presence_overflow' {ch, joins, leaves},
-  // 'subscribed' {ch, events, resubscribe} after each sub ack, 'error' (WsfanError or frame).
+  // 'subscribed' {ch, events, resubscribe, recovered, seq, epoch} after each sub ack (recovered:
+  // true when a resubscribe got everything it missed replayed, false when it may have missed
+  // messages, null when there was no position to resume from), 'reset' {ch, epoch, seq} when
+  // the channel's history was lost (resync), 'error' (WsfanError or frame).
   on(type, fn) {
     (this._handlers[type] ||= new Set()).add(fn);
     return () => this._handlers[type].delete(fn);
@@ -146,16 +164,31 @@ export class WsfanClient {
     try { m = JSON.parse(text); } catch { return this._emit('error', new WsfanError('bad_json', text)); }
     if (!m || typeof m !== 'object') return;
     if (m.op === 'hello') return this._hello(m);
-    if (m.id !== undefined && this._pending.has(m.id) && ['ack', 'err', 'presence'].includes(m.op)) {
+    if (m.id !== undefined && this._pending.has(m.id) && ['ack', 'err', 'presence', 'history'].includes(m.op)) {
       const p = this._pending.get(m.id);
       this._pending.delete(m.id);
       clearTimeout(p.timer);
-      if (m.op === 'err') p.reject(new WsfanError(m.code, m.reason)); else p.resolve(m);
+      if (m.op === 'err') { p.reject(new WsfanError(m.code, m.reason)); return; }
+      // Before the next frame: a replay follows a sub ack at once.
+      if (p.onAnswer) p.onAnswer(m);
+      p.resolve(m);
       return;
     }
     if (m.op === 'msg') {
-      if (typeof m.ch === 'string') this._emit('message', m);
-      else this._emit('direct', m);
+      if (typeof m.ch !== 'string') return this._emit('direct', m);
+      const pos = this.subs.get(m.ch);
+      if (pos && typeof m.seq === 'number') {
+        if (typeof m.epoch === 'string' && m.epoch !== pos.epoch) pos.epoch = m.epoch;
+        else if (pos.seq !== null && m.seq <= pos.seq) return;   // seen already
+        pos.seq = m.seq;
+      }
+      this._emit('message', m);
+    } else if (m.op === 'reset') {
+      const pos = this.subs.get(m.ch);
+      if (!pos) return;
+      pos.epoch = typeof m.epoch === 'string' ? m.epoch : null;
+      pos.seq = typeof m.seq === 'number' ? m.seq : null;
+      this._emit('reset', { ch: m.ch, epoch: pos.epoch, seq: pos.seq });
     } else if (m.op === 'join' || m.op === 'leave' || m.op === 'presence_overflow') {
       this._emit(m.op, m);
     } else if (m.op === 'err') {
@@ -170,12 +203,12 @@ export class WsfanClient {
     // A connection that stays up for stableAfter resets the backoff.
     this._stable = setTimeout(() => { this._attempt = 0; }, this.opts.stableAfter);
     this._status('open');
-    for (const [ch, o] of this.subs) this._sub(ch, o.events, true).catch((e) => this._emit('error', e));
+    for (const ch of this.subs.keys()) this._sub(ch, true).catch((e) => this._emit('error', e));
   }
 
   // Sends msg with a fresh id; resolves with the ack / presence answer, rejects with a
   // WsfanError (the server's code, or 'not_connected', 'disconnected', 'timeout').
-  request(msg) {
+  request(msg, onAnswer) {
     if (this.state !== 'open') return Promise.reject(new WsfanError('not_connected'));
     const id = this._nextId++;
     return new Promise((resolve, reject) => {
@@ -183,23 +216,62 @@ export class WsfanClient {
         this._pending.delete(id);
         reject(new WsfanError('timeout'));
       }, this.opts.requestTimeout);
-      this._pending.set(id, { resolve, reject, timer });
+      this._pending.set(id, { resolve, reject, timer, onAnswer });
       this._ws.send(JSON.stringify({ ...msg, id }));
     });
   }
 
-  _sub(ch, events, resubscribe) {
-    return this.request(events ? { op: 'sub', ch, events: true } : { op: 'sub', ch }).then((r) => {
-      if (this.subs.has(ch)) this._emit('subscribed', { ch, events, resubscribe });
+  // Subscribes ch as this.subs says; on a resubscribe with a known position, resumes from it.
+  _sub(ch, resubscribe) {
+    const o = this.subs.get(ch);
+    const req = { op: 'sub', ch };
+    if (o.events) req.events = true;
+    const resume = resubscribe && o.seq !== null;
+    if (resume) {
+      req.since = o.seq;
+      if (o.epoch) req.epoch = o.epoch;       // '' (nothing ever published) means the current one
+    }
+    let info = null;
+    return this.request(req, (r) => {
+      if (this.subs.get(ch) !== o) return;    // unsubscribed meanwhile
+      const recovered = resume ? r.recovered === true : null;
+      if (typeof r.seq === 'number' && !recovered) {
+        // Not replayed: the live stream starts after the ack's position.
+        const epoch = typeof r.epoch === 'string' ? r.epoch : o.epoch;
+        if (epoch !== o.epoch || o.seq === null || r.seq > o.seq) o.seq = r.seq;
+        o.epoch = epoch;
+      } else if (typeof r.epoch === 'string') {
+        o.epoch = r.epoch;                    // recovered: the replay moves seq up to r.seq
+      }
+      info = { ch, events: o.events, resubscribe, recovered,
+        seq: typeof r.seq === 'number' ? r.seq : null, epoch: o.epoch };
+    }).then((r) => {
+      if (info) this._emit('subscribed', info);
       return r;
     });
   }
 
   // Remembered across reconnects; resolves at once when not connected (subscribes on open).
+  // Subscribing again (e.g. to turn events on or off) keeps the channel's position.
   subscribe(ch, { events = false } = {}) {
     if (!CHANNEL.test(ch)) return Promise.reject(new WsfanError('bad_channel', ch));
-    this.subs.set(ch, { events: !!events });
-    return this.state === 'open' ? this._sub(ch, !!events, false) : Promise.resolve(null);
+    const o = this.subs.get(ch);
+    if (o) o.events = !!events;
+    else this.subs.set(ch, { events: !!events, seq: null, epoch: null });
+    return this.state === 'open' ? this._sub(ch, false) : Promise.resolve(null);
+  }
+
+  // The channel's position as far as this client knows: {seq, epoch} (null when unknown).
+  position(ch) {
+    const o = this.subs.get(ch);
+    return o ? { seq: o.seq, epoch: o.epoch } : null;
+  }
+
+  // Resolves with {ch, seq, epoch, messages: [{seq, data}, ...]}: the channel's position and its
+  // last limit messages (server default 50 without), oldest first.
+  history(ch, limit) {
+    if (!CHANNEL.test(ch)) return Promise.reject(new WsfanError('bad_channel', ch));
+    return this.request(limit === undefined ? { op: 'history', ch } : { op: 'history', ch, limit });
   }
 
   unsubscribe(ch) {

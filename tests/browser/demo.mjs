@@ -2,9 +2,10 @@
 // Run by tests/integration/test_browser.py, which starts Redis, a router, two nodes serving
 // web/ and the demo ticker, and passes one JSON argument:
 //   {"pageA": url, "pageB": url, "pgids": {"<port>": <process group of that node>},
-//    "chromium": path, "screenshot": path}
+//    "chromium": path, "screenshot": path, "history": [chat lines published before]}
 // Page A (alice) opens on one node, page B (bob) on the other. Exits 0 when every step passed;
-// prints "KILLED <port>" when it kills the node serving page A.
+// prints "KILLED <port>" when it kills the node serving page A (frozen with SIGSTOP first, so
+// that page A misses messages it must get back by resubscribing with since).
 import { chromium } from 'playwright-core';
 
 const cfg = JSON.parse(process.argv[2]);
@@ -21,6 +22,15 @@ const browser = await chromium.launch({
 try {
   const a = await browser.newPage();
   const b = await browser.newPage();
+  // Every WebSocket frame page A sends and receives, per connection, parsed.
+  const sockets = [];
+  a.on('websocket', (ws) => {
+    const s = { url: ws.url(), sent: [], received: [] };
+    sockets.push(s);
+    const parse = (f) => { try { return JSON.parse(f.payload); } catch { return null; } };
+    ws.on('framesent', (f) => s.sent.push(parse(f)));
+    ws.on('framereceived', (f) => s.received.push(parse(f)));
+  });
   for (const p of [a, b]) {
     p.setDefaultTimeout(STEP);
     p.on('pageerror', (e) => console.log(`page error: ${e.message}`));
@@ -34,6 +44,12 @@ try {
   const nodeA = await a.getAttribute('#status', 'data-node');
   const nodeB = await b.getAttribute('#status', 'data-node');
   if (!nodeA || nodeA === nodeB) throw new Error(`pages on nodes ${nodeA} and ${nodeB}`);
+
+  step("page A shows the chat's last lines on join, in order, once");
+  await a.waitForFunction((n) => document.querySelectorAll('#messages li.history').length >= n,
+    cfg.history.length);
+  const shown = await a.$$eval('#messages li.history .text', (l) => l.map((e) => e.textContent));
+  if (JSON.stringify(shown) !== JSON.stringify(cfg.history)) throw new Error(`history shows ${shown}`);
 
   step('each sees the other in its presence list');
   await a.waitForSelector('#presence li[data-user="bob"]');
@@ -51,14 +67,42 @@ try {
   await a.waitForFunction((t) => +document.querySelector('#ticker tr[data-symbol="EURUSD"]').dataset.ticks >= t + 3, t0);
   if (!/^\d+(\.\d+)?$/.test(await price(a))) throw new Error(`price shows ${await price(a)}`);
 
-  step('the node serving page A is killed; the page reconnects to the other node');
+  step('the node serving page A freezes; page B chats on while page A hears nothing');
   const port = nodeA.match(/-(\d+)\.w\d+\./)[1];
-  process.kill(-cfg.pgids[port], 'SIGKILL');
-  console.log(`KILLED ${port}`);
+  const first = sockets.length;
+  process.kill(-cfg.pgids[port], 'SIGSTOP');
+  try {
+    await b.fill('#chat-input', 'while alice was away');
+    await b.click('#chat-send');
+    await b.waitForSelector('#messages li:has-text("while alice was away")');
+    await a.waitForTimeout(1500);           // ticks published meanwhile, ten a second
+    if (await a.$('#messages li:has-text("while alice was away")')) throw new Error('the frozen node delivered');
+  } finally {
+    step('then it is killed; the page reconnects to the other node');
+    process.kill(-cfg.pgids[port], 'SIGKILL');
+    console.log(`KILLED ${port}`);
+  }
   await a.waitForFunction((old) => {
     const s = document.querySelector('#status');
     return s.dataset.state === 'open' && s.dataset.node && s.dataset.node !== old;
   }, nodeA, { timeout: 30000 });
+
+  step('page A resubscribed with since and epoch, and every channel recovered');
+  await a.waitForSelector('#messages li.note:has-text("nothing missed")');
+  const resumed = sockets.slice(first).find((s) => s.received.some((m) => m?.op === 'hello'));
+  const before = sockets[first - 1];
+  const subs = resumed.sent.filter((m) => m?.op === 'sub');
+  for (const ch of ['chat.lobby', 'ticks.EURUSD']) {
+    const sub = subs.find((m) => m.ch === ch);
+    if (!sub || typeof sub.since !== 'number' || !sub.epoch) throw new Error(`resubscribed ${JSON.stringify(sub)}`);
+    const ack = resumed.received.find((m) => m?.op === 'ack' && m.id === sub.id);
+    if (ack?.recovered !== true) throw new Error(`${ch}: ${JSON.stringify(sub)} answered ${JSON.stringify(ack)}`);
+    // since is the last seq the page got before the freeze: the replay starts right after it.
+    const last = Math.max(0, ...before.received.filter((m) => m?.op === 'msg' && m.ch === ch).map((m) => m.seq));
+    if (sub.since !== last) throw new Error(`${ch}: since ${sub.since}, last seen ${last}`);
+  }
+  await a.waitForSelector('#messages li:has-text("while alice was away")');
+  if (await a.$('#messages li.note.gap')) throw new Error('a gap was reported');
 
   step('page A receives messages again');
   await b.fill('#chat-input', 'after the crash');
@@ -67,6 +111,18 @@ try {
   const t1 = await ticks(a);
   await a.waitForFunction((t) => +document.querySelector('#ticker tr[data-symbol="EURUSD"]').dataset.ticks >= t + 2, t1);
   await b.waitForSelector('#presence li[data-user="alice"]');
+
+  step('page A shows no message twice and no tick is missing');
+  const seqs = await a.$$eval('#messages li[data-seq]', (l) => l.map((e) => +e.dataset.seq));
+  if (new Set(seqs).size !== seqs.length) throw new Error(`chat lines by seq: ${seqs}`);
+  for (const text of ['hello from alice', 'while alice was away', 'after the crash']) {
+    const n = await a.$$eval('#messages li .text', (l, t) => l.filter((e) => e.textContent === t).length, text);
+    if (n !== 1) throw new Error(`"${text}" shown ${n} times`);
+  }
+  const rowsOff = await a.$$eval('#ticker tr[data-symbol]', (l) => l
+    .filter((tr) => tr.dataset.gaps || tr.dataset.repeats)
+    .map((tr) => `${tr.dataset.symbol}: gaps ${tr.dataset.gaps || 0}, repeats ${tr.dataset.repeats || 0}`));
+  if (rowsOff.length) throw new Error(rowsOff.join('; '));
 
   step("the killed node's alice leaves the presence lists after the router's node timeout");
   for (const p of [a, b])

@@ -1,11 +1,14 @@
 """The demo web app in headless Chromium (tests/browser/demo.mjs): two pages on two nodes
-chat, see each other's presence and live ticks, and the page whose node is killed moves to
-the other node and receives messages again. Saves a screenshot (build dir, browser/demo.png)."""
+show the chat's last lines on join, chat, see each other's presence and live ticks, and the
+page whose node is frozen then killed resumes on the other node with since: it reports that
+it recovered, gets what it missed, and shows nothing twice. Saves a screenshot (build dir,
+browser/demo.png)."""
 import json
 import os
 import pathlib
 import shutil
 import subprocess
+import urllib.request
 
 import pytest
 
@@ -30,6 +33,14 @@ def test_two_pages_chat_see_presence_ticks_and_survive_a_node_kill(redis, router
     # process behind the node a page is connected to.
     nodes = [node("--redis", f"127.0.0.1:{redis.port}", "--workers", "1", "--static", web,
                   "--publish-key", key, "--node-id", f"node-{p}", port=p) for p in ports]
+    history = [f"earlier line {i}" for i in range(1, 4)]
+    for text in history:  # what the pages show on join, from the history op
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{ports[1]}/publish/chat.lobby", method="POST",
+            data=json.dumps({"user": "carol", "text": text}).encode(),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 202
     ticker = subprocess.Popen(
         ["/usr/bin/python3", ROOT / "deploy/local/ticker.py", "--key", key, "--rate", "10",
          *[f"http://127.0.0.1:{p}" for p in ports]],
@@ -39,7 +50,7 @@ def test_two_pages_chat_see_presence_ticks_and_survive_a_node_kill(redis, router
     shot.unlink(missing_ok=True)
     cfg = {"pageA": f"http://127.0.0.1:{ports[0]}/", "pageB": f"http://127.0.0.1:{ports[1]}/",
            "pgids": {str(n.port): n.pid for n in nodes}, "chromium": CHROMIUM,
-           "screenshot": str(shot)}
+           "screenshot": str(shot), "history": history}
     try:
         out = subprocess.run(["node", "demo.mjs", json.dumps(cfg)], cwd=BROWSER,
                              capture_output=True, text=True, timeout=180)
