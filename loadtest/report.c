@@ -107,7 +107,7 @@ static void print_resumes(const result *r, FILE *f)
                "%llu duplicated, %llu reordered, %llu resets\n",
             (unsigned long long)c->ch_gaps, (unsigned long long)c->ch_duplicates,
             (unsigned long long)c->ch_reordered, (unsigned long long)c->resets);
-    print_lat(f, "recovery (close to ack)", &r->rec);
+    print_lat(f, "recovery (to the ack)", &r->rec);
 }
 
 void result_print(const result *r, FILE *f)

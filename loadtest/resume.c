@@ -133,9 +133,14 @@ void resume_on_msg(lconn *c, const uint8_t *m, size_t n)
     }
 }
 
-/* Restarts the idle connections, LAUNCH_INFLIGHT handshakes at a time (on_flush goes on). */
+/* Restarts the idle connections, LAUNCH_INFLIGHT handshakes at a time (on_flush goes on);
+ * the recovery time of a resume counts from here, not from its close (--reconnect-delay). */
 static void relaunch(wk *w)
 {
+    uint64_t now = now_ns();
+    for (size_t i = 0; i < w->first_sender; i++)
+        if (w->conns[i].state == LC_IDLE && w->conns[i].t_resume)
+            w->conns[i].t_resume = now;
     w->launched_upto = 0;
     lconn_launch(w, w->nconns);
 }
