@@ -79,17 +79,25 @@ static void print_lat(FILE *f, const char *what, const hist *h)
             ms(hist_quantile(h, 0.999)), ms(h->max), (unsigned long long)h->count);
 }
 
+/* One line of messages accounted for: "<what> N <total_word>, N received: N lost<note>, N
+ * duplicated, N reordered". */
+static void print_counts(FILE *f, const char *what, uint64_t total, const char *total_word,
+                         const result *r, const char *lost_note)
+{
+    const counters *c = &r->c;
+    fprintf(f, "  %-22s %llu %s, %llu received: %llu lost%s, %llu duplicated, %llu reordered\n",
+            what, (unsigned long long)total, total_word, (unsigned long long)c->received,
+            (unsigned long long)r->lost, lost_note, (unsigned long long)c->duplicates,
+            (unsigned long long)c->reordered);
+}
+
 /* Fanout's and reconnect's lines: publishes, deliveries, throughput, latency. */
 static void print_channels(const result *r, FILE *f)
 {
     const counters *c = &r->c;
     fprintf(f, "  published              %llu (%s)\n", (unsigned long long)c->sent,
             r->o->rate > 0 ? "paced" : "max rate");
-    fprintf(f, "  deliveries             %llu expected, %llu received: %llu lost (or still in "
-               "flight at the end), %llu duplicated, %llu reordered\n",
-            (unsigned long long)r->expected, (unsigned long long)c->received,
-            (unsigned long long)r->lost, (unsigned long long)c->duplicates,
-            (unsigned long long)c->reordered);
+    print_counts(f, "deliveries", r->expected, "expected", r, " (or still in flight at the end)");
     fprintf(f, "  throughput             %.0f deliveries/s\n", r->rate);
     print_lat(f, "latency (end to end)", &r->lat);
 }
@@ -132,11 +140,7 @@ void result_print(const result *r, FILE *f)
         print_resumes(r, f);
         break;
     case SC_ECHO:
-        fprintf(f, "  echoes                 %llu sent, %llu received: %llu lost, %llu duplicated, "
-                   "%llu reordered\n",
-                (unsigned long long)c->sent, (unsigned long long)c->received,
-                (unsigned long long)r->lost, (unsigned long long)c->duplicates,
-                (unsigned long long)c->reordered);
+        print_counts(f, "echoes", c->sent, "sent", r, "");
         fprintf(f, "  throughput             %.0f echoes/s\n", r->rate);
         print_lat(f, "round trip", &r->lat);
         break;
