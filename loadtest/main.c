@@ -152,6 +152,7 @@ static bool take_report(run *r, int i)
         add_counters(&res->c, &rep.c);
         hist_merge(&res->lat, &rep.lat);
         hist_merge(&res->hs, &rep.hs);
+        hist_merge(&res->rec, &rep.rec);
         for (uint32_t k = 0; k < rep.nchan; k++) {
             chan_tally t;
             if (read_all(r->rfd[i], &t, sizeof t) < 0)

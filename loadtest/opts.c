@@ -23,7 +23,10 @@ static const char ABOUT[] =
     "  connect  open N connections (as fast as possible or at R/s), hold them --hold seconds:\n"
     "           connect rate, handshake latency, failures, server memory (--server-pid)\n"
     "  churn    N connections closing and reconnecting at R/s in total (--storm: all at once\n"
-    "           every --storm-every seconds): reconnect latency and errors\n";
+    "           every --storm-every seconds): reconnect latency and errors\n"
+    "  reconnect fanout whose subscribers all close and resume with since every\n"
+    "           --reconnect-every seconds (--proto wsfan): recovery time, recovered or not,\n"
+    "           and each channel's seqs checked once and in order across the resumes\n";
 
 static int parse_custom(void *base, const cli_def *d, const char *v);
 
@@ -55,6 +58,10 @@ static const cli_def DEFS[] = {
      "connect: how long the connections are held once open"},
     {"storm", CLI_FLAG, O(storm), NULL, NULL, "churn: close and reopen all at once"},
     {"storm-every", CLI_SECONDS, O(storm_every), "SEC", "5", "churn --storm: how often"},
+    {"reconnect-every", CLI_SECONDS, O(reconnect_every), "SEC", "2",
+     "reconnect: every subscriber closes and resumes this often"},
+    {"reconnect-delay", CLI_SECONDS, O(reconnect_delay), "SEC", "0",
+     "reconnect: time offline between the close and the reconnect (messages to recover)"},
     {"handshake-timeout", CLI_SECONDS, O(handshake_timeout), "SEC", "10",
      "time for TCP, TLS and the upgrade (and a subscriber's ack)"},
     /* Generator */
@@ -78,7 +85,8 @@ static const cli_range RANGES[] = {
     {"publishers", 1, MAX_PUBLISHERS}, {"connections", 1, 1e7},
     {"size", 0, 1 << 19},           {"duration", 0.1, 86400},
     {"drain", 0, 3600},             {"hold", 0, 86400},
-    {"storm-every", 0.1, 3600},     {"handshake-timeout", 0.1, 600},
+    {"storm-every", 0.1, 3600},     {"reconnect-every", 0.1, 3600},
+    {"reconnect-delay", 0, 600},     {"handshake-timeout", 0.1, 600},
     {"workers", 1, MAX_WORKERS},    {"max-connections", 1, 1e8},
     {"pipeline", 1, 1024},
 };
@@ -222,11 +230,11 @@ static int parse_custom(void *base, const cli_def *d, const char *v)
 /* The scenario, the URLs, and the defaults that depend on the scenario; 0 or -1. */
 static int resolve(opts *o)
 {
-    static const char *const names[] = {"fanout", "echo", "connect", "churn"}; /* enum scenario */
-    int sc = 0;
-    while (sc < 4 && strcmp(o->args[0], names[sc]) != 0)
+    static const char *const names[] = {"fanout", "echo", "connect", "churn", "reconnect"};
+    int sc = 0; /* enum scenario */
+    while (sc < 5 && strcmp(o->args[0], names[sc]) != 0)
         sc++;
-    if (sc == 4) {
+    if (sc == 5) {
         fprintf(stderr, "wsload: unknown scenario '%s'\n", o->args[0]);
         return -1;
     }
@@ -243,7 +251,7 @@ static int resolve(opts *o)
         o->has_pub_url = true;
     }
     if (o->rate < 0) /* --storm alone: only the storms, no steady churn */
-        o->rate = o->scenario == SC_FANOUT ? 1000 : o->scenario == SC_ECHO ? 10
+        o->rate = SC_HAS_CHANNELS(o->scenario) ? 1000 : o->scenario == SC_ECHO ? 10
                 : o->scenario == SC_CHURN && !o->storm ? 100 : 0;
     return 0;
 }
@@ -253,6 +261,11 @@ static int check(opts *o)
 {
     if (o->scenario == SC_CHURN && o->rate == 0 && !o->storm) {
         fprintf(stderr, "wsload: churn needs a --rate (or --storm)\n");
+        return -1;
+    }
+    if (o->scenario == SC_RECONNECT && (o->proto != PR_WSFAN || (o->has_pub_url && o->pub_url.http))) {
+        fprintf(stderr, "wsload: reconnect resumes with wsfan's since and epoch: it needs --proto "
+                        "wsfan (and a ws:// --pub-url)\n");
         return -1;
     }
     if (o->proto == PR_TEMPLATE && o->scenario == SC_ECHO && !o->pub_template) {
@@ -265,7 +278,7 @@ static int check(opts *o)
         fprintf(stderr, "wsload: --proto template needs --pub-template with {ts} and {seq} (or {msg})\n");
         return -1;
     }
-    if (o->scenario == SC_FANOUT && (double)o->publishers * o->channels > 1e7) {
+    if (SC_HAS_CHANNELS(o->scenario) && (double)o->publishers * o->channels > 1e7) {
         fprintf(stderr, "wsload: publishers x channels must stay under 10 million\n");
         return -1;
     }
@@ -275,7 +288,7 @@ static int check(opts *o)
 /* Connections in total, the workers for them (one per 15,000 unless given); 0 or -1. */
 static int size_workers(opts *o)
 {
-    long total = o->scenario == SC_FANOUT ? (long)o->subscribers + o->publishers : o->connections;
+    long total = SC_HAS_CHANNELS(o->scenario) ? (long)o->subscribers + o->publishers : o->connections;
     if (total > o->max_connections) {
         fprintf(stderr, "wsload: %ld connections is over --max-connections %d\n", total, o->max_connections);
         return -1;

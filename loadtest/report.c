@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const scenario_names[] = {"fanout", "echo", "connect", "churn"};
+static const char *const scenario_names[] = {"fanout", "echo", "connect", "churn", "reconnect"};
 
 void result_tick(result *r, int k, const hist *lat, const counters *now, const counters *before)
 {
@@ -45,7 +45,7 @@ void result_progress(const result *r, double t, int ready, int workers)
 void result_finish(result *r)
 {
     const opts *o = r->o;
-    if (o->scenario == SC_FANOUT) {
+    if (SC_HAS_CHANNELS(o->scenario)) {
         for (int i = 0; i < MAX_CHANNELS; i++)
             r->expected += r->expected_subs[i] * r->expected_pubs[i];
     } else if (o->scenario == SC_ECHO) {
@@ -79,6 +79,45 @@ static void print_lat(FILE *f, const char *what, const hist *h)
             ms(hist_quantile(h, 0.999)), ms(h->max), (unsigned long long)h->count);
 }
 
+/* One line of messages accounted for: "<what> N <total_word>, N received: N lost<note>, N
+ * duplicated, N reordered". */
+static void print_counts(FILE *f, const char *what, uint64_t total, const char *total_word,
+                         const result *r, const char *lost_note)
+{
+    const counters *c = &r->c;
+    fprintf(f, "  %-22s %llu %s, %llu received: %llu lost%s, %llu duplicated, %llu reordered\n",
+            what, (unsigned long long)total, total_word, (unsigned long long)c->received,
+            (unsigned long long)r->lost, lost_note, (unsigned long long)c->duplicates,
+            (unsigned long long)c->reordered);
+}
+
+/* Fanout's and reconnect's lines: publishes, deliveries, throughput, latency. */
+static void print_channels(const result *r, FILE *f)
+{
+    const counters *c = &r->c;
+    fprintf(f, "  published              %llu (%s)\n", (unsigned long long)c->sent,
+            r->o->rate > 0 ? "paced" : "max rate");
+    print_counts(f, "deliveries", r->expected, "expected", r, " (or still in flight at the end)");
+    fprintf(f, "  throughput             %.0f deliveries/s\n", r->rate);
+    print_lat(f, "latency (end to end)", &r->lat);
+}
+
+/* Reconnect's lines: the resumes, and what the subscribers' channel streams showed. */
+static void print_resumes(const result *r, FILE *f)
+{
+    const counters *c = &r->c;
+    fprintf(f, "  resumes                %llu acked: %llu recovered, %llu not (%llu messages "
+               "declared gone), %llu without an ack at the end\n",
+            (unsigned long long)c->resumes, (unsigned long long)c->recovered,
+            (unsigned long long)c->not_recovered, (unsigned long long)c->skipped,
+            (unsigned long long)c->resume_pending);
+    fprintf(f, "  channel streams        %llu gaps (seqs never received, not declared gone), "
+               "%llu duplicated, %llu reordered, %llu resets\n",
+            (unsigned long long)c->ch_gaps, (unsigned long long)c->ch_duplicates,
+            (unsigned long long)c->ch_reordered, (unsigned long long)c->resets);
+    print_lat(f, "recovery (to the ack)", &r->rec);
+}
+
 void result_print(const result *r, FILE *f)
 {
     const opts *o = r->o;
@@ -94,22 +133,14 @@ void result_print(const result *r, FILE *f)
             fprintf(f, "    %-20s %llu\n", fail_names[i], (unsigned long long)c->fail[i]);
     switch (o->scenario) {
     case SC_FANOUT:
-        fprintf(f, "  published              %llu (%s)\n", (unsigned long long)c->sent,
-                o->rate > 0 ? "paced" : "max rate");
-        fprintf(f, "  deliveries             %llu expected, %llu received: %llu lost (or still in "
-                   "flight at the end), %llu duplicated, %llu reordered\n",
-                (unsigned long long)r->expected, (unsigned long long)c->received,
-                (unsigned long long)r->lost, (unsigned long long)c->duplicates,
-                (unsigned long long)c->reordered);
-        fprintf(f, "  throughput             %.0f deliveries/s\n", r->rate);
-        print_lat(f, "latency (end to end)", &r->lat);
+        print_channels(r, f);
+        break;
+    case SC_RECONNECT:
+        print_channels(r, f);
+        print_resumes(r, f);
         break;
     case SC_ECHO:
-        fprintf(f, "  echoes                 %llu sent, %llu received: %llu lost, %llu duplicated, "
-                   "%llu reordered\n",
-                (unsigned long long)c->sent, (unsigned long long)c->received,
-                (unsigned long long)r->lost, (unsigned long long)c->duplicates,
-                (unsigned long long)c->reordered);
+        print_counts(f, "echoes", c->sent, "sent", r, "");
         fprintf(f, "  throughput             %.0f echoes/s\n", r->rate);
         print_lat(f, "round trip", &r->lat);
         break;
@@ -137,7 +168,7 @@ void result_print(const result *r, FILE *f)
     fprintf(f, "  wsload cpu             %.2f s in all; %.0f%% of a core per worker while sending "
                "(peak %.0f%%)",
             r->cpu_s, r->busy_avg, r->busy_max);
-    if (r->ns_per_msg > 0 && (o->scenario == SC_FANOUT || o->scenario == SC_ECHO))
+    if (r->ns_per_msg > 0 && (SC_HAS_CHANNELS(o->scenario) || o->scenario == SC_ECHO))
         fprintf(f, "; %.0f ns per message received", r->ns_per_msg);
     fprintf(f, "\n");
     if (r->busy_max > 90)
@@ -161,6 +192,22 @@ static void json_hist(FILE *f, const char *name, const hist *h)
         first = false;
     }
     fprintf(f, "]}");
+}
+
+/* Reconnect: "resumes" and "recovery" (close to resume ack), then a comma. */
+static void json_resumes(FILE *f, const result *r)
+{
+    const counters *c = &r->c;
+    fprintf(f, "\"resumes\":{\"every_s\":%g,\"delay_s\":%g,\"acked\":%llu,\"recovered\":%llu,"
+               "\"not_recovered\":%llu,\"declared_gone\":%llu,\"pending\":%llu,\"gaps\":%llu,"
+               "\"duplicates\":%llu,\"reordered\":%llu,\"resets\":%llu},",
+            r->o->reconnect_every, r->o->reconnect_delay, (unsigned long long)c->resumes,
+            (unsigned long long)c->recovered, (unsigned long long)c->not_recovered,
+            (unsigned long long)c->skipped, (unsigned long long)c->resume_pending,
+            (unsigned long long)c->ch_gaps, (unsigned long long)c->ch_duplicates,
+            (unsigned long long)c->ch_reordered, (unsigned long long)c->resets);
+    json_hist(f, "recovery", &r->rec);
+    fprintf(f, ",");
 }
 
 int result_json(const result *r, const char *path)
@@ -202,6 +249,8 @@ int result_json(const result *r, const char *path)
                    "\"pss_after\":%llu},",
                 (unsigned long long)r->rss_before, (unsigned long long)r->rss_after,
                 (unsigned long long)r->pss_before, (unsigned long long)r->pss_after);
+    if (o->scenario == SC_RECONNECT)
+        json_resumes(f, r);
     json_hist(f, "latency", &r->lat);
     fprintf(f, ",");
     json_hist(f, "handshake", &r->hs);

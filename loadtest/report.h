@@ -17,7 +17,7 @@ typedef struct interval {
 typedef struct result {
     const opts *o;
     counters c;
-    hist lat, hs;
+    hist lat, hs, rec; /* rec: reconnect, close to resume ack */
     uint64_t expected_subs[MAX_CHANNELS];
     uint64_t expected_pubs[MAX_CHANNELS];
     interval iv[MAX_INTERVALS];

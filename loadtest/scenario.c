@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "lconn.h"
+#include "resume.h"
 
 #define MARK "wsl:" /* a measured message carries MARK<publisher>:<seq>:<send time ns>: */
 
@@ -91,8 +92,11 @@ void scenario_on_message(lconn *c, const uint8_t *m, size_t n)
     wk *w = c->w;
     const opts *o = w->o;
     uint64_t pub, seq, ts;
+    bool resuming = o->scenario == SC_RECONNECT && c->role == ROLE_SUB;
     if (!find_marker(w, m, n, &pub, &seq, &ts)) {
         w->c.other_frames++;
+        if (resuming && resume_on_frame(c, m, n))
+            return;
         if (o->proto == PR_WSFAN && n > 12 && memmem(m, n, "\"op\":\"err\"", 10))
             w->c.errs++;
         if (c->role == ROLE_SUB && !c->ready && memmem(m, n, "\"op\":\"ack\"", 10)) {
@@ -107,6 +111,8 @@ void scenario_on_message(lconn *c, const uint8_t *m, size_t n)
         hist_add(&w->lat, now - ts);
         hist_add(&w->lat_tick, now - ts);
     }
+    if (resuming)
+        resume_on_msg(c, m, n);
     if (c->role == ROLE_ECHO)
         track_seq(&w->c, &c->tr[0], seq);
     else if (c->role == ROLE_SUB && pub < (uint64_t)o->publishers)
@@ -119,7 +125,9 @@ static void send_sub(lconn *c)
 {
     const opts *o = c->w->o;
     char msg[512];
-    if (o->proto == PR_WSFAN) {
+    if (o->scenario == SC_RECONNECT) {
+        resume_send_sub(c);
+    } else if (o->proto == PR_WSFAN) {
         int n = snprintf(msg, sizeof msg, "{\"op\":\"sub\",\"ch\":\"ch.%u\",\"id\":1}", c->channel);
         lconn_send_frame(c, WS_OP_TEXT, msg, (size_t)n);
     } else if (o->sub_template) {

@@ -51,6 +51,10 @@ struct lconn {
     size_t msg_len, msg_cap;
     ws_parser parser;
     track *tr;        /* subscriber: one per publisher; echo: one */
+    track chan;       /* reconnect subscriber: its channel's seqs (next: last seen + 1) */
+    uint64_t t_resume; /* reconnect subscriber: when it closed to resume; 0: not resuming */
+    uint8_t epoch_len;
+    char epoch[32];    /* reconnect subscriber: its channel's epoch as last told */
     uint64_t *pubseq; /* publisher: last seq per channel */
     uint64_t sent;
     uint32_t next_ch;
@@ -66,7 +70,7 @@ struct wk {
     struct ev_loop *loop;
     int index, report_fd, control_fd;
     ev_io control_w;
-    ev_timer tick_w, pace_w, stop_w, final_w, storm_w;
+    ev_timer tick_w, pace_w, stop_w, final_w, storm_w, resume_w;
     ev_prepare flush_w;
     SSL_CTX *tls;
     uint8_t *rbuf;   /* 64 KiB: every connection reads into it */
@@ -77,7 +81,7 @@ struct wk {
     bool final_sent;
     ws_list pending; /* connections with bytes to write before the loop sleeps */
     counters c;
-    hist lat, lat_tick, hs;
+    hist lat, lat_tick, hs, rec; /* rec: reconnect, close to resume ack */
     int interval;
     uint64_t t_go, t_begin, t_last_settle;
     uint64_t drain_start, drain_quiet_since, drain_seen;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "lconn.h"
+#include "resume.h"
 #include "scenario.h"
 #include "wk.h"
 #include "wsload.h"
@@ -69,8 +70,13 @@ static void send_report(wk *w, int kind)
     r.c = w->c;
     r.lat = kind == R_FINAL ? w->lat : w->lat_tick;
     r.hs = w->hs;
+    if (kind == R_FINAL && o->scenario == SC_RECONNECT) {
+        resume_count_pending(w);
+        r.c = w->c;
+        r.rec = w->rec;
+    }
     uint32_t nchan = 0;
-    if (kind == R_FINAL && o->scenario == SC_FANOUT)
+    if (kind == R_FINAL && SC_HAS_CHANNELS(o->scenario))
         for (int i = 0; i < o->channels; i++)
             nchan += w->published[i] || w->subs_on[i];
     r.nchan = nchan;
@@ -186,6 +192,11 @@ static void go(wk *w)
         w->storm_w.data = w;
         ev_timer_start(loop, &w->storm_w);
     }
+    if (o->scenario == SC_RECONNECT) { /* stopped with the sending; a delayed resume goes on */
+        ev_timer_init(&w->storm_w, resume_on_timer, o->reconnect_every, o->reconnect_every);
+        w->storm_w.data = w;
+        ev_timer_start(loop, &w->storm_w);
+    }
 }
 
 /* The parent's one-byte commands: 'g' go, 'q' (or the pipe closing) stop now. */
@@ -236,7 +247,7 @@ static void setup_conns(wk *w)
 {
     const opts *o = w->o;
     int W = o->workers, index = w->index;
-    bool fanout = o->scenario == SC_FANOUT;
+    bool fanout = SC_HAS_CHANNELS(o->scenario);
     size_t n = 0;
     for (int g = index; fanout && g < o->subscribers; g += W)
         n++;

@@ -16,7 +16,11 @@
 #define MAX_CHANNELS 100000
 #define MAX_PUBLISHERS 1000
 
-enum scenario { SC_FANOUT, SC_ECHO, SC_CONNECT, SC_CHURN };
+enum scenario { SC_FANOUT, SC_ECHO, SC_CONNECT, SC_CHURN, SC_RECONNECT };
+
+/* Subscribers and publishers on channels: fanout, and reconnect (fanout whose subscribers
+ * drop and resume with since every --reconnect-every seconds). */
+#define SC_HAS_CHANNELS(s) ((s) == SC_FANOUT || (s) == SC_RECONNECT)
 enum proto { PR_WSFAN, PR_ECHO, PR_TEMPLATE };
 
 /* Why a connection failed; counted per reason. */
@@ -50,6 +54,7 @@ typedef struct opts {
     double duration, drain, hold, handshake_timeout;
     bool storm;
     double storm_every;
+    double reconnect_every, reconnect_delay; /* reconnect: how often, and how long offline */
     int workers;
     int max_connections;
     struct sockaddr_in sources[MAX_SOURCES];
@@ -86,6 +91,12 @@ typedef struct counters {
     uint64_t cpu_user_ns, cpu_sys_ns;
     uint64_t open_now;
     uint64_t setup_ns; /* from the first connect to the last connection ready or failed */
+    /* reconnect: resume acks (recovered or not), the messages a recovered:false ack said were
+     * gone (its seq - since), and what each subscriber's channel stream showed: seqs that
+     * never came (gaps), came again or behind (duplicates), late (reordered); resets; and
+     * resumes still waiting for their ack at the end. */
+    uint64_t resumes, recovered, not_recovered, skipped;
+    uint64_t ch_gaps, ch_duplicates, ch_reordered, resets, resume_pending;
 } counters;
 
 enum report_kind { R_READY, R_TICK, R_FINAL };
@@ -98,6 +109,7 @@ typedef struct report {
     counters c;
     hist lat;
     hist hs;
+    hist rec; /* reconnect, FINAL: close to resume ack */
     uint32_t nchan; /* FINAL of a fanout: this many chan_tally records follow on the pipe */
 } report;
 
