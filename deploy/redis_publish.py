@@ -11,34 +11,16 @@ protobuf fields of proto/cluster.proto are encoded by hand below.
 """
 import argparse
 import json
+import os
 import socket
 import sys
 import time
 
-# The nodes' script (node/bus.c), byte for byte: EVAL caches it under the same SHA.
-SCRIPT = (
-    "local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)\n"
-    "local epoch = redis.call('HGET', KEYS[1], 'epoch')\n"
-    "if seq == 1 or not epoch then\n"
-    "  local t = redis.call('TIME')\n"
-    "  epoch = string.format('%x.%x', tonumber(t[1]), tonumber(t[2]))\n"
-    "  redis.call('HSET', KEYS[1], 'epoch', epoch)\n"
-    "  redis.call('DEL', KEYS[2])\n"
-    "end\n"
-    "local function varint(v)\n"
-    "  local t = {}\n"
-    "  while v >= 128 do t[#t + 1] = string.char(v % 128 + 128); v = math.floor(v / 128) end\n"
-    "  t[#t + 1] = string.char(v)\n"
-    "  return table.concat(t)\n"
-    "end\n"
-    "local msg = ARGV[1] .. '\\32' .. varint(seq) .. '\\170\\1' .. varint(#epoch) .. epoch\n"
-    "if tonumber(ARGV[3]) > 0 then\n"
-    "  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'e', msg)\n"
-    "  redis.call('EXPIRE', KEYS[2], ARGV[4])\n"
-    "end\n"
-    "redis.call('EXPIRE', KEYS[1], ARGV[4])\n"
-    "redis.call('PUBLISH', ARGV[2], msg)\n"
-    "return seq\n")
+# The nodes' script, from the file they embed (node/lua/publish.lua): EVAL caches it under
+# the same SHA they load it with.
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "node", "lua",
+                       "publish.lua")) as f:
+    SCRIPT = f.read()
 
 
 def varint(n):

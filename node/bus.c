@@ -14,56 +14,17 @@
 #include "ws_list.h"
 #include "ws_utf8.h"
 
-/* The publish script. KEYS[1] the channel's meta hash (seq, epoch), KEYS[2] its history
- * stream; ARGV[1] the Envelope without seq and epoch, ARGV[2] the Redis channel, ARGV[3] the
- * history size (0: none), ARGV[4] the TTL in seconds of both keys. A missing meta (the first
- * publish, or seq and epoch lost: expired, evicted, Redis restarted without persistence)
- * begins a new epoch from Redis's clock and drops any stream left from the old one, so stream
- * ids (the seq) never go backwards. Appends field 4 (seq, varint) and field 21 (epoch) to the
- * Envelope (protobuf lets fields follow the others), keeps it in the stream, publishes it. */
-static const char SCRIPT_PUBLISH[] =
-    "local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)\n"
-    "local epoch = redis.call('HGET', KEYS[1], 'epoch')\n"
-    "if seq == 1 or not epoch then\n"
-    "  local t = redis.call('TIME')\n"
-    "  epoch = string.format('%x.%x', tonumber(t[1]), tonumber(t[2]))\n"
-    "  redis.call('HSET', KEYS[1], 'epoch', epoch)\n"
-    "  redis.call('DEL', KEYS[2])\n"
-    "end\n"
-    "local function varint(v)\n"
-    "  local t = {}\n"
-    "  while v >= 128 do t[#t + 1] = string.char(v % 128 + 128); v = math.floor(v / 128) end\n"
-    "  t[#t + 1] = string.char(v)\n"
-    "  return table.concat(t)\n"
-    "end\n"
-    "local msg = ARGV[1] .. '\\32' .. varint(seq) .. '\\170\\1' .. varint(#epoch) .. epoch\n"
-    "if tonumber(ARGV[3]) > 0 then\n"
-    "  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'e', msg)\n"
-    "  redis.call('EXPIRE', KEYS[2], ARGV[4])\n"
-    "end\n"
-    "redis.call('EXPIRE', KEYS[1], ARGV[4])\n"
-    "redis.call('PUBLISH', ARGV[2], msg)\n"
-    "return seq\n";
-
-/* The read script: a channel's position and, optionally, messages, in one atomic step.
- * KEYS[1] meta, KEYS[2] stream; ARGV[1] "after" (the Envelopes with seq > ARGV[2], oldest
- * first, at most ARGV[3]) or "last" (the last ARGV[3] Envelopes, oldest first). Answers
- * {seq, epoch, Envelope...}; seq "0" and epoch "" for a channel nothing is known of. */
-static const char SCRIPT_READ[] =
-    "local m = redis.call('HMGET', KEYS[1], 'seq', 'epoch')\n"
-    "local out = {m[1] or '0', m[2] or ''}\n"
-    "local n = tonumber(ARGV[3])\n"
-    "if not m[2] or n <= 0 then return out end\n"
-    "local r\n"
-    "if ARGV[1] == 'after' then\n"
-    "  r = redis.call('XRANGE', KEYS[2], '(' .. ARGV[2] .. '-0', '+', 'COUNT', n)\n"
-    "else\n"
-    "  r = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', n)\n"
-    "  local k = #r\n"
-    "  for i = 1, math.floor(k / 2) do r[i], r[k + 1 - i] = r[k + 1 - i], r[i] end\n"
-    "end\n"
-    "for _, e in ipairs(r) do out[#out + 1] = e[2][2] end\n"
-    "return out\n";
+/* The scripts, from node/lua (lua_scripts.h is generated from them at build time):
+ * LUA_PUBLISH: KEYS[1] the channel's meta hash (seq, epoch), KEYS[2] its history stream;
+ *   ARGV[1] the Envelope without seq and epoch, ARGV[2] the Redis channel, ARGV[3] the
+ *   history size (0: none), ARGV[4] the TTL in seconds of both keys. A missing meta (the first
+ *   publish, or seq and epoch lost) begins a new epoch from Redis's clock and drops any stream
+ *   left from the old one, so stream ids (the seq) never go backwards. Appends field 4 (seq)
+ *   and field 21 (epoch) to the Envelope, keeps it in the stream, publishes it; answers seq.
+ * LUA_READ: KEYS[1] meta, KEYS[2] stream; ARGV[1] "after" (the Envelopes with seq > ARGV[2],
+ *   oldest first, at most ARGV[3]) or "last" (the last ARGV[3], oldest first). Answers
+ *   {seq, epoch, Envelope...}; seq "0" and epoch "" for a channel nothing is known of. */
+#include "lua_scripts.h"
 
 enum { SCRIPT_PUB, SCRIPT_RD };
 
@@ -196,7 +157,7 @@ bus *bus_new(struct ev_loop *loop, const rlink_opts *redis, const bus_history *h
              const char *node_id, bus_message_fn on_message, bus_resubscribe_fn resubscribe,
              void *ctx)
 {
-    static const char *const scripts[] = {SCRIPT_PUBLISH, SCRIPT_READ, NULL};
+    static const char *const scripts[] = {LUA_PUBLISH, LUA_READ, NULL};
     bus *b = calloc(1, sizeof *b);
     if (!b || !(b->node_id = strdup(node_id)))
         return free(b), NULL;

@@ -1,0 +1,14 @@
+local m = redis.call('HMGET', KEYS[1], 'seq', 'epoch')
+local out = {m[1] or '0', m[2] or ''}
+local n = tonumber(ARGV[3])
+if not m[2] or n <= 0 then return out end
+local r
+if ARGV[1] == 'after' then
+  r = redis.call('XRANGE', KEYS[2], '(' .. ARGV[2] .. '-0', '+', 'COUNT', n)
+else
+  r = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', n)
+  local k = #r
+  for i = 1, math.floor(k / 2) do r[i], r[k + 1 - i] = r[k + 1 - i], r[i] end
+end
+for _, e in ipairs(r) do out[#out + 1] = e[2][2] end
+return out
