@@ -393,10 +393,7 @@ static void deliver_to(conn *c, wbuf *frame, const hub_member *m)
 void conn_hub_deliver(hub_member *m, wbuf *frame, void *ctx)
 {
     (void)ctx;
-    session *s = session_of_sub(m);
-    if (s->nrecover && session_recovery_hold(s, frame))
-        return; /* held back (or already replayed) while its sub with since catches up */
-    deliver_to(ws_container_of(s, conn, sess), frame, m);
+    deliver_to(ws_container_of(session_of_sub(m), conn, sess), frame, m);
 }
 
 void conn_evhub_deliver(hub_member *m, wbuf *frame, void *ctx)

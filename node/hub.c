@@ -11,7 +11,17 @@
 typedef struct hub_ref {
     hub_member *m;
     uint32_t slot; /* index in m->subs */
+    uint32_t held; /* hub_hold: frames go to h->on_held first (in what was padding) */
 } hub_ref;
+
+/* Hands frame to one subscriber: through on_held first while its subscription is held. The
+ * flag lives in the array the fan-out walks anyway, so the common case costs no extra load. */
+static inline void deliver_ref(hub *h, const hub_ref *r, wbuf *frame)
+{
+    if (r->held && h->on_held(r->m, frame, h->ctx))
+        return;
+    h->deliver(r->m, frame, h->ctx);
+}
 
 struct hub_channel {
     tab_entry e;  /* in h->channels, keyed by name */
@@ -146,7 +156,7 @@ int hub_subscribe(hub *h, hub_member *m, ws_span name)
         if (h->on_active)
             h->on_active(h->ctx, (ws_span){c->name, c->name_len}, true);
     }
-    c->refs[c->n] = (hub_ref){m, m->n};
+    c->refs[c->n] = (hub_ref){m, m->n, 0};
     m->subs[m->n] = (hub_sub){c, c->n};
     c->n++;
     m->n++;
@@ -232,7 +242,7 @@ static size_t fan_out(hub *h, hub_channel *c, uint64_t seq, ws_span data)
     b->chan = c;
     /* The callback never subscribes or unsubscribes, so the array holds still. */
     for (uint32_t i = 0; i < c->n; i++)
-        h->deliver(c->refs[i].m, b, h->ctx);
+        deliver_ref(h, &c->refs[i], b);
     wbuf_unref(b);
     return c->n;
 }
@@ -259,7 +269,7 @@ static void send_reset(hub *h, hub_channel *c, env_pos pos)
         return;
     b->chan = c; /* seq 0: not a message, but of this channel (recovery lets go of it) */
     for (uint32_t i = 0; i < c->n; i++)
-        h->deliver(c->refs[i].m, b, h->ctx);
+        deliver_ref(h, &c->refs[i], b);
     wbuf_unref(b);
 }
 
@@ -280,6 +290,14 @@ size_t hub_deliver(hub *h, ws_span name, uint64_t seq, ws_span epoch, ws_span da
 }
 
 const void *hub_channel_id(const hub *h, ws_span name) { return lookup(h, name); }
+
+void hub_hold(hub *h, hub_member *m, ws_span name, bool on)
+{
+    hub_channel *c = lookup(h, name);
+    for (uint32_t i = 0; c && h->on_held && i < m->n; i++)
+        if (m->subs[i].ch == c)
+            c->refs[m->subs[i].idx].held = on;
+}
 
 bool hub_position(const hub *h, ws_span name, env_pos *pos)
 {

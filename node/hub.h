@@ -44,6 +44,8 @@ typedef struct hub {
     hub_deliver_fn deliver;
     hub_active_fn on_active; /* optional: set after hub_init */
     hub_member_fn on_member; /* optional: set after hub_init */
+    /* Optional: a held subscription's frames come here first (hub_hold); true when taken. */
+    bool (*on_held)(hub_member *m, wbuf *frame, void *ctx);
     void *ctx;
     bool remote;        /* positions come from a bus (hub_deliver, hub_learn), not hub_publish */
     char epoch_base[20]; /* without a bus: the start of every local epoch */
@@ -96,6 +98,10 @@ size_t hub_send(hub *h, ws_span name, wbuf *frame);
 
 /* Calls fn(m, ctx) for every subscriber m of name; fn must not subscribe or unsubscribe. */
 void hub_each_member(const hub *h, ws_span name, void (*fn)(hub_member *m, void *ctx), void *ctx);
+
+/* Holds (on) or releases m's subscription to name: while held, its frames go to on_held first
+ * (needs on_held set). */
+void hub_hold(hub *h, hub_member *m, ws_span name, bool on);
 
 /* The identity of channel name (what wbuf.chan says of its frames), or NULL if it has none. */
 const void *hub_channel_id(const hub *h, ws_span name);

@@ -410,6 +410,7 @@ static bool make_state(worker *w)
     tab_init(&w->recoveries, k);
     tab_init(&w->heals, k);
     hub_init(&w->hub, conn_hub_deliver, w, HUB_MAX_IDLE, key);
+    w->hub.on_held = session_held_frame;
     w->hub.remote = cfg->redis.addr != NULL;
     snprintf(w->hub.epoch_base, sizeof w->hub.epoch_base, "%llx", /* this start, in us */
              (unsigned long long)(ev_time() * 1e6));

@@ -151,9 +151,10 @@ void session_op_send(session *s, const env_req *r);
  * without a bus. False when out of memory (the caller then acks as for a plain sub). */
 bool session_recover(session *s, const env_req *r);
 
-/* A transport asks before queuing a channel frame for s (only while s->nrecover): true when
- * the frame is taken (held back, or dropped as already replayed), false to queue it. */
+/* A held subscription's frame for s: true when it is taken (held back, or dropped as already
+ * replayed), false to queue it. session_held_frame is the same as the hub's on_held. */
 bool session_recovery_hold(session *s, wbuf *frame);
+bool session_held_frame(hub_member *m, wbuf *frame, void *ctx);
 
 /* s ends: what its recoveries hold is released (a read still in flight finds them gone). */
 void session_recovery_stop(session *s);

@@ -48,6 +48,7 @@ static void recovery_free(recovery *r)
 static void finish(recovery *r)
 {
     session *s = r->key.s;
+    hub_hold(&s->w->hub, &s->subs, (ws_span){r->wait->ch, r->wait->ch_len}, false);
     tab_del(&s->w->recoveries, &r->e);
     s->nrecover--;
     recovery_free(r);
@@ -58,6 +59,11 @@ static recovery *find(session *s, const void *chan)
     struct { session *s; const void *chan; } key = {s, chan};
     tab_entry *e = tab_get(&s->w->recoveries, (const char *)&key, sizeof key);
     return e ? ws_container_of(e, recovery, e) : NULL;
+}
+
+bool session_held_frame(hub_member *m, wbuf *frame, void *ctx)
+{
+    return session_recovery_hold(session_of_sub(m), frame);
 }
 
 bool session_recovery_hold(session *s, wbuf *frame)
@@ -212,6 +218,7 @@ bool session_recover(session *s, const env_req *q)
         return false;
     }
     s->nrecover++;
+    hub_hold(&s->w->hub, &s->subs, q->ch, true);
     r->since = q->since;
     r->epoch_len = (uint8_t)q->epoch.n;
     if (q->epoch.n)
