@@ -145,11 +145,14 @@ static void answered(void *arg, const bus_position *pos, const bus_stored *msgs,
     session_send_text(s, out, len);
     if (ok)
         replay(s, ch, msgs, n);
-    for (uint32_t i = 0; i < r->n; i++)
-        if (!pos || r->held[i]->seq > at.seq || !r->held[i]->seq)
+    bool reset = false; /* the epoch changed during the read: what follows is all new */
+    for (uint32_t i = 0; i < r->n; i++) {
+        reset = reset || !r->held[i]->seq;
+        if (!pos || reset || r->held[i]->seq > at.seq)
             s->tx->send(s, r->held[i]);
+    }
     release_held(r);
-    if (!pos) {
+    if (!pos || reset) {
         finish(r);
         return;
     }
