@@ -7,6 +7,8 @@
 #include "log.h"
 
 #define HELD_MAX 65536 /* live messages held back for one channel; beyond, the rest pass */
+#define RETRY 0.05      /* seconds between tries while the link is not up for reads yet */
+#define RETRIES 100     /* tries before the gap is given up on (5 s) */
 
 /* A live message held back while its channel is mended: a copy, as the bus's is transient. */
 typedef struct held {
@@ -23,6 +25,9 @@ typedef struct heal {
     worker *w;
     uint64_t since;  /* the last seq its subscribers got */
     bool restarted;  /* the epoch changed: read again from its start */
+    uint8_t tries;   /* reads refused because the link was not up yet (the subscriber
+                        connection comes back before the scripts are loaded) */
+    ev_timer retry;
     uint8_t epoch_len, ch_len;
     char epoch[CLUSTER_EPOCH_MAX];
     char ch[ENV_CHANNEL_MAX];
@@ -89,12 +94,23 @@ static void answered(void *arg, const bus_position *pos, const bus_stored *msgs,
     finish(h, last, ep);
 }
 
+static void on_retry(struct ev_loop *loop, ev_timer *t, int revents);
+
 static void read_after(heal *h)
 {
     uint32_t count = (uint32_t)h->w->cfg->history_size + 128;
-    if (bus_read(h->w->bus, name_of(h), true, h->since, count, answered, h) < 0)
-        answered(h, NULL, NULL, 0);
+    if (bus_read(h->w->bus, name_of(h), true, h->since, count, answered, h) == 0)
+        return;
+    if (!bus_up(h->w->bus) && h->tries++ < RETRIES) {
+        ev_timer_init(&h->retry, on_retry, RETRY, 0);
+        h->retry.data = h;
+        ev_timer_start(h->w->loop, &h->retry);
+        return;
+    }
+    answered(h, NULL, NULL, 0);
 }
+
+static void on_retry(struct ev_loop *loop, ev_timer *t, int revents) { read_after(t->data); }
 
 static void confirmed(void *arg, uint64_t ok) { read_after(arg); }
 
