@@ -25,6 +25,7 @@ typedef struct heal {
     worker *w;
     uint64_t since;  /* the last seq its subscribers got */
     bool restarted;  /* the epoch changed: read again from its start */
+    bool again;      /* the link dropped again while this read was under way: read once more */
     uint8_t tries;   /* reads refused because the link was not up yet (the subscriber
                         connection comes back before the scripts are loaded) */
     ev_timer retry;
@@ -61,6 +62,7 @@ static void finish(heal *h, uint64_t after, ws_span ep)
 }
 
 static void read_after(heal *h);
+static void confirmed(void *arg, uint64_t ok);
 
 static void answered(void *arg, const bus_position *pos, const bus_stored *msgs, size_t n)
 {
@@ -91,6 +93,16 @@ static void answered(void *arg, const bus_position *pos, const bus_stored *msgs,
         last = msgs[i].seq;
     }
     h->w->st->healed += last - h->since;
+    if (h->again) { /* what was read may end before the latest outage: read past it too */
+        h->again = h->restarted = false;
+        h->since = last;
+        h->tries = 0;
+        memcpy(h->epoch, ep.p, ep.n);
+        h->epoch_len = (uint8_t)ep.n;
+        if (!bus_when_subscribed(h->w->bus, name_of(h), confirmed, h))
+            read_after(h);
+        return;
+    }
     finish(h, last, ep);
 }
 
@@ -117,8 +129,13 @@ static void confirmed(void *arg, uint64_t ok) { read_after(arg); }
 void heal_channel(worker *w, ws_span ch)
 {
     env_pos pos;
-    if (!w->cfg->history_size || !hub_position(&w->hub, ch, &pos) || tab_get(&w->heals, ch.p, ch.n))
+    if (!w->cfg->history_size || !hub_position(&w->hub, ch, &pos))
         return;
+    tab_entry *e = tab_get(&w->heals, ch.p, ch.n);
+    if (e) { /* one read at a time per channel: the one under way reads again when it ends */
+        ws_container_of(e, heal, e)->again = true;
+        return;
+    }
     heal *h = calloc(1, sizeof *h);
     if (!h)
         return;

@@ -284,6 +284,9 @@ size_t hub_deliver(hub *h, ws_span name, uint64_t seq, ws_span epoch, ws_span da
         c->epoch_len = (uint8_t)epoch.n;
         if (known && h->remote) /* (without a bus, a test's own epoch: nothing was lost) */
             send_reset(h, c, (env_pos){seq - 1, epoch});
+    } else if (seq <= c->seq) {
+        return 0; /* delivered already (a heal read it and pub/sub brought it too, or the
+                     position read at a subscribe was ahead of the link): never twice */
     }
     c->seq = seq;
     return fan_out(h, c, seq, data);

@@ -78,7 +78,8 @@ uint64_t hub_publish(hub *h, ws_span name, ws_span data, size_t *delivered);
 
 /* Frames one msg with a seq and epoch assigned elsewhere (the Redis bus) and delivers it to
  * every local subscriber of name; when the epoch is not the one known, a reset frame goes to
- * them first. Returns how many it reached. */
+ * them first; a seq at or before the known one in the same epoch is dropped (delivered
+ * already). Returns how many it reached. */
 size_t hub_deliver(hub *h, ws_span name, uint64_t seq, ws_span epoch, ws_span data);
 
 /* The position of channel name (its epoch points into the hub: use it at once); false when
