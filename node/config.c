@@ -109,6 +109,9 @@ static const cli_def defs[] = {
     {"history-size", CLI_INT, O(history_size), "N", "100",
      "messages of each channel kept for recovery and the history op (0: none; the seq and "
      "epoch are kept all the same)"},
+    {"history-memory", CLI_INT, O(history_memory), "N", "100",
+     "with --redis: messages of each followed channel every worker keeps in memory, so a "
+     "recovery within them costs no Redis read (at most --history-size; 0: none)"},
     {"history-ttl", CLI_INT, O(history_ttl), "SEC", "600",
      "a channel's seq, epoch and history expire this long after its last publish"},
     {"heartbeat", CLI_SECONDS, O(heartbeat), "SEC", "1",
@@ -177,6 +180,20 @@ static const cli_prog prog = {
 };
 
 
+/* --history-*: in range; the memory window never larger than what Redis keeps. */
+static int check_history(config *c)
+{
+    if (c->history_size < 0 || c->history_size > 100000 || c->history_ttl < 1 ||
+        c->history_ttl > 30 * 86400 || c->history_memory < 0) {
+        fprintf(stderr, "wsnode: --history-size must be 0-100000, --history-memory at least 0 "
+                        "and --history-ttl 1-2592000 (30 days)\n");
+        return -1;
+    }
+    if (c->history_memory > c->history_size)
+        c->history_memory = c->history_size; /* more than Redis keeps would never be asked */
+    return 0;
+}
+
 int config_parse(config *c, int argc, char **argv)
 {
     memset(c, 0, sizeof *c);
@@ -238,12 +255,8 @@ int config_parse(config *c, int argc, char **argv)
                         "channels and is part of every client id\n");
         return -1;
     }
-    if (c->history_size < 0 || c->history_size > 100000 || c->history_ttl < 1 ||
-        c->history_ttl > 30 * 86400) {
-        fprintf(stderr, "wsnode: --history-size must be 0-100000 and --history-ttl 1-2592000 "
-                        "(30 days)\n");
+    if (check_history(c) < 0)
         return -1;
-    }
     if (c->presence_max_members < 1) {
         fprintf(stderr, "wsnode: --presence-max-members must be at least 1\n");
         return -1;

@@ -51,6 +51,7 @@ typedef struct config {
     int max_conns_per_ip, ip_connect_rate, max_msg_rate, publish_rate, direct_rate;
     int presence_max_members; /* without --redis: larger channels get a count only */
     int history_size;         /* messages kept per channel (0: none) */
+    int history_memory;       /* with a bus: messages each worker keeps per followed channel */
     int history_ttl;          /* seconds a channel's seq, epoch and history outlive its last publish */
     bool limit_loopback;
     int auth;

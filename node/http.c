@@ -244,17 +244,20 @@ static void history_request(conn *c, const ws_http_req *req, ws_span ch)
         return;
     }
     *h = (history_wait){c, (uint8_t)ch.n, {0}};
-    if (!w->bus) { /* the node keeps no messages yet: its position alone */
-        env_pos pos = {0, {"", 0}};
-        hub_position(&w->hub, ch, &pos);
-        bus_position bp = {pos.seq, {0}, (uint8_t)pos.epoch.n};
-        memcpy(bp.epoch, pos.epoch.p, pos.epoch.n);
-        conn_hold(c);
-        history_answered(h, &bp, NULL, 0);
+    uint32_t limit = session_history_limit(w, &q);
+    char *text;
+    size_t len;
+    if (session_history_memory(w, ch, limit, false, (ws_span){NULL, 0}, &text, &len)) {
+        if (text)
+            respond_json(c, text, len);
+        else
+            respond(c, 503, NULL, "out of memory\n");
+        free(text);
+        free(h);
         return;
     }
     memcpy(h->ch, ch.p, ch.n);
-    if (bus_read(w->bus, ch, false, 0, session_history_limit(w, &q), history_answered, h) < 0) {
+    if (bus_read(w->bus, ch, false, 0, limit, history_answered, h) < 0) {
         free(h);
         respond(c, 503, "Retry-After: 1\r\n", "the Redis bus is unavailable; try again\n");
         return;

@@ -23,12 +23,20 @@ static inline void deliver_ref(hub *h, const hub_ref *r, wbuf *frame)
     h->deliver(r->m, frame, h->ctx);
 }
 
+/* A kept message: its msg frame (one reference) and where the data lies in it. */
+typedef struct kept_slot {
+    wbuf *frame;
+    uint32_t off, len;
+} kept_slot;
+
 struct hub_channel {
     tab_entry e;  /* in h->channels, keyed by name */
     ws_list idle; /* h->idle, while n == 0 */
     uint64_t seq;
     hub_ref *refs;
     uint32_t n, cap;
+    kept_slot *kept; /* the last messages (h->keep at most), a ring without gaps ending at seq */
+    uint32_t kept_cap, kept_head, kept_n;
     uint16_t name_len;
     uint8_t epoch_len; /* 0: the position is not known (with a bus: not read yet) */
     char epoch[CLUSTER_EPOCH_MAX];
@@ -47,10 +55,56 @@ void hub_init(hub *h, hub_deliver_fn deliver, void *ctx, size_t max_idle, const 
     ws_list_init(&h->idle);
 }
 
+/* ---- the memory of a channel: its last messages, each its shared msg frame ---- */
+
+static kept_slot *kept_at(const hub_channel *c, uint32_t i)
+{
+    return &c->kept[(c->kept_head + i) & (c->kept_cap - 1)];
+}
+
+static void forget_kept(hub_channel *c)
+{
+    for (uint32_t i = 0; i < c->kept_n; i++)
+        wbuf_unref(kept_at(c, i)->frame);
+    free(c->kept);
+    c->kept = NULL;
+    c->kept_cap = c->kept_head = c->kept_n = 0;
+}
+
+/* Keeps frame (a msg frame of c whose data is its last data_len bytes but the closing brace)
+ * as c's newest message; a seq that does not follow the newest kept starts the memory again. */
+static void keep(hub *h, hub_channel *c, wbuf *frame, size_t data_len)
+{
+    if (!h->keep)
+        return;
+    if (c->kept_n && kept_at(c, c->kept_n - 1)->frame->seq + 1 != frame->seq)
+        forget_kept(c);
+    if (c->kept_n == c->kept_cap && c->kept_n < h->keep) { /* grows by doubling up to keep */
+        uint32_t cap = c->kept_cap ? c->kept_cap * 2 : 4;
+        kept_slot *k = malloc(cap * sizeof *k);
+        if (!k)
+            return;
+        for (uint32_t i = 0; i < c->kept_n; i++)
+            k[i] = *kept_at(c, i);
+        free(c->kept);
+        c->kept = k;
+        c->kept_cap = cap;
+        c->kept_head = 0;
+    }
+    if (c->kept_n == h->keep || c->kept_n == c->kept_cap) { /* full: the oldest goes */
+        wbuf_unref(kept_at(c, 0)->frame);
+        c->kept_head = (c->kept_head + 1) & (c->kept_cap - 1);
+        c->kept_n--;
+    }
+    *kept_at(c, c->kept_n++) =
+        (kept_slot){wbuf_ref(frame), (uint32_t)(frame->len - 1 - data_len), (uint32_t)data_len};
+}
+
 static void free_channel(tab_entry *e, void *ctx)
 {
     hub_channel *c = ws_container_of(e, hub_channel, e);
     tab_del(ctx, e);
+    forget_kept(c);
     free(c->refs);
     free(c);
 }
@@ -78,6 +132,7 @@ static void drop_channel(hub *h, hub_channel *c)
 {
     idle_remove(h, c);
     tab_del(&h->channels, &c->e);
+    forget_kept(c);
     free(c->refs);
     free(c);
 }
@@ -186,8 +241,10 @@ static void remove_sub(hub *h, hub_member *m, uint32_t slot)
     if (c->n == 0) {
         if (h->on_active)
             h->on_active(h->ctx, (ws_span){c->name, c->name_len}, false);
-        if (h->remote)
-            c->epoch_len = 0; /* no longer followed: what is known goes stale */
+        if (h->remote) { /* no longer followed: what is known goes stale */
+            c->epoch_len = 0;
+            forget_kept(c);
+        }
         idle_push(h, c);
     }
 }
@@ -227,22 +284,32 @@ bool hub_is_member(const hub *h, const hub_member *m, ws_span name)
     return false;
 }
 
-/* Frames one msg for c at its exact size and hands the same buffer to every subscriber. */
-static size_t fan_out(hub *h, hub_channel *c, uint64_t seq, ws_span data)
+/* One msg frame for c at its exact size; NULL when out of memory. */
+static wbuf *frame_msg(hub_channel *c, uint64_t seq, ws_span data)
 {
     ws_span name = {c->name, c->name_len};
     size_t plen = env_msg_len(name.n, seq, data.n);
     uint8_t *payload;
     wbuf *b = wbuf_frame(WS_OP_TEXT, plen, &payload);
     if (!b)
-        return 0;
+        return NULL;
     if (env_write_msg((char *)payload, name, seq, data) != plen)
         abort(); /* env_msg_len and env_write_msg disagree: a programming error */
     b->seq = seq;
     b->chan = c;
+    return b;
+}
+
+/* Frames one msg for c, hands the same buffer to every subscriber and keeps it. */
+static size_t fan_out(hub *h, hub_channel *c, uint64_t seq, ws_span data)
+{
+    wbuf *b = frame_msg(c, seq, data);
+    if (!b)
+        return 0;
     /* The callback never subscribes or unsubscribes, so the array holds still. */
     for (uint32_t i = 0; i < c->n; i++)
         deliver_ref(h, &c->refs[i], b);
+    keep(h, c, b, data.n);
     wbuf_unref(b);
     return c->n;
 }
@@ -254,7 +321,7 @@ uint64_t hub_publish(hub *h, ws_span name, ws_span data, size_t *delivered)
     if (!c)
         return 0;
     uint64_t seq = ++c->seq;
-    if (c->n)
+    if (c->n || h->keep)
         *delivered = fan_out(h, c, seq, data);
     return seq;
 }
@@ -282,6 +349,7 @@ size_t hub_deliver(hub *h, ws_span name, uint64_t seq, ws_span epoch, ws_span da
     if (!known || c->epoch_len != epoch.n || memcmp(c->epoch, epoch.p, epoch.n) != 0) {
         memcpy(c->epoch, epoch.p, epoch.n);
         c->epoch_len = (uint8_t)epoch.n;
+        forget_kept(c);
         if (known && h->remote) /* (without a bus, a test's own epoch: nothing was lost) */
             send_reset(h, c, (env_pos){seq - 1, epoch});
     } else if (seq <= c->seq) {
@@ -311,14 +379,59 @@ bool hub_position(const hub *h, ws_span name, env_pos *pos)
     return true;
 }
 
-void hub_learn(hub *h, ws_span name, uint64_t seq, ws_span epoch)
+bool hub_learn(hub *h, ws_span name, uint64_t seq, ws_span epoch)
 {
     hub_channel *c = lookup(h, name);
     if (!c || !c->n || c->epoch_len || !epoch.n || epoch.n > CLUSTER_EPOCH_MAX)
-        return;
+        return false;
     memcpy(c->epoch, epoch.p, epoch.n);
     c->epoch_len = (uint8_t)epoch.n;
     c->seq = seq;
+    return true;
+}
+
+wbuf *hub_frame(const hub *h, ws_span name, uint64_t seq, ws_span data)
+{
+    hub_channel *c = lookup(h, name);
+    return c ? frame_msg(c, seq, data) : NULL;
+}
+
+void hub_seed(hub *h, ws_span name, const hub_kept *msgs, size_t n)
+{
+    hub_channel *c = lookup(h, name);
+    if (!c || !c->epoch_len || c->kept_n || !n || msgs[n - 1].seq != c->seq)
+        return;
+    size_t from = n > h->keep ? n - h->keep : 0;
+    for (size_t i = from; i < n; i++)
+        if (msgs[i].frame->chan == c)
+            keep(h, c, msgs[i].frame, msgs[i].data.n);
+    if (c->kept_n && kept_at(c, c->kept_n - 1)->frame->seq != c->seq)
+        forget_kept(c); /* not a run up to the position after all */
+}
+
+uint64_t hub_kept_first(const hub *h, ws_span name)
+{
+    hub_channel *c = lookup(h, name);
+    return c && c->epoch_len && c->kept_n ? kept_at(c, 0)->frame->seq : 0;
+}
+
+size_t hub_kept_after(const hub *h, ws_span name, uint64_t after, hub_kept *out, size_t max)
+{
+    hub_channel *c = lookup(h, name);
+    if (!c || !c->epoch_len || !c->kept_n)
+        return 0;
+    uint64_t first = kept_at(c, 0)->frame->seq;
+    if (after >= c->seq)
+        return 0;
+    uint32_t i = after >= first ? (uint32_t)(after - first + 1) : 0, n = 0;
+    if (c->kept_n - i > max)
+        i = c->kept_n - (uint32_t)max;
+    for (; i < c->kept_n; i++) {
+        kept_slot *k = kept_at(c, i);
+        out[n++] = (hub_kept){k->frame, k->frame->seq,
+                              {(const char *)k->frame->data + k->off, k->len}};
+    }
+    return n;
 }
 
 typedef struct active_walk {

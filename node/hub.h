@@ -48,6 +48,7 @@ typedef struct hub {
     bool (*on_held)(hub_member *m, wbuf *frame, void *ctx);
     void *ctx;
     bool remote;        /* positions come from a bus (hub_deliver, hub_learn), not hub_publish */
+    uint32_t keep;      /* messages each channel keeps in memory (its last ones); 0: none */
     char epoch_base[20]; /* without a bus: the start of every local epoch */
     uint64_t epochs;     /* without a bus: channels made so far */
 } hub;
@@ -87,8 +88,34 @@ size_t hub_deliver(hub *h, ws_span name, uint64_t seq, ws_span epoch, ws_span da
 bool hub_position(const hub *h, ws_span name, env_pos *pos);
 
 /* Sets the position of a followed channel read from the bus, unless one is known already
- * (what hub_deliver brought is newer than any read). */
-void hub_learn(hub *h, ws_span name, uint64_t seq, ws_span epoch);
+ * (what hub_deliver brought is newer than any read); true when it did. */
+bool hub_learn(hub *h, ws_span name, uint64_t seq, ws_span epoch);
+
+/* ---- the memory: each channel keeps its last h->keep messages (docs/cluster.md) ----
+ * As frames: a recovery from memory queues the very frames the fan-out sent. Kept messages
+ * run without a gap up to the channel's position; with a bus, only while it is followed. */
+
+/* A kept message; the frame is the hub's (take a reference to hold it), data lies inside. */
+typedef struct hub_kept {
+    wbuf *frame;
+    uint64_t seq;
+    ws_span data;
+} hub_kept;
+
+/* A msg frame of channel name (as its fan-out frames it: it can be kept), one reference for
+ * the caller; NULL when out of memory or there is no such channel. */
+wbuf *hub_frame(const hub *h, ws_span name, uint64_t seq, ws_span data);
+
+/* Fills an empty memory from a read: msgs (frames from hub_frame) must run without a gap up
+ * to the channel's position; the last h->keep of them are kept. Otherwise nothing happens. */
+void hub_seed(hub *h, ws_span name, const hub_kept *msgs, size_t n);
+
+/* The seq of the oldest message name keeps; 0 when it keeps none. */
+uint64_t hub_kept_first(const hub *h, ws_span name);
+
+/* Copies the kept messages with seq > after into out, oldest first (the newest max of them
+ * when there are more); returns how many. */
+size_t hub_kept_after(const hub *h, ws_span name, uint64_t after, hub_kept *out, size_t max);
 
 /* Calls fn(ctx, name) for every channel with at least one local subscriber. */
 void hub_each_active(hub *h, void (*fn)(void *ctx, ws_span name), void *ctx);

@@ -409,9 +409,12 @@ static bool make_state(worker *w)
     tab_init(&w->clients, k);
     tab_init(&w->recoveries, k);
     tab_init(&w->heals, k);
+    tab_init(&w->reads, k);
     hub_init(&w->hub, conn_hub_deliver, w, HUB_MAX_IDLE, key);
     w->hub.on_held = session_held_frame;
     w->hub.remote = cfg->redis.addr != NULL;
+    /* Without a bus the memory is the whole history; with one, a window in front of Redis. */
+    w->hub.keep = (uint32_t)(w->hub.remote ? cfg->history_memory : cfg->history_size);
     snprintf(w->hub.epoch_base, sizeof w->hub.epoch_base, "%llx", /* this start, in us */
              (unsigned long long)(ev_time() * 1e6));
     hub_init(&w->evhub, conn_evhub_deliver, w, 1, key);

@@ -59,7 +59,7 @@ struct session {
     uint8_t asks;      /* presence queries and direct messages in flight (at most SESSION_ASKS_MAX) */
     bool live;         /* between session_start and session_stop: requests are answered */
     bool listed;       /* in w->clients */
-    uint8_t nrecover;  /* recoveries holding its channel frames back (w->recoveries) */
+    uint32_t nrecover; /* recoveries holding its channel frames back (w->recoveries) */
 };
 
 #define SESSION_ASKS_MAX 8
@@ -156,7 +156,7 @@ bool session_recover(session *s, const env_req *r);
 bool session_recovery_hold(session *s, wbuf *frame);
 bool session_held_frame(hub_member *m, wbuf *frame, void *ctx);
 
-/* s ends: what its recoveries hold is released (a read still in flight finds them gone). */
+/* s ends: what its recoveries hold is released (a read still under way answers the others). */
 void session_recovery_stop(session *s);
 
 /* {"op":"history",...}: the channel's position and last messages (docs/protocol.md). */
@@ -165,6 +165,12 @@ void session_op_history(session *s, const env_req *r);
 /* How many messages request r may have: its limit (50 without), at most --history-size and
  * 1000. */
 uint32_t session_history_limit(const worker *w, const env_req *r);
+
+/* The history answer from w's memory, when it holds the last `limit` messages of ch (always
+ * without a bus): true, with *text malloc'd (NULL when out of memory) and *len. False when
+ * Redis must be asked. */
+bool session_history_memory(worker *w, ws_span ch, uint32_t limit, bool op, ws_span id,
+                            char **text, size_t *len);
 
 /* A history answer as one malloc'd text (op: as the WebSocket op, with id; else the body of
  * GET /history); *len its length. NULL when out of memory. */

@@ -46,6 +46,11 @@
       "Messages from Redis dropped as malformed.") \
     X(healed, COUNTER, "wsfan_redis_healed_total", \
       "Channel messages read back from history after the Redis subscriber link came back.") \
+    X(recovered_memory, COUNTER, "wsfan_recoveries_from_memory_total", \
+      "Subscriptions with since answered from the worker's memory, without Redis.") \
+    X(recovery_reads, COUNTER, "wsfan_recovery_reads_total", \
+      "Reads of a channel's history in Redis for recoveries (each shared by every recovery of " \
+      "that channel it can answer).") \
     /* limits and refusals */ \
     X(auth_failures, COUNTER, "wsfan_auth_failures_total", \
       "Upgrades and POST /publish requests refused 401 for a missing, bad or expired token or " \

@@ -75,6 +75,7 @@ typedef struct worker {
     double publish_tat, publish_jwt_tat; /* --publish-rate (GCRA): the key's, the JWTs' */
     table clients;         /* open /ws sessions by local number (session.entry) */
     table recoveries;      /* subs with since catching up, by (session, channel): session_recovery.c */
+    table reads;           /* Redis reads shared by the recoveries of one channel, by name */
     table heals;           /* channels being mended after the subscriber link came back: heal.c */
     uint32_t nheal;        /* entries of heals */
     ws_parser_opts ws_opts, echo_opts;

@@ -4,12 +4,13 @@ says where the channel is, the same on every node; a channel whose seq and histo
 before its next message. Real wsnode processes and a real redis-server."""
 import asyncio
 import json
+import random
 import time
 
 import pytest
 import websockets
 
-from conftest import STEP, http_get, run
+from conftest import STEP, http_get, node_metrics, run
 
 
 async def client(port):
@@ -222,6 +223,72 @@ def test_recovery_replays_what_was_missed_then_the_live_stream(node, redis):
     run(main())
 
 
+def recovery_counters(port):
+    m = node_metrics(port)
+    return m["wsfan_recoveries_from_memory_total"], m["wsfan_recovery_reads_total"]
+
+
+@pytest.mark.parametrize("memory", [100, 0])
+def test_a_followed_channel_recovers_from_memory_without_redis(node, redis, memory):
+    """A worker keeps the last --history-memory messages of every channel it follows: a
+    recovery within them is answered from memory (no Redis read); with 0, from Redis. The
+    answer is the same either way."""
+    flags = ("--redis", f"127.0.0.1:{redis.port}", "--workers", "1")
+    a, b = node(*flags), node(*flags, "--history-memory", str(memory))
+
+    async def main():
+        pub, watcher = await client(a.port), await client(b.port)
+        await sub(watcher, "mem", 1)  # b follows the channel from here
+        await publish(pub, "mem", 30)
+        epoch = (await sub(pub, "mem", 1))["epoch"]
+        for seq in range(1, 31):
+            assert (await recv_json(watcher))["seq"] == seq
+        s = await client(b.port)
+        ack = await request(s, {"op": "sub", "ch": "mem", "since": 12, "epoch": epoch, "id": 1})
+        assert ack == {"op": "ack", "id": 1, "seq": 30, "epoch": epoch, "recovered": True}, ack
+        got = [await recv_json(s) for _ in range(18)]
+        assert [(m["seq"], m["data"]) for m in got] == [(i, i - 1) for i in range(13, 31)]
+        assert recovery_counters(b.port) == ((1, 0) if memory else (0, 1))
+        h = await request(s, {"op": "history", "ch": "mem", "limit": 5, "id": 2})
+        assert [m["seq"] for m in h["messages"]] == [26, 27, 28, 29, 30], h
+        for ws in (pub, watcher, s):
+            await ws.close()
+
+    run(main())
+
+
+def test_a_reconnect_storm_costs_a_few_reads_not_one_per_client(node, redis):
+    """200 clients resume on a node that does not follow their channel yet, each from its own
+    seq: every one gets exactly what it missed, and the node reads Redis once or twice (a
+    read answers every recovery that came while it was under way and fills the memory that
+    answers the later ones), not 200 times."""
+    flags = ("--redis", f"127.0.0.1:{redis.port}", "--workers", "1")
+    a, b = node(*flags), node(*flags, "--max-conns-per-ip", "0", "--ip-connect-rate", "0")
+
+    async def main():
+        pub = await client(a.port)
+        await publish(pub, "storm", 100)
+        epoch = (await sub(pub, "storm", 1))["epoch"]
+        rnd = random.Random(7)
+        clients = [(await client(b.port), rnd.randrange(40, 100)) for _ in range(200)]
+        for i, (ws, since) in enumerate(clients):
+            await ws.send(json.dumps({"op": "sub", "ch": "storm", "since": since,
+                                      "epoch": epoch, "id": i}))
+        for i, (ws, since) in enumerate(clients):
+            got = await frames_until(ws, lambda m: m.get("seq") == 100 and m["op"] == "msg"
+                                     if since < 100 else m["op"] == "ack")
+            assert got[0] == {"op": "ack", "id": i, "seq": 100, "epoch": epoch,
+                              "recovered": True}, got[0]
+            assert [m["seq"] for m in got[1:]] == list(range(since + 1, 101)), since
+        memory, reads = recovery_counters(b.port)
+        assert memory + reads <= 200 and reads <= 3, (memory, reads)
+        for ws, _ in clients:
+            await ws.close()
+        await pub.close()
+
+    run(main(), timeout=60)
+
+
 def test_recovery_under_live_traffic_has_no_gap_and_no_duplicate(node, redis):
     """A publisher never stops while subscribers on two nodes resume from an old seq: every
     one of them ends with since+1..N, each once, in order (live messages that arrive during
@@ -286,8 +353,11 @@ def test_recovery_past_the_window_or_in_another_epoch_is_not_recovered(node, red
     run(main())
 
 
-def test_without_redis_only_a_client_that_missed_nothing_is_recovered(node):
-    n = node()
+def test_without_redis_the_node_memory_is_the_history(node):
+    """One worker without Redis keeps each channel's last --history-size messages: a
+    recovery within them replays them, one past them is not recovered, and the history op
+    answers from them, also for a channel nobody subscribes."""
+    n = node("--history-size", "5")
 
     async def main():
         pub = await client(n.port)
@@ -297,9 +367,27 @@ def test_without_redis_only_a_client_that_missed_nothing_is_recovered(node):
         ack = await request(s, {"op": "sub", "ch": "loc", "since": 3, "epoch": epoch, "id": 1})
         assert ack["recovered"] is True and ack["seq"] == 3, ack
         ack = await request(s, {"op": "sub", "ch": "loc", "since": 1, "epoch": epoch, "id": 2})
-        assert ack["recovered"] is False and ack["seq"] == 3, ack
-        await s.close()
-        await pub.close()
+        assert ack["recovered"] is True and ack["seq"] == 3, ack
+        assert [(await recv_json(s))["seq"] for _ in range(2)] == [2, 3]
+        await publish(pub, "loc", 7, first_id=200)  # seq 4..10: the node keeps 6..10
+        for seq in range(4, 11):
+            assert (await recv_json(s))["seq"] == seq
+        late = await client(n.port)
+        ack = await request(late, {"op": "sub", "ch": "loc", "since": 4, "epoch": epoch, "id": 3})
+        assert ack["recovered"] is False and ack["seq"] == 10, ack
+        ack = await request(late, {"op": "sub", "ch": "loc", "since": 6, "epoch": "other",
+                                   "id": 4})
+        assert ack["recovered"] is False, ack
+        ack = await request(late, {"op": "sub", "ch": "loc", "since": 5, "epoch": epoch, "id": 5})
+        assert ack["recovered"] is True, ack
+        assert [(await recv_json(late))["seq"] for _ in range(5)] == [6, 7, 8, 9, 10]
+        await publish(pub, "nobody", 8, first_id=300)
+        h = await request(late, {"op": "history", "ch": "nobody", "limit": 3, "id": "h"})
+        assert [(m["seq"], m["data"]) for m in h["messages"]] == [(6, 5), (7, 6), (8, 7)], h
+        h = await request(late, {"op": "history", "ch": "nobody", "id": "all"})
+        assert [m["seq"] for m in h["messages"]] == [4, 5, 6, 7, 8], h
+        for ws in (s, late, pub):
+            await ws.close()
 
     run(main())
 

@@ -240,6 +240,65 @@ static void count_active(void *ctx, ws_span name)
     nactive++;
 }
 
+/* The memory: the last `keep` messages as the very frames the fan-out sent, without a gap up
+ * to the position; without a bus also for a channel nobody subscribes; with one, forgotten
+ * on a gap, a new epoch, or when the channel is no longer followed; a read seeds it. */
+static void test_memory_keeps_the_last_frames(void **state)
+{
+    (void)state;
+    hub h;
+    fake f = {0};
+    hub_kept k[8];
+    size_t delivered;
+    hub_init(&h, deliver, NULL, 16, KEY);
+    h.keep = 3;
+    for (int i = 0; i < 5; i++) /* nobody subscribes: kept all the same */
+        hub_publish(&h, S("m"), S("7"), &delivered);
+    assert_int_equal(hub_kept_first(&h, S("m")), 3);
+    assert_int_equal(hub_kept_after(&h, S("m"), 0, k, 8), 3);
+    assert_int_equal(k[0].seq, 3);
+    assert_int_equal(k[2].seq, 5);
+    assert_int_equal(k[2].data.n, 1);
+    assert_memory_equal(k[2].data.p, "7", 1);
+    assert_int_equal(hub_kept_after(&h, S("m"), 4, k, 8), 1);
+    assert_int_equal(k[0].seq, 5);
+    assert_int_equal(hub_kept_after(&h, S("m"), 5, k, 8), 0);
+    assert_int_equal(hub_kept_after(&h, S("m"), 0, k, 2), 2); /* the newest two */
+    assert_int_equal(k[0].seq, 4);
+    assert_int_equal(hub_subscribe(&h, &f.m, S("m")), 1);
+    hub_publish(&h, S("m"), S("[1]"), &delivered);
+    assert_int_equal(hub_kept_after(&h, S("m"), 5, k, 8), 1);
+    assert_ptr_equal(k[0].frame, f.last); /* the frame the subscriber got */
+    assert_memory_equal(k[0].data.p, "[1]", 3);
+    hub_leave_all(&h, &f.m);
+    hub_free(&h);
+
+    hub_init(&h, deliver, NULL, 16, KEY);
+    h.remote = true;
+    h.keep = 4;
+    assert_int_equal(hub_subscribe(&h, &f.m, S("r")), 1);
+    assert_true(hub_learn(&h, S("r"), 10, S("E")));
+    hub_kept seed[6];
+    for (int i = 0; i < 6; i++) {
+        seed[i].frame = hub_frame(&h, S("r"), 5 + (uint64_t)i, S("1"));
+        seed[i].seq = 5 + (uint64_t)i;
+        seed[i].data = S("1");
+    }
+    hub_seed(&h, S("r"), seed, 6); /* 5..10 ends at the position: the last 4 are kept */
+    for (int i = 0; i < 6; i++)
+        wbuf_unref(seed[i].frame);
+    assert_int_equal(hub_kept_first(&h, S("r")), 7);
+    hub_deliver(&h, S("r"), 11, S("E"), S("2"));
+    assert_int_equal(hub_kept_first(&h, S("r")), 8);
+    hub_deliver(&h, S("r"), 13, S("E"), S("3")); /* a gap: only what follows it */
+    assert_int_equal(hub_kept_first(&h, S("r")), 13);
+    hub_deliver(&h, S("r"), 1, S("E2"), S("4")); /* a new epoch */
+    assert_int_equal(hub_kept_first(&h, S("r")), 1);
+    hub_unsubscribe(&h, &f.m, S("r"));
+    assert_int_equal(hub_kept_first(&h, S("r")), 0);
+    hub_free(&h);
+}
+
 static void test_many_channels(void **state)
 {
     (void)state;
@@ -284,6 +343,7 @@ int main(void)
         cmocka_unit_test(test_bus_positions_and_reset),
         cmocka_unit_test(test_local_epochs),
         cmocka_unit_test(test_idle_channels_keep_their_seq_up_to_max_idle),
+        cmocka_unit_test(test_memory_keeps_the_last_frames),
         cmocka_unit_test(test_many_channels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
