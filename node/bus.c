@@ -187,6 +187,7 @@ const bus_stats *bus_get_stats(bus *b)
 {
     const rlink_stats *s = rlink_get_stats(b->link);
     b->st.reconnects = s->reconnects;
+    b->st.silent = s->silent;
     b->st.up = s->up;
     return &b->st;
 }

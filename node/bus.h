@@ -30,7 +30,7 @@ typedef void (*bus_resubscribe_fn)(void *ctx);
 typedef void (*bus_published_fn)(void *arg, uint64_t seq);
 
 typedef struct bus_stats {
-    uint64_t reconnects, published, publish_failures, received, malformed;
+    uint64_t reconnects, silent, published, publish_failures, received, malformed;
     uint64_t pending; /* publishes sent, not yet answered */
     bool up;
 } bus_stats;

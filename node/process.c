@@ -129,6 +129,7 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
         const bus_stats *b = bus_get_stats(w->bus);
         w->st->bus_up = b->up;
         w->st->bus_reconnects = b->reconnects;
+        w->st->bus_silent = b->silent;
         w->st->bus_published = b->published;
         w->st->bus_publish_failures = b->publish_failures;
         w->st->bus_received = b->received;

@@ -35,6 +35,8 @@
     /* the Redis link, copied from the bus by the tick */ \
     X(bus_up, GAUGE, "wsfan_redis_up", "Workers whose Redis links are both up.") \
     X(bus_reconnects, COUNTER, "wsfan_redis_reconnects_total", "Redis reconnection attempts.") \
+    X(bus_silent, COUNTER, "wsfan_redis_silent_links_total", \
+      "Redis subscriber links dropped because they went silent (a probe went unanswered).") \
     X(bus_published, COUNTER, "wsfan_redis_published_total", "Publishes Redis accepted.") \
     X(bus_publish_failures, COUNTER, "wsfan_redis_publish_failures_total", \
       "Publishes Redis refused or lost, or not sent because Redis was down.") \

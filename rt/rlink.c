@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #include "cluster.h"
 #include "log.h"
@@ -17,6 +18,13 @@
 #define BACKOFF_MAX 5.0
 #define KEYS_MAX 4 /* keys rlink_eval takes */
 #define ARGS_MAX 8 /* arguments rlink_eval takes */
+/* A subscriber link can die without a word (a middlebox dropped the connection, a host went
+ * away): it is probed after PROBE_IDLE seconds without traffic, by a PUBLISH on the command
+ * link to a channel only it subscribes, and dropped as if cut when PROBE_BOUND more seconds
+ * bring nothing. A busy link is never probed: its traffic shows it alive. */
+#define PROBE_IDLE 1.0
+#define PROBE_BOUND 2.0
+#define PROBE_TICK 0.25
 
 /* A name taken with rlink_listen. */
 typedef struct listener {
@@ -40,6 +48,10 @@ struct rlink {
     size_t unanswered; /* rlink_subscribe calls not yet answered (hooks.subscribed) */
     ev_timer retry;
     double backoff;
+    ev_timer probe;
+    double sub_seen;   /* when the subscriber link last brought anything */
+    double probe_sent; /* when the last probe went out (0: none pending) */
+    char probe_name[32];
     rlink_hooks hooks;
     void *ctx;
     ws_list listeners;
@@ -47,6 +59,8 @@ struct rlink {
 };
 
 static void connect_links(rlink *l);
+static void on_probe(void *ctx, const uint8_t *p, size_t n);
+static void probe_tick(struct ev_loop *loop, ev_timer *t, int revents);
 
 /* ---- hiredis on libev -----------------------------------------------------------------------
  * hiredis's own libev adapter reads 16 KiB per wakeup. A subscriber link carries every message
@@ -67,6 +81,9 @@ typedef struct link_ev {
 static void link_read(struct ev_loop *loop, ev_io *w, int revents)
 {
     link_ev *e = w->data;
+    rlink *l = e->ac->data;
+    if (l->sub == e->ac)
+        l->sub_seen = ev_now(loop);
     bool alive = true;
     e->alive = &alive;
     for (size_t done = 0; done < LINK_READ_MAX; done += 16384) {
@@ -232,6 +249,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
         return;
     }
     l->sub_up = true;
+    l->sub_seen = ev_now(l->loop);
+    l->probe_sent = 0;
     ws_list_each(it, &l->listeners)
         listen_one(l, ws_container_of(it, listener, link));
     if (l->hooks.resubscribe)
@@ -389,6 +408,13 @@ rlink *rlink_new(struct ev_loop *loop, const rlink_opts *o, const char *const *s
     ws_list_init(&l->listeners);
     ev_init(&l->retry, on_retry);
     l->retry.data = l;
+    snprintf(l->probe_name, sizeof l->probe_name, "probe:%016llx", (unsigned long long)rnd_u64());
+    if (rlink_listen(l, l->probe_name, on_probe, l) < 0)
+        return rlink_free(l), NULL;
+    ev_timer_init(&l->probe, probe_tick, PROBE_TICK, PROBE_TICK);
+    l->probe.data = l;
+    ev_timer_start(loop, &l->probe);
+    ev_unref(loop); /* the probe alone keeps no loop running */
     connect_links(l);
     return l;
 }
@@ -414,6 +440,33 @@ int rlink_listen(rlink *l, const char *name, rlink_raw_fn fn, void *ctx)
     if (l->sub_up)
         listen_one(l, s);
     return 0;
+}
+
+/* ---- the silent link probe ------------------------------------------------------------------ */
+
+static void on_probe(void *ctx, const uint8_t *p, size_t n) {} /* any traffic is proof of life */
+
+static void probe_tick(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    rlink *l = t->data;
+    double now = ev_now(loop);
+    if (!l->sub_up || !l->cmd_up) {
+        l->probe_sent = 0;
+        return;
+    }
+    if (l->probe_sent > l->sub_seen && now - l->probe_sent >= PROBE_BOUND) {
+        log_warn("redis %s:%d: subscribe link silent for %.1f s and its probe unanswered; "
+                 "dropping it", l->host, l->port, now - l->sub_seen);
+        l->st.silent++;
+        l->probe_sent = 0;
+        shutdown(l->sub->c.fd, SHUT_RDWR);
+        redisAsyncHandleRead(l->sub); /* reads the end: lost as if cut, and reconnected */
+        return;
+    }
+    if (now - l->sub_seen >= PROBE_IDLE && l->probe_sent <= l->sub_seen &&
+        redisAsyncCommand(l->cmd, NULL, NULL, "PUBLISH %s%s 1", l->prefix, l->probe_name) ==
+            REDIS_OK)
+        l->probe_sent = now;
 }
 
 /* ---- dynamic subscriptions ------------------------------------------------------------------- */

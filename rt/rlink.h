@@ -60,6 +60,7 @@ typedef struct rlink_hooks {
 
 typedef struct rlink_stats {
     uint64_t reconnects; /* connection attempts after the first */
+    uint64_t silent;     /* subscriber links dropped for silence (a probe unanswered) */
     bool up;             /* both connections up and the script (if any) loaded */
 } rlink_stats;
 

@@ -5,6 +5,8 @@ before its next message. Real wsnode processes and a real redis-server."""
 import asyncio
 import json
 import random
+import socket
+import threading
 import time
 
 import pytest
@@ -50,6 +52,60 @@ async def steady_publisher(ws, ch, stop, first_id=0):
         await ws.send(json.dumps({"op": "pub", "ch": ch, "data": i, "id": i}))
         i += 1
         await asyncio.sleep(0.002)
+
+
+class FreezingProxy:
+    """A TCP proxy to redis that can freeze the connections that subscribed: what they carry
+    in either direction is dropped from then on while both ends stay open, as when a
+    middlebox loses a connection without telling anyone."""
+
+    def __init__(self, port):
+        self.target = port
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.lsock.getsockname()[1]
+        self.frozen = set()  # client-side sockets whose traffic is dropped
+        self.subscribers = set()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            try:
+                r = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:  # redis is gone (the test is over)
+                c.close()
+                continue
+            threading.Thread(target=self._pipe, args=(c, r, c), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(r, c, c), daemon=True).start()
+
+    def _pipe(self, src, dst, key):
+        try:
+            while data := src.recv(65536):
+                with self.lock:
+                    if src is key and b"SUBSCRIBE" in data:
+                        self.subscribers.add(key)
+                    if key in self.frozen:
+                        continue
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sk in (src, dst):
+            try:
+                sk.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def freeze_subscribers(self):
+        with self.lock:
+            assert self.subscribers, "no subscriber link goes through the proxy"
+            self.frozen |= self.subscribers
+
+    def close(self):
+        self.lsock.close()
 
 
 async def cut_pubsub_links(redis):
@@ -459,3 +515,38 @@ def test_a_cut_subscriber_link_loses_nothing(node, redis, gaps):
         await pub.close()
 
     run(main(), timeout=60)
+
+
+def test_a_silently_dead_subscriber_link_is_noticed_and_mended(node, redis):
+    """The subscribing node's pub/sub link stops carrying anything, with no error and no
+    close: the node notices (no traffic, then no answer to its probe), drops the link, comes
+    back and mends the gap, so its subscribers get every seq once."""
+    proxy = FreezingProxy(redis.port)
+    flags = ("--workers", "1", "--history-size", "5000")
+    pub_node = node("--redis", f"127.0.0.1:{redis.port}", *flags, "--max-msg-rate", "0")
+    sub_node = node("--redis", f"127.0.0.1:{proxy.port}", *flags)
+
+    async def main():
+        pub, s = await client(pub_node.port), await client(sub_node.port)
+        await sub(s, "quiet")
+        stop = asyncio.Event()
+        task = asyncio.create_task(steady_publisher(pub, "quiet", stop))
+        await asyncio.sleep(0.3)
+        proxy.freeze_subscribers()
+        deadline = time.monotonic() + 15
+        while node_metrics(sub_node.port).get("wsfan_redis_silent_links_total", 0) < 1:
+            assert time.monotonic() < deadline, "the dead link was never noticed"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)
+        stop.set()
+        await task
+        last = (await request(pub, {"op": "pub", "ch": "quiet", "data": "end", "id": "end"}))["seq"]
+        got = await frames_until(s, lambda m: m.get("seq") == last)
+        assert [m["seq"] for m in got] == list(range(1, last + 1)), len(got)
+        await s.close()
+        await pub.close()
+
+    try:
+        run(main(), timeout=60)
+    finally:
+        proxy.close()
