@@ -22,8 +22,10 @@
  *   left from the old one, so stream ids (the seq) never go backwards. Appends field 4 (seq)
  *   and field 21 (epoch) to the Envelope, keeps it in the stream, publishes it; answers seq.
  * LUA_READ: KEYS[1] meta, KEYS[2] stream; ARGV[1] "after" (the Envelopes with seq > ARGV[2],
- *   oldest first, at most ARGV[3]) or "last" (the last ARGV[3], oldest first). Answers
- *   {seq, epoch, Envelope...}; seq "0" and epoch "" for a channel nothing is known of. */
+ *   oldest first, at most ARGV[3]) or "last" (the last ARGV[3], oldest first), ARGV[4] the
+ *   TTL. Answers {seq, epoch, Envelope...}. For a channel nothing is known of, "after" (a
+ *   subscriber's read) begins a new epoch at seq 0 (the meta written with the TTL, any stream
+ *   left dropped) and "last" answers seq "0" and epoch "". */
 #include "lua_scripts.h"
 
 enum { SCRIPT_PUB, SCRIPT_RD };
@@ -374,8 +376,8 @@ int bus_read(bus *b, ws_span ch, bool after, uint64_t seq, uint32_t count, bus_r
     snprintf(since, sizeof since, "%llu", (unsigned long long)seq);
     snprintf(max, sizeof max, "%u", count);
     const char *k[2] = {keys[0], keys[1]};
-    const char *args[3] = {after ? "after" : "last", since, max};
-    const rlink_eval_args ea = {SCRIPT_RD, 2, k, 3, args, NULL};
+    const char *args[4] = {after ? "after" : "last", since, max, b->history_ttl};
+    const rlink_eval_args ea = {SCRIPT_RD, 2, k, 4, args, NULL};
     if (rlink_eval_reply(b->link, &ea, on_read, q) < 0) {
         free(q);
         return -1;

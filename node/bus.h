@@ -86,8 +86,10 @@ typedef struct bus_stored {
  * messages asked for, oldest first (entries that did not check out are left out). */
 typedef void (*bus_read_fn)(void *arg, const bus_position *pos, const bus_stored *msgs, size_t n);
 
-/* Reads ch's position and, in one atomic step, its stored messages: with after, those with
- * seq > `seq` (at most count); without, the last count. count 0: the position only. done is
+/* Reads ch's position and, in one atomic step, its stored messages: with after (a subscriber's
+ * read), those with seq > `seq` (at most count), and a channel nothing is known of begins its
+ * epoch now, so the position a subscriber gets always names the epoch of what follows; without
+ * (history), the last count, and nothing is written. count 0: the position only. done is
  * called exactly once, later, unless this returns -1 (Redis unavailable). */
 int bus_read(bus *b, ws_span ch, bool after, uint64_t seq, uint32_t count, bus_read_fn done,
              void *arg);

@@ -138,7 +138,7 @@ static void ack_position(session_wait *p)
         ack_at(s, (ws_span){p->id, p->id_len}, &pos);
     } else if (!s->w->bus) {
         ack_at(s, (ws_span){p->id, p->id_len}, NULL);
-    } else if (bus_read(s->w->bus, ch, false, 0, 0, position_read, p) == 0) {
+    } else if (bus_read(s->w->bus, ch, true, 0, 0, position_read, p) == 0) {
         s->refs++;
         return;
     } else {

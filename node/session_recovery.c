@@ -39,7 +39,7 @@ struct shared_read {
     uint64_t since; /* what it reads after: at most the since of every recovery in `on` */
     bool sent;      /* asked (else waiting for the SUBSCRIBE to be confirmed) */
     ws_list on;     /* the recoveries it answers */
-    ws_list next;   /* recoveries with an older since that came while it was under way */
+    ws_list next;   /* recoveries that came while it was under way: memory or the next read */
     uint8_t ch_len;
     char ch[ENV_CHANNEL_MAX];
 };
@@ -218,8 +218,8 @@ static hub_kept *frame_all(worker *w, ws_span ch, const bus_stored *msgs, size_t
     return k;
 }
 
-/* The read answered: every recovery it was for gets its answer; those that came with an
- * older since are answered from memory if it now holds what they missed, else read next. */
+/* The read answered: every recovery it was for gets its answer; those that came while it
+ * was under way are answered from memory if it now holds what they missed, else read next. */
 static void read_answered(void *arg, const bus_position *pos, const bus_stored *msgs, size_t n)
 {
     shared_read *rd = arg;
@@ -270,8 +270,9 @@ static void send_read(shared_read *rd)
         read_answered(rd, NULL, NULL, 0); /* Redis is unavailable: not recovered */
 }
 
-/* Puts r on the channel's shared read: the one under way if it reads far enough back, else
- * the next one. */
+/* Puts r on the channel's shared read: the one about to be sent, else the next one. A read
+ * already sent cannot answer r: Redis may have run it before r subscribed, and what reached
+ * the channel in between would be in neither the read nor what r holds. */
 static bool join_read(recovery *r)
 {
     worker *w = r->key.s->w;
@@ -282,7 +283,7 @@ static bool join_read(recovery *r)
         r->rd = rd;
         if (!rd->sent && r->since < rd->since)
             rd->since = r->since;
-        ws_list_push(!rd->sent || r->since >= rd->since ? &rd->on : &rd->next, &r->link);
+        ws_list_push(rd->sent ? &rd->next : &rd->on, &r->link);
         return true;
     }
     if (!(rd = calloc(1, sizeof *rd)))

@@ -1,6 +1,6 @@
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if seq == 1 or not epoch then
+if not epoch then
   local t = redis.call('TIME')
   epoch = string.format('%x.%x', tonumber(t[1]), tonumber(t[2]))
   redis.call('HSET', KEYS[1], 'epoch', epoch)
