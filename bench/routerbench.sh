@@ -27,14 +27,7 @@ BENCH=$BUILD/bench/routerbench
 ROUTER=$BUILD/router/wsrouter
 [ -x "$BENCH" ] && [ -x "$ROUTER" ] || { echo "build first: cmake --build $BUILD" >&2; exit 1; }
 
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 100); do
-        (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
+. scripts/ports.sh
 
 REDIS_PID=""
 ROUTER_PID=""

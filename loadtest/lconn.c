@@ -178,10 +178,17 @@ static int fail_of_errno(int e)
          : F_CONNECT_OTHER;
 }
 
+/* Where c connects: the publishers' URL, the failover after the server dropped it, or the
+ * target. */
+static const url *url_of(const lconn *c, const opts *o)
+{
+    return c->use_pub_url ? &o->pub_url : c->failed_over ? &o->failover : &o->target;
+}
+
 static void send_handshake(lconn *c)
 {
     const opts *o = c->w->o;
-    const url *u = c->use_pub_url ? &o->pub_url : &o->target;
+    const url *u = url_of(c, o);
     uint64_t nonce[2] = {wk_rnd(c->w), wk_rnd(c->w)};
     ws_base64_encode(c->key, nonce, sizeof nonce);
     char path[1100], req[1600];
@@ -512,7 +519,7 @@ static int open_socket(wk *w, lconn *c, const url *u)
 
 void lconn_start(wk *w, lconn *c)
 {
-    const url *u = c->use_pub_url ? &w->o->pub_url : &w->o->target;
+    const url *u = url_of(c, w->o);
     c->w = w;
     c->t_start = now_ns();
     c->io = (sock_io){.fd = -1};

@@ -59,7 +59,10 @@ static const cli_def DEFS[] = {
     {"storm", CLI_FLAG, O(storm), NULL, NULL, "churn: close and reopen all at once"},
     {"storm-every", CLI_SECONDS, O(storm_every), "SEC", "5", "churn --storm: how often"},
     {"reconnect-every", CLI_SECONDS, O(reconnect_every), "SEC", "2",
-     "reconnect: every subscriber closes and resumes this often"},
+     "reconnect: every subscriber closes and resumes this often (0: never by itself; only "
+     "those the server dropped resume, at once)"},
+    {"failover-url", CLI_STRING, O(failover_arg), "URL", NULL,
+     "reconnect: subscribers the server dropped (a node killed or drained) resume here"},
     {"reconnect-delay", CLI_SECONDS, O(reconnect_delay), "SEC", "0",
      "reconnect: time offline between the close and the reconnect (messages to recover)"},
     {"handshake-timeout", CLI_SECONDS, O(handshake_timeout), "SEC", "10",
@@ -85,7 +88,7 @@ static const cli_range RANGES[] = {
     {"publishers", 1, MAX_PUBLISHERS}, {"connections", 1, 1e7},
     {"size", 0, 1 << 19},           {"duration", 0.1, 86400},
     {"drain", 0, 3600},             {"hold", 0, 86400},
-    {"storm-every", 0.1, 3600},     {"reconnect-every", 0.1, 3600},
+    {"storm-every", 0.1, 3600},     {"reconnect-every", 0, 3600},
     {"reconnect-delay", 0, 600},     {"handshake-timeout", 0.1, 600},
     {"workers", 1, MAX_WORKERS},    {"max-connections", 1, 1e8},
     {"pipeline", 1, 1024},
@@ -250,6 +253,13 @@ static int resolve(opts *o)
         }
         o->has_pub_url = true;
     }
+    if (o->failover_arg) {
+        if (opts_url(&o->failover, o->failover_arg, false) < 0) {
+            fprintf(stderr, "wsload: bad or unresolvable --failover-url '%s'\n", o->failover_arg);
+            return -1;
+        }
+        o->has_failover = true;
+    }
     if (o->rate < 0) /* --storm alone: only the storms, no steady churn */
         o->rate = SC_HAS_CHANNELS(o->scenario) ? 1000 : o->scenario == SC_ECHO ? 10
                 : o->scenario == SC_CHURN && !o->storm ? 100 : 0;
@@ -261,6 +271,10 @@ static int check(opts *o)
 {
     if (o->scenario == SC_CHURN && o->rate == 0 && !o->storm) {
         fprintf(stderr, "wsload: churn needs a --rate (or --storm)\n");
+        return -1;
+    }
+    if ((o->has_failover || o->reconnect_every == 0) && o->scenario != SC_RECONNECT) {
+        fprintf(stderr, "wsload: --failover-url and --reconnect-every 0 are for reconnect\n");
         return -1;
     }
     if (o->scenario == SC_RECONNECT && (o->proto != PR_WSFAN || (o->has_pub_url && o->pub_url.http))) {

@@ -156,10 +156,12 @@ void resume_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)revents;
     wk *w = t->data;
+    const opts *o = w->o;
     uint64_t now = now_ns();
+    size_t going = 0;
     for (size_t i = 0; i < w->first_sender; i++) {
         lconn *c = &w->conns[i];
-        if (c->state == LC_OPEN && c->ready && !c->t_resume) {
+        if (o->reconnect_every > 0 && c->state == LC_OPEN && c->ready && !c->t_resume) {
             uint8_t p[2] = {0x03, 0xE8}; /* 1000 */
             lconn_send_frame(c, WS_OP_CLOSE, p, 2);
             lconn_flush(c);
@@ -167,10 +169,15 @@ void resume_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
             c->t_resume = now;
         } else if (c->state == LC_DEAD && c->chan.next && !c->t_resume) {
             c->t_resume = now; /* closed by the server (or failed): resumes now */
+            c->failed_over = o->has_failover;
         }
-        if (c->state == LC_DEAD && c->chan.next) /* subscribed once (set by its first ack) */
+        if (c->state == LC_DEAD && c->chan.next) { /* subscribed once (set by its first ack) */
             c->state = LC_IDLE;
+            going++;
+        }
     }
+    if (!going && o->reconnect_every <= 0)
+        return; /* watching for drops: none this time */
     if (w->o->reconnect_delay <= 0) {
         relaunch(w);
         return;

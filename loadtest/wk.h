@@ -38,6 +38,7 @@ struct lconn {
     sock_io io;
     uint8_t state, role;
     bool ready, http, use_pub_url;
+    bool failed_over; /* dropped by the server once: connects to --failover-url */
     ev_io rio, wio;
     uint32_t gid;     /* publisher number, echo connection number, subscriber number */
     uint32_t channel; /* subscriber: its channel */

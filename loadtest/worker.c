@@ -193,7 +193,8 @@ static void go(wk *w)
         ev_timer_start(loop, &w->storm_w);
     }
     if (o->scenario == SC_RECONNECT) { /* stopped with the sending; a delayed resume goes on */
-        ev_timer_init(&w->storm_w, resume_on_timer, o->reconnect_every, o->reconnect_every);
+        double every = o->reconnect_every > 0 ? o->reconnect_every : 0.05; /* 0: watch for drops */
+        ev_timer_init(&w->storm_w, resume_on_timer, every, every);
         w->storm_w.data = w;
         ev_timer_start(loop, &w->storm_w);
     }

@@ -47,6 +47,9 @@ typedef struct opts {
     const char *pub_url_arg;
     bool has_pub_url;
     url pub_url;
+    const char *failover_arg; /* reconnect: where subscribers the server dropped resume */
+    bool has_failover;
+    url failover;
     const char *sub_template, *pub_template;
     int subscribers, channels, publishers, connections;
     double rate; /* messages (or reconnects, or connects) per second in total; 0: max */

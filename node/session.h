@@ -57,9 +57,9 @@ struct session {
     double direct_tat; /* --direct-rate for the direct messages it receives */
     uint32_t refs;     /* answers (Redis, wsrouter) still to come: the struct must outlive them */
     uint8_t asks;      /* presence queries and direct messages in flight (at most SESSION_ASKS_MAX) */
-    bool live;         /* between session_start and session_stop: requests are answered */
-    bool listed;       /* in w->clients */
-    uint32_t nrecover; /* recoveries holding its channel frames back (w->recoveries) */
+    bool live : 1;     /* between session_start and session_stop: requests are answered */
+    bool listed : 1;   /* in w->clients */
+    uint16_t nrecover; /* recoveries holding its channel frames back (at most --max-subs) */
 };
 
 #define SESSION_ASKS_MAX 8

@@ -6,6 +6,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -190,6 +191,29 @@ def test_reconnect_without_history_is_not_recovered(node, redis, tmp_path):
     m = r["messages"]
     assert m["lost"] > 0 and m["lost"] == res["declared_gone"], (m, res)
     assert m["duplicates"] == m["reordered"] == 0, m
+
+
+def test_reconnect_fails_over_to_another_node_when_its_node_is_killed(node, redis, tmp_path):
+    """--reconnect-every 0: subscribers only resume when the server drops them, here by a
+    kill -9 of their node, and they resume on --failover-url with nothing lost or doubled."""
+    flags = ("--redis", f"127.0.0.1:{redis.port}", "--workers", 1, "--ip-connect-rate", 0)
+    a, b = node(*flags), node(*flags)
+    out = tmp_path / "result.json"
+    args = ["reconnect", "--subscribers", 50, "--publishers", 1, "--rate", 200, "--duration", 3,
+            "--reconnect-every", 0, "--failover-url", f"ws://127.0.0.1:{b.port}/ws",
+            "--pub-url", f"ws://127.0.0.1:{b.port}/ws", f"ws://127.0.0.1:{a.port}/ws"]
+    p = subprocess.Popen([WSLOAD, *map(str, args), "--quiet", "--json", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(1.5)
+    a.expect_exit = True
+    os.killpg(a.pid, signal.SIGKILL)
+    stdout, _ = p.communicate(timeout=60)
+    assert p.returncode == 0, stdout
+    r = json.loads(out.read_text())
+    res = r["resumes"]
+    assert res["acked"] == 50 and res["recovered"] == 50, res
+    assert res["pending"] == res["gaps"] == res["duplicates"] == res["reordered"] == 0, res
+    assert_exactly_once(r)
 
 
 def test_reconnect_refuses_other_protocols(tmp_path):
