@@ -101,6 +101,16 @@ async def steady(port, ch, stop, rate=RATE):
             return m["seq"]
 
 
+async def followers(ch, ports_of, until):
+    """SUBSCRIBERS Subscribers of ch, subscriber i following the ports ports_of(i), once
+    every one is subscribed; and their tasks."""
+    subs = [Subscriber(ch) for _ in range(SUBSCRIBERS)]
+    tasks = [asyncio.create_task(s.follow(ports_of(i), until)) for i, s in enumerate(subs)]
+    while sum(len(s.acks) for s in subs) < SUBSCRIBERS:
+        await asyncio.sleep(0.05)
+    return subs, tasks
+
+
 def each_once(sub, first, last):
     assert sub.seqs == list(range(first, last + 1)), (
         f"lost {sorted(set(range(first, last + 1)) - set(sub.seqs))[:10]}, "
@@ -115,12 +125,8 @@ def test_subscribers_of_a_lost_node_resume_on_another_with_nothing_lost(node, re
     spare, pubnode = node(*flags), node(*flags)
 
     async def main():
-        subs = [Subscriber("tape") for _ in range(SUBSCRIBERS)]
         last = None
-        tasks = [asyncio.create_task(s.follow([doomed.port, spare.port], lambda: last))
-                 for s in subs]
-        while sum(len(s.acks) for s in subs) < SUBSCRIBERS:
-            await asyncio.sleep(0.05)
+        subs, tasks = await followers("tape", lambda i: [doomed.port, spare.port], lambda: last)
         stop = asyncio.Event()
         publisher = asyncio.create_task(steady(pubnode.port, "tape", stop))
         await asyncio.sleep(1.0)
@@ -153,12 +159,8 @@ def test_subscribers_of_a_node_whose_pubsub_link_is_cut_miss_nothing(node, redis
     subnode, pubnode = node(*flags), node(*flags)
 
     async def main():
-        subs = [Subscriber("cut") for _ in range(SUBSCRIBERS)]
         phase = {"last": None}
-        tasks = [asyncio.create_task(s.follow([subnode.port], lambda: phase["last"]))
-                 for s in subs]
-        while sum(len(s.acks) for s in subs) < SUBSCRIBERS:
-            await asyncio.sleep(0.05)
+        subs, tasks = await followers("cut", lambda i: [subnode.port], lambda: phase["last"])
         stop = asyncio.Event()
         publisher = asyncio.create_task(steady(pubnode.port, "cut", stop))
         for _ in range(3):
@@ -186,12 +188,9 @@ def test_a_redis_restart_resets_every_subscriber_and_the_late_node_misses_nothin
     a, b = node(*flags), node(*flags)
 
     async def main():
-        subs = [Subscriber("feed") for _ in range(SUBSCRIBERS)]
         phase = {"last": None}
-        tasks = [asyncio.create_task(s.follow([(a.port, b.port)[i % 2]], lambda: phase["last"]))
-                 for i, s in enumerate(subs)]
-        while sum(len(s.acks) for s in subs) < SUBSCRIBERS:
-            await asyncio.sleep(0.05)
+        subs, tasks = await followers("feed", lambda i: [(a.port, b.port)[i % 2]],
+                                      lambda: phase["last"])
         stop = asyncio.Event()
         before = await steady_for(a.port, "feed", 0.5)
         old_epoch = subs[0].epoch
