@@ -346,12 +346,12 @@ size_t ws_http_response(char *out, size_t cap, int status, const char *extra,
     return (size_t)n + body_len;
 }
 
-bool ws_http_query_get(ws_span query, const char *name, ws_span *value)
+bool ws_http_query_next(ws_span query, const char *name, size_t *at, ws_span *value)
 {
-    if (query.n == 0)
+    if (query.n == 0 || *at >= query.n)
         return false; /* query.p may be NULL: no arithmetic on it */
     size_t nl = strlen(name);
-    const char *p = query.p, *end = query.p + query.n;
+    const char *p = query.p + *at, *end = query.p + query.n;
     while (p < end) {
         const char *amp = memchr(p, '&', (size_t)(end - p));
         const char *stop = amp ? amp : end;
@@ -359,9 +359,42 @@ bool ws_http_query_get(ws_span query, const char *name, ws_span *value)
             (p + nl == stop || p[nl] == '=')) {
             const char *v = p + nl == stop ? stop : p + nl + 1;
             *value = (ws_span){v, (size_t)(stop - v)};
+            *at = (size_t)(stop - query.p) + 1;
             return true;
         }
         p = stop + 1;
     }
+    *at = query.n;
     return false;
+}
+
+bool ws_http_query_get(ws_span query, const char *name, ws_span *value)
+{
+    size_t at = 0;
+    return ws_http_query_next(query, name, &at, value);
+}
+
+static int hex_value(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+size_t ws_http_pct_decode(char *out, size_t cap, ws_span in)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < in.n; i++, n++) {
+        if (n == cap)
+            return SIZE_MAX;
+        if (in.p[i] != '%') {
+            out[n] = in.p[i];
+            continue;
+        }
+        int hi = i + 2 < in.n ? hex_value(in.p[i + 1]) : -1, lo = hi >= 0 ? hex_value(in.p[i + 2]) : -1;
+        if (lo < 0)
+            return SIZE_MAX;
+        out[n] = (char)(hi * 16 + lo);
+        i += 2;
+    }
+    return n;
 }

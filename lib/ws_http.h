@@ -80,6 +80,14 @@ const ws_span *ws_http_get(const ws_http_req *req, const char *name);
  * true if present. */
 bool ws_http_query_get(ws_span query, const char *name, ws_span *value);
 
+/* The same for every parameter called name in turn: *at starts at 0 and moves past each one
+ * found. False when there is no more. */
+bool ws_http_query_next(ws_span query, const char *name, size_t *at, ws_span *value);
+
+/* Percent-decodes in into out[0..cap) ('+' stays '+'); returns the length, or SIZE_MAX when
+ * in is not valid percent-encoding or does not fit. */
+size_t ws_http_pct_decode(char *out, size_t cap, ws_span in);
+
 /* Number of headers called name. */
 size_t ws_http_count(const ws_http_req *req, const char *name);
 

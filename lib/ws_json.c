@@ -205,3 +205,28 @@ int ws_json_object(const char *s, size_t n,
         i = ws(s, n, i + 1); /* past ',' */
     }
 }
+
+bool ws_json_u64_after(const char *s, size_t n, const char *key, uint64_t *v)
+{
+    size_t kl = strlen(key);
+    const char *p = memmem(s, n, key, kl), *end = s + n;
+    if (!p || (p += kl) >= end || *p < '0' || *p > '9')
+        return false;
+    uint64_t x = 0;
+    while (p < end && *p >= '0' && *p <= '9')
+        x = x * 10 + (uint64_t)(*p++ - '0');
+    *v = x;
+    return true;
+}
+
+bool ws_json_str_after(const char *s, size_t n, const char *key, const char **v, size_t *len)
+{
+    size_t kl = strlen(key);
+    const char *p = memmem(s, n, key, kl), *end = s + n;
+    const char *q = p ? memchr(p + kl, '"', (size_t)(end - p - kl)) : NULL;
+    if (!q)
+        return false;
+    *v = p + kl;
+    *len = (size_t)(q - *v);
+    return true;
+}

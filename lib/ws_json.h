@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define WS_JSON_MAX_DEPTH 64
 
@@ -40,5 +41,13 @@ int ws_json_object(const char *s, size_t n,
                    int (*fn)(void *ctx, const char *key, size_t key_len, const char *val,
                              size_t val_len),
                    void *ctx);
+
+/* In an object wsfan wrote itself, whose members before the one looked for are its own (an
+ * ack, a reset, a msg's envelope before its data): the unsigned number right after key (e.g.
+ * "\"seq\":"), or the body of the string right after key (e.g. "\"epoch\":\"", up to the
+ * next quote). False when key is missing or not followed by one. A scan, not a parse (a key
+ * cannot occur unescaped inside a string), for reading those frames without a walk. */
+bool ws_json_u64_after(const char *s, size_t n, const char *key, uint64_t *v);
+bool ws_json_str_after(const char *s, size_t n, const char *key, const char **v, size_t *len);
 
 #endif

@@ -4,38 +4,23 @@
 #include <string.h>
 
 #include "lconn.h"
+#include "ws_json.h"
 
 /* The number after key (e.g. "seq":) in m[0..n); false if there is none. */
 static bool field_u64(const uint8_t *m, size_t n, const char *key, uint64_t *v)
 {
-    size_t kl = strlen(key);
-    const uint8_t *p = memmem(m, n, key, kl);
-    if (!p)
-        return false;
-    p += kl;
-    const uint8_t *end = m + n;
-    if (p >= end || *p < '0' || *p > '9')
-        return false;
-    uint64_t x = 0;
-    while (p < end && *p >= '0' && *p <= '9')
-        x = x * 10 + (uint64_t)(*p++ - '0');
-    *v = x;
-    return true;
+    return ws_json_u64_after((const char *)m, n, key, v);
 }
 
 /* Keeps the "epoch":"..." of m[0..n) as c's epoch, when there is one that fits. */
 static void take_epoch(lconn *c, const uint8_t *m, size_t n)
 {
-    static const char key[] = "\"epoch\":\"";
-    const uint8_t *p = memmem(m, n, key, sizeof key - 1);
-    if (!p)
+    const char *e;
+    size_t len;
+    if (!ws_json_str_after((const char *)m, n, "\"epoch\":\"", &e, &len) || len > sizeof c->epoch)
         return;
-    p += sizeof key - 1;
-    const uint8_t *q = memchr(p, '"', (size_t)(m + n - p));
-    if (!q || (size_t)(q - p) > sizeof c->epoch)
-        return;
-    c->epoch_len = (uint8_t)(q - p);
-    memcpy(c->epoch, p, c->epoch_len);
+    c->epoch_len = (uint8_t)len;
+    memcpy(c->epoch, e, len);
 }
 
 /* c's channel stream starts over after seq s: everything up to s counts as seen. */

@@ -40,6 +40,8 @@ static const cli_def defs[] = {
      "silence from a client before the server pings it"},
     {"idle-timeout", CLI_SECONDS, O(idle_timeout), "SEC", "10",
      "silence after a ping before the connection is dropped"},
+    {"sse-ping", CLI_SECONDS, O(sse_ping), "SEC", "15",
+     "an SSE stream gets a comment line this often, so proxies do not close it as idle"},
     {"close-timeout", CLI_SECONDS, O(close_timeout), "SEC", "3",
      "wait for the client's close frame before dropping TCP"},
     {"drain-timeout", CLI_SECONDS, O(drain_timeout), "SEC", "10",

@@ -31,6 +31,7 @@ typedef struct config {
     double ping_interval;
     double idle_timeout;
     double close_timeout;
+    double sse_ping; /* seconds between the comments that keep an SSE stream alive */
     double drain_timeout;
     size_t outbuf_soft;
     size_t outbuf_hard;

@@ -59,6 +59,8 @@ static ssize_t tx_writev(conn *c, const struct iovec *iov, int n)
 
 static void free_buffers(conn *c)
 {
+    if (c->stream)
+        conn_impl_sse_free(c);
     c->paused = false;
     free(c->hs); /* or held: they share their place */
     c->hs = NULL;
@@ -128,6 +130,8 @@ void conn_close(conn *c, enum conn_how how, uint16_t code, const char *reason)
         destroy(c, reason);
         return;
     }
+    if (c->stream) /* no close frame: the response ends, the client reconnects */
+        how = CONN_HTTP_DONE;
     if (!open && (how == CONN_GOODBYE || how == CONN_GOODBYE_DEAF))
         return;
     if (how == CONN_FAIL) {
@@ -147,7 +151,7 @@ void conn_close(conn *c, enum conn_how how, uint16_t code, const char *reason)
             ev_io_start(w->loop, &c->rio); /* held input is dropped; the client's close is read */
         else if (r->read < 0)
             ev_io_stop(w->loop, &c->rio);
-        if (open) {
+        if (open && !c->stream) {
             uint8_t p[WS_MAX_CONTROL];
             size_t n = ws_close_payload(p, code, how == CONN_ANSWER ? NULL : reason);
             conn_impl_send_owned(c, wbuf_frame_copy(WS_OP_CLOSE, p, n));
@@ -663,7 +667,10 @@ static void on_read(struct ev_loop *loop, ev_io *io, int revents)
         break;
     case ST_OPEN:
     case ST_CLOSING:
-        ws_read(c);
+        if (c->stream)
+            conn_impl_sse_read(c);
+        else
+            ws_read(c);
         break;
     case ST_LINGER:
         linger_read(c);
@@ -685,7 +692,10 @@ static void on_write(struct ev_loop *loop, ev_io *io, int revents)
     }
     if (c->io.ssl && c->state == ST_OPEN && c->qlen == 0) {
         want_write(c, false); /* SSL_read wanted to write; reading resumes it */
-        ws_read(c);
+        if (c->stream)
+            conn_impl_sse_read(c);
+        else
+            ws_read(c);
         return;
     }
     flush(c);

@@ -1,6 +1,6 @@
-/* conn_impl: the transport's private half, shared by its two files: conn.c (states, reading,
- * closing, writing) and conn_queue.c (timeouts, the outbound queue, its limits, overload).
- * Nothing outside those two files includes it. */
+/* conn_impl: the transport's private half, shared by its files: conn.c (states, reading,
+ * closing, writing), conn_queue.c (timeouts, the outbound queue, its limits, overload) and
+ * conn_sse.c (Server-Sent Events). Nothing outside those files includes it. */
 #ifndef CONN_IMPL_H
 #define CONN_IMPL_H
 
@@ -28,6 +28,7 @@ struct conn {
     bool tls_done; /* TLS handshake finished */
     bool behind;   /* its queue is over a quarter of the soft limit: counted in w->nbehind */
     bool paused;   /* its input waits (held) for its output to drain; rio is stopped */
+    bool stream;   /* an SSE stream (conn_sse.c): events, not frames; nothing is read */
     uint32_t soft_took; /* bytes the peer took since it went over the soft limit */
     ev_io rio, wio;
     ws_list tlink; /* its timeout list (tl), then w->dead */
@@ -66,6 +67,7 @@ struct conn {
     union {
         ws_parser parser;            /* open and closing */
         conn_impl_body_fn body_done; /* ST_BODY: who takes the body (never opens after) */
+        struct sse_stream *sse;      /* a stream: its channels and what was sent of them */
     };
     /* Who the client is and what it asked (/ws); sess.w is the worker of every connection,
      * sess.id names it in logs, sess.refs counts who still holds it (conn_hold, answers). */
@@ -95,6 +97,19 @@ void conn_impl_answer_ping(conn *c, const uint8_t *p, size_t n);
 
 /* Drops what a slow consumer has not started to receive and closes it with 1008. */
 void conn_impl_slow_close(conn *c);
+
+/* ---- conn_sse.c ---- */
+
+/* The event that a frame for stream c becomes (one reference for the caller), the stream's
+ * position moved on; NULL when it sends nothing (an ack it takes in, a message it has) or out
+ * of memory. */
+wbuf *conn_impl_sse_event(conn *c, wbuf *frame);
+
+/* A stream's input (a client sends nothing: read and dropped; EOF ends it), its keep-alive
+ * comment (--sse-ping), and the freeing of its state when it closes. */
+void conn_impl_sse_read(conn *c);
+void conn_impl_sse_ping(conn *c);
+void conn_impl_sse_free(conn *c);
 
 /* Takes c off its timeout list; moves it to the tail of list `which`, its clock starting now. */
 void conn_impl_tl_remove(conn *c);

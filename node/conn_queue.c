@@ -321,6 +321,9 @@ void conn_tick(worker *w)
         conn_close(c, CONN_DROP, 0, "idle timeout");
     }
     tick_soft(w, now);
+    l = &w->lists[TL_STREAM];
+    while ((c = tl_head(l)) && now - c->tstamp >= l->timeout)
+        conn_impl_sse_ping(c);
     l = &w->lists[TL_OPEN];
     while ((c = tl_head(l)) && now - c->tstamp >= l->timeout) {
         conn_impl_send_owned(c, wbuf_frame_copy(WS_OP_PING, NULL, 0));
@@ -379,11 +382,35 @@ __attribute__((noinline)) static void deliver_over_soft(conn *c, wbuf *frame, co
         conn_impl_enqueue(c, frame);
 }
 
+/* A delivery to an SSE stream: the frame becomes an event of its own (its id is the stream's
+ * token), under the same policies. Conflation replaces an event in place, which keeps the
+ * tokens right only when they name one channel: a stream of several drops instead. */
+__attribute__((noinline)) static void deliver_event(conn *c, wbuf *frame, const hub_member *m)
+{
+    worker *w = c->sess.w;
+    bool over = c->qbytes >= w->cfg->outbuf_soft;
+    if (over && (w->cfg->slow_policy == SLOW_DROP ||
+                 (w->cfg->slow_policy == SLOW_CONFLATE && m->n > 1))) {
+        w->st->drops++; /* before the event is made: the stream's position stays put */
+        return;
+    }
+    wbuf *e = conn_impl_sse_event(c, frame);
+    if (!e)
+        return;
+    if (over)
+        deliver_over_soft(c, e, m);
+    else
+        conn_impl_enqueue(c, e);
+    wbuf_unref(e);
+}
+
 static void deliver_to(conn *c, wbuf *frame, const hub_member *m)
 {
     worker *w = c->sess.w;
     if (c->state != ST_OPEN || c->slow)
         w->st->drops++;
+    else if (c->stream)
+        deliver_event(c, frame, m);
     else if (c->qbytes >= w->cfg->outbuf_soft)
         deliver_over_soft(c, frame, m);
     else

@@ -14,6 +14,7 @@
 #include "metrics.h"
 #include "ws_handshake.h"
 #include "ws_json.h"
+#include "ws_sse.h"
 #include "ws_utf8.h"
 
 #define PROTO_JSON "ws.json.v1"
@@ -403,6 +404,87 @@ static void upgrade(conn *c, const ws_http_req *req, bool echo)
     conn_upgrade(c, echo, out, n, req->head_len, user, grant);
 }
 
+/* ---- GET /sse: a Server-Sent Events stream ------------------------------------------------- */
+
+/* CORS for a GET a browser makes across origins (no preflight: a simple request): the
+ * Access-Control-Allow-Origin lines for req into out, or false (answered 403) when --origin
+ * lists origins and this is not one of them. */
+static bool cors_allowed(conn *c, const ws_http_req *req, char *out, size_t cap)
+{
+    const config *cfg = conn_worker(c)->cfg;
+    const ws_span *origin = ws_http_get(req, "Origin");
+    out[0] = '\0';
+    if (!origin)
+        return true;
+    bool listed = cfg->norigins == 0;
+    for (int i = 0; !listed && i < cfg->norigins; i++)
+        listed = ws_span_ieq(*origin, cfg->origins[i]);
+    if (!listed || origin->n > 200) {
+        log_info("client %llx: origin not allowed", conn_id(c));
+        respond(c, 403, NULL, "origin not allowed\n");
+        return false;
+    }
+    snprintf(out, cap, "Access-Control-Allow-Origin: %.*s\r\nVary: Origin\r\n", (int)origin->n,
+             origin->p);
+    return true;
+}
+
+/* The channels of /sse?ch=a&ch=b or /sse/<ch>, decoded into names; -1 (answered 400). */
+static int sse_channels(conn *c, const ws_http_req *req, ws_span one, char (*names)[ENV_CHANNEL_MAX],
+                        ws_span *chans)
+{
+    size_t at = 0, n = 0;
+    ws_span v = one;
+    while (one.n ? n == 0 : ws_http_query_next(req->query, "ch", &at, &v)) {
+        size_t len = n < CONN_SSE_MAX ? ws_http_pct_decode(names[n], ENV_CHANNEL_MAX, v) : SIZE_MAX;
+        if (len == SIZE_MAX || !env_channel_valid((ws_span){names[n], len})) {
+            respond(c, 400, NULL, "channels are 1-200 bytes of [A-Za-z0-9._:-], at most 32 a stream\n");
+            return -1;
+        }
+        chans[n] = (ws_span){names[n], len};
+        n++;
+    }
+    if (n == 0 || n > (size_t)conn_worker(c)->cfg->max_subs)
+        respond(c, 400, NULL, n ? "more channels than --max-subs\n" : "name a channel: ?ch=NAME\n");
+    return n == 0 || n > (size_t)conn_worker(c)->cfg->max_subs ? -1 : (int)n;
+}
+
+static void sse_request(conn *c, const ws_http_req *req, ws_span one)
+{
+    char names[CONN_SSE_MAX][ENV_CHANNEL_MAX], cors[300], head[512];
+    ws_span chans[CONN_SSE_MAX], token, v;
+    env_pos since[CONN_SSE_MAX];
+    char *user;
+    auth_grant *grant;
+    if (!ws_span_eq(req->method, "GET")) {
+        respond(c, 405, "Allow: GET\r\n", "method not allowed\n");
+        return;
+    }
+    int n = cors_allowed(c, req, cors, sizeof cors) ? sse_channels(c, req, one, names, chans) : -1;
+    if (n < 0 || identify(c, req, &user, &grant) < 0)
+        return;
+    for (int i = 0; i < n; i++) {
+        if (!auth_may(grant, AUTH_SUB, chans[i])) {
+            conn_worker(c)->st->forbidden++;
+            free(user);
+            auth_grant_free(grant);
+            respond(c, 403, NULL, "the token does not allow subscribing to every channel named\n");
+            return;
+        }
+    }
+    const ws_span *lei = ws_http_get(req, "Last-Event-ID");
+    bool resume = lei ? (token = *lei, true) : ws_http_query_get(req->query, "since", &token);
+    if (resume && ws_sse_token_parse(token, since, CONN_SSE_MAX) != n)
+        for (int i = 0; i < n; i++) /* not this stream's token: nothing can be recovered */
+            since[i] = (env_pos){0, {"lost", 4}}; /* an epoch no channel has (no dot) */
+    bool events = ws_http_query_get(req->query, "events", &v) && ws_span_eq(v, "1");
+    int hn = snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; "
+                      "charset=utf-8\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n%s\r\n",
+                      cors);
+    conn_sse_open(c, &(conn_sse_req){{head, (size_t)hn}, user, grant, chans, (size_t)n,
+                                     resume ? since : NULL, events});
+}
+
 /* ---- routing ------------------------------------------------------------------------------ */
 
 /* A head that did not parse, or not HTTP/1.x: answered and true; else false. */
@@ -450,6 +532,8 @@ void http_request(conn *c, int parsed, const ws_http_req *req)
         publish_request(c, req, (ws_span){path.p + 9, path.n - 9});
     } else if (path.n > 9 && memcmp(path.p, "/history/", 9) == 0) {
         history_request(c, req, (ws_span){path.p + 9, path.n - 9});
+    } else if (ws_span_eq(path, "/sse") || (path.n > 5 && memcmp(path.p, "/sse/", 5) == 0)) {
+        sse_request(c, req, (ws_span){path.p + 5, path.n > 5 ? path.n - 5 : 0});
     } else if (ws_span_eq(path, "/ws")) {
         upgrade(c, req, false);
     } else if (cfg->echo && ws_span_eq(path, "/echo")) {

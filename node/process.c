@@ -349,6 +349,8 @@ static double tick_interval(const config *c)
         t = c->idle_timeout;
     if (c->close_timeout < t)
         t = c->close_timeout;
+    if (c->sse_ping < t)
+        t = c->sse_ping;
     t /= 4;
     return t < 0.01 ? 0.01 : t > 1 ? 1 : t;
 }
@@ -398,6 +400,7 @@ static bool make_state(worker *w)
         ws_list_init(&w->lists[i].head);
     w->lists[TL_HANDSHAKE].timeout = cfg->handshake_timeout;
     w->lists[TL_OPEN].timeout = cfg->ping_interval;
+    w->lists[TL_STREAM].timeout = cfg->sse_ping;
     w->lists[TL_PINGED].timeout = cfg->idle_timeout;
     w->lists[TL_CLOSING].timeout = cfg->close_timeout;
     uint8_t key[16];

@@ -24,8 +24,10 @@ typedef struct conn conn;
 
 /* The timeout lists: each holds connections in the order their clock started, so the one
  * that expires first is always at the head (libev's "be smart about timeouts", one list per
- * duration instead of a timer per socket). */
-enum { TL_NONE, TL_HANDSHAKE, TL_OPEN, TL_PINGED, TL_CLOSING, TL_COUNT };
+ * duration instead of a timer per socket): handshakes; open WebSockets (pinged when idle);
+ * SSE streams (a comment every --sse-ping); pinged WebSockets; closing connections. The drain
+ * takes the open ones from TL_PINGED down to TL_OPEN. */
+enum { TL_NONE, TL_HANDSHAKE, TL_OPEN, TL_STREAM, TL_PINGED, TL_CLOSING, TL_COUNT };
 
 typedef struct tlist {
     ws_list head; /* of conn, by their timeout link */

@@ -365,6 +365,26 @@ static void test_object_walk_rejects_non_objects(void **state)
     }
 }
 
+/* The scans over wsfan's own frames: the number or string right after a key, and nothing
+ * when the key is missing or followed by something else. */
+static void test_scans_after_a_key(void **state)
+{
+    (void)state;
+    const char *ack = "{\"op\":\"ack\",\"id\":3,\"seq\":18446744073709551615,\"epoch\":\"6b.1\"}";
+    uint64_t v = 0;
+    const char *e;
+    size_t n;
+    assert_true(ws_json_u64_after(ack, strlen(ack), "\"seq\":", &v));
+    assert_true(v == UINT64_MAX);
+    assert_true(ws_json_u64_after(ack, strlen(ack), "\"id\":", &v) && v == 3);
+    assert_false(ws_json_u64_after(ack, strlen(ack), "\"op\":", &v)); /* a string follows */
+    assert_false(ws_json_u64_after(ack, strlen(ack), "\"none\":", &v));
+    assert_true(ws_json_str_after(ack, strlen(ack), "\"epoch\":\"", &e, &n));
+    assert_int_equal(n, 4);
+    assert_memory_equal(e, "6b.1", 4);
+    assert_false(ws_json_str_after(ack, strlen(ack) - 3, "\"epoch\":\"", &e, &n)); /* cut */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -396,6 +416,7 @@ int main(void)
         cmocka_unit_test(test_object_walk_of_empty_object),
         cmocka_unit_test(test_object_walk_stops_on_nonzero),
         cmocka_unit_test(test_object_walk_rejects_non_objects),
+        cmocka_unit_test(test_scans_after_a_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
