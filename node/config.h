@@ -32,6 +32,8 @@ typedef struct config {
     double idle_timeout;
     double close_timeout;
     double sse_ping; /* seconds between the comments that keep an SSE stream alive */
+    double poll_timeout; /* seconds a long-poll waits for a message */
+    int poll_max_batch;  /* messages one long-poll answer carries at most */
     double drain_timeout;
     size_t outbuf_soft;
     size_t outbuf_hard;

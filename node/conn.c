@@ -60,7 +60,7 @@ static ssize_t tx_writev(conn *c, const struct iovec *iov, int n)
 static void free_buffers(conn *c)
 {
     if (c->stream)
-        conn_impl_sse_free(c);
+        conn_impl_stream_free(c);
     c->paused = false;
     free(c->hs); /* or held: they share their place */
     c->hs = NULL;
@@ -128,6 +128,10 @@ void conn_close(conn *c, enum conn_how how, uint16_t code, const char *reason)
     bool open = c->state == ST_OPEN;
     if (c->state == ST_DEAD || how == CONN_DROP) {
         destroy(c, reason);
+        return;
+    }
+    if (c->stream == CONN_STREAM_POLL && open && (how == CONN_GOODBYE || how == CONN_GOODBYE_DEAF)) {
+        conn_impl_poll_now(c); /* answered with what it has, and closed */
         return;
     }
     if (c->stream) /* no close frame: the response ends, the client reconnects */
@@ -522,6 +526,20 @@ void conn_upgrade(conn *c, bool echo, const char *resp, size_t n, size_t head_le
     free(hsbuf);
 }
 
+void conn_impl_http_again(conn *c)
+{
+    worker *w = c->sess.w;
+    session_stop(&c->sess);
+    session_free(&c->sess); /* refs is 0: nothing will look at the old session again */
+    free_buffers(c);
+    c->stream = 0;
+    memset(&c->sess, 0, sizeof c->sess);
+    c->sess.w = w;
+    c->sess.id = session_new_id(w);
+    c->state = ST_HANDSHAKE;
+    conn_impl_tl_move(c, TL_HANDSHAKE);
+}
+
 /* ---- handshake ---------------------------------------------------------------------------- */
 
 /* TLS handshake step: 1 finished, 0 waiting for the socket, -1 failed (c destroyed). */
@@ -668,7 +686,7 @@ static void on_read(struct ev_loop *loop, ev_io *io, int revents)
     case ST_OPEN:
     case ST_CLOSING:
         if (c->stream)
-            conn_impl_sse_read(c);
+            conn_impl_stream_read(c);
         else
             ws_read(c);
         break;
@@ -693,7 +711,7 @@ static void on_write(struct ev_loop *loop, ev_io *io, int revents)
     if (c->io.ssl && c->state == ST_OPEN && c->qlen == 0) {
         want_write(c, false); /* SSL_read wanted to write; reading resumes it */
         if (c->stream)
-            conn_impl_sse_read(c);
+            conn_impl_stream_read(c);
         else
             ws_read(c);
         return;
@@ -748,44 +766,4 @@ void conn_flush_pending(worker *w)
             free(c);
         }
     }
-}
-
-/* ---- drain in steps ----------------------------------------------------------------------- */
-
-/* The open connection silent the longest: the head of the pinged list (it did not even answer
- * a ping), else of the open list (ordered by last activity). NULL when none is open. */
-static conn *longest_silent(worker *w)
-{
-    for (int l = TL_PINGED; l >= TL_OPEN; l--) {
-        ws_list *n = ws_list_first(&w->lists[l].head);
-        if (n)
-            return ws_container_of(n, conn, tlink);
-    }
-    return NULL;
-}
-
-size_t conn_drain_start(worker *w)
-{
-    ws_list *n;
-    while ((n = ws_list_first(&w->lists[TL_HANDSHAKE].head)))
-        conn_close(ws_container_of(n, conn, tlink), CONN_DROP, 0, "draining");
-    size_t open = 0;
-    for (int l = TL_OPEN; l <= TL_PINGED; l++)
-        ws_list_each(it, &w->lists[l].head)
-            open++;
-    return open;
-}
-
-size_t conn_drain_some(worker *w, size_t n)
-{
-    size_t done = 0;
-    conn *c;
-    while (done < n && (c = longest_silent(w))) {
-        uint8_t tl = c->tl;
-        conn_close(c, CONN_GOODBYE, WS_CLOSE_GOING_AWAY, "server shutting down");
-        if (c->tl == tl) /* not open after all: it must leave the list all the same */
-            conn_close(c, CONN_DROP, 0, "draining");
-        done++;
-    }
-    return done;
 }

@@ -54,22 +54,27 @@ int conn_read_body(conn *c, size_t head_len, ws_span prefix, size_t len, conn_bo
 void conn_upgrade(conn *c, bool echo, const char *resp, size_t n, size_t head_len, char *user,
                   auth_grant *grant);
 
-/* An SSE stream, as http.c accepted it (docs/protocol.md, "SSE"). */
-#define CONN_SSE_MAX 32 /* channels of one stream */
-typedef struct conn_sse_req {
-    ws_span head;          /* the response head: status line, headers, blank line */
+/* An SSE stream or a long-poll, as http.c accepted it (docs/protocol.md). */
+#define CONN_STREAM_MAX 32 /* channels of one stream */
+enum { CONN_STREAM_SSE = 1, CONN_STREAM_POLL };
+typedef struct conn_stream_req {
+    uint8_t kind;          /* CONN_STREAM_SSE or CONN_STREAM_POLL */
+    ws_span head;          /* SSE: the response head (status line, headers, blank line);
+                            * poll: header lines for the answer (CORS), each ending in CRLF */
     char *user;            /* owned from here (NULL: anonymous) */
     auth_grant *grant;     /* owned from here (NULL: everything allowed) */
-    const ws_span *chans;  /* n valid channel names, 1..CONN_SSE_MAX */
+    const ws_span *chans;  /* n valid channel names, 1..CONN_STREAM_MAX */
     size_t n;
     const env_pos *since;  /* the position of each channel to resume from, or NULL */
-    bool events;           /* join/leave events too */
-} conn_sse_req;
+    bool events;           /* SSE: join/leave events too */
+} conn_stream_req;
 
-/* Opens stream c (conn_sse.c): writes the head, retry and the hello event, then subscribes
- * each channel as a client's sub would (with since and epoch when resuming). Every channel
- * message is then an event whose id is the stream's position token. */
-void conn_sse_open(conn *c, const conn_sse_req *r);
+/* Opens stream c (conn_stream.c) and subscribes each channel as a client's sub would (with
+ * since and epoch when resuming). SSE: writes the head, retry and the hello event; every
+ * channel message is then an event whose id is the stream's position token. Poll: answers
+ * once with the messages after since (at once when there are some, else at the first one or
+ * at --poll-timeout) and the token to poll with next. */
+void conn_stream_open(conn *c, const conn_stream_req *r);
 
 /* The worker c belongs to, and the number its logs name it by. */
 worker *conn_worker(const conn *c);

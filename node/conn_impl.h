@@ -1,6 +1,6 @@
 /* conn_impl: the transport's private half, shared by its files: conn.c (states, reading,
  * closing, writing), conn_queue.c (timeouts, the outbound queue, its limits, overload) and
- * conn_sse.c (Server-Sent Events). Nothing outside those files includes it. */
+ * conn_stream.c (Server-Sent Events). Nothing outside those files includes it. */
 #ifndef CONN_IMPL_H
 #define CONN_IMPL_H
 
@@ -28,7 +28,7 @@ struct conn {
     bool tls_done; /* TLS handshake finished */
     bool behind;   /* its queue is over a quarter of the soft limit: counted in w->nbehind */
     bool paused;   /* its input waits (held) for its output to drain; rio is stopped */
-    bool stream;   /* an SSE stream (conn_sse.c): events, not frames; nothing is read */
+    uint8_t stream; /* CONN_STREAM_SSE or _POLL (conn_stream.c): no frames; nothing is read */
     uint32_t soft_took; /* bytes the peer took since it went over the soft limit */
     ev_io rio, wio;
     ws_list tlink; /* its timeout list (tl), then w->dead */
@@ -67,7 +67,7 @@ struct conn {
     union {
         ws_parser parser;            /* open and closing */
         conn_impl_body_fn body_done; /* ST_BODY: who takes the body (never opens after) */
-        struct sse_stream *sse;      /* a stream: its channels and what was sent of them */
+        struct stream_state *strm;   /* a stream: its channels and what was sent of them */
     };
     /* Who the client is and what it asked (/ws); sess.w is the worker of every connection,
      * sess.id names it in logs, sess.refs counts who still holds it (conn_hold, answers). */
@@ -98,18 +98,27 @@ void conn_impl_answer_ping(conn *c, const uint8_t *p, size_t n);
 /* Drops what a slow consumer has not started to receive and closes it with 1008. */
 void conn_impl_slow_close(conn *c);
 
-/* ---- conn_sse.c ---- */
+/* ---- conn_stream.c ---- */
 
 /* The event that a frame for stream c becomes (one reference for the caller), the stream's
  * position moved on; NULL when it sends nothing (an ack it takes in, a message it has) or out
  * of memory. */
-wbuf *conn_impl_sse_event(conn *c, wbuf *frame);
+wbuf *conn_impl_stream_frame(conn *c, wbuf *frame);
 
 /* A stream's input (a client sends nothing: read and dropped; EOF ends it), its keep-alive
  * comment (--sse-ping), and the freeing of its state when it closes. */
-void conn_impl_sse_read(conn *c);
-void conn_impl_sse_ping(conn *c);
-void conn_impl_sse_free(conn *c);
+void conn_impl_stream_read(conn *c);
+void conn_impl_stream_ping(conn *c);
+void conn_impl_stream_free(conn *c);
+
+/* A long-poll asked to close (drain, a slow policy) answers now with what it has. */
+void conn_impl_poll_now(conn *c);
+
+/* ---- conn.c, for conn_stream.c ---- */
+
+/* A long-poll answered (queued): c reads its next request, with a new session. Only while
+ * nothing still holds the old one (sess.refs == 0). */
+void conn_impl_http_again(conn *c);
 
 /* Takes c off its timeout list; moves it to the tail of list `which`, its clock starting now. */
 void conn_impl_tl_remove(conn *c);

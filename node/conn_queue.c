@@ -323,7 +323,7 @@ void conn_tick(worker *w)
     tick_soft(w, now);
     l = &w->lists[TL_STREAM];
     while ((c = tl_head(l)) && now - c->tstamp >= l->timeout)
-        conn_impl_sse_ping(c);
+        conn_impl_stream_ping(c);
     l = &w->lists[TL_OPEN];
     while ((c = tl_head(l)) && now - c->tstamp >= l->timeout) {
         conn_impl_send_owned(c, wbuf_frame_copy(WS_OP_PING, NULL, 0));
@@ -394,7 +394,7 @@ __attribute__((noinline)) static void deliver_event(conn *c, wbuf *frame, const 
         w->st->drops++; /* before the event is made: the stream's position stays put */
         return;
     }
-    wbuf *e = conn_impl_sse_event(c, frame);
+    wbuf *e = conn_impl_stream_frame(c, frame);
     if (!e)
         return;
     if (over)
@@ -427,4 +427,44 @@ void conn_evhub_deliver(hub_member *m, wbuf *frame, void *ctx)
 {
     (void)ctx;
     deliver_to(ws_container_of(session_of_event(m), conn, sess), frame, m);
+}
+
+/* ---- drain in steps ----------------------------------------------------------------------- */
+
+/* The open connection silent the longest: the head of the pinged list (it did not even answer
+ * a ping), else of the open list (ordered by last activity). NULL when none is open. */
+static conn *longest_silent(worker *w)
+{
+    for (int l = TL_PINGED; l >= TL_OPEN; l--) {
+        ws_list *n = ws_list_first(&w->lists[l].head);
+        if (n)
+            return ws_container_of(n, conn, tlink);
+    }
+    return NULL;
+}
+
+size_t conn_drain_start(worker *w)
+{
+    ws_list *n;
+    while ((n = ws_list_first(&w->lists[TL_HANDSHAKE].head)))
+        conn_close(ws_container_of(n, conn, tlink), CONN_DROP, 0, "draining");
+    size_t open = 0;
+    for (int l = TL_OPEN; l <= TL_PINGED; l++)
+        ws_list_each(it, &w->lists[l].head)
+            open++;
+    return open;
+}
+
+size_t conn_drain_some(worker *w, size_t n)
+{
+    size_t done = 0;
+    conn *c;
+    while (done < n && (c = longest_silent(w))) {
+        uint8_t tl = c->tl;
+        conn_close(c, CONN_GOODBYE, WS_CLOSE_GOING_AWAY, "server shutting down");
+        if (c->tl == tl) /* not open after all: it must leave the list all the same */
+            conn_close(c, CONN_DROP, 0, "draining");
+        done++;
+    }
+    return done;
 }

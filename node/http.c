@@ -404,7 +404,7 @@ static void upgrade(conn *c, const ws_http_req *req, bool echo)
     conn_upgrade(c, echo, out, n, req->head_len, user, grant);
 }
 
-/* ---- GET /sse: a Server-Sent Events stream ------------------------------------------------- */
+/* ---- GET /sse and /poll: Server-Sent Events and long-poll ------------------------------------------------- */
 
 /* CORS for a GET a browser makes across origins (no preflight: a simple request): the
  * Access-Control-Allow-Origin lines for req into out, or false (answered 403) when --origin
@@ -430,13 +430,13 @@ static bool cors_allowed(conn *c, const ws_http_req *req, char *out, size_t cap)
 }
 
 /* The channels of /sse?ch=a&ch=b or /sse/<ch>, decoded into names; -1 (answered 400). */
-static int sse_channels(conn *c, const ws_http_req *req, ws_span one, char (*names)[ENV_CHANNEL_MAX],
+static int stream_channels(conn *c, const ws_http_req *req, ws_span one, char (*names)[ENV_CHANNEL_MAX],
                         ws_span *chans)
 {
     size_t at = 0, n = 0;
     ws_span v = one;
     while (one.n ? n == 0 : ws_http_query_next(req->query, "ch", &at, &v)) {
-        size_t len = n < CONN_SSE_MAX ? ws_http_pct_decode(names[n], ENV_CHANNEL_MAX, v) : SIZE_MAX;
+        size_t len = n < CONN_STREAM_MAX ? ws_http_pct_decode(names[n], ENV_CHANNEL_MAX, v) : SIZE_MAX;
         if (len == SIZE_MAX || !env_channel_valid((ws_span){names[n], len})) {
             respond(c, 400, NULL, "channels are 1-200 bytes of [A-Za-z0-9._:-], at most 32 a stream\n");
             return -1;
@@ -449,18 +449,20 @@ static int sse_channels(conn *c, const ws_http_req *req, ws_span one, char (*nam
     return n == 0 || n > (size_t)conn_worker(c)->cfg->max_subs ? -1 : (int)n;
 }
 
-static void sse_request(conn *c, const ws_http_req *req, ws_span one)
+/* GET /sse (poll false) or /poll: checks the request as an upgrade to /ws is checked (CORS,
+ * channels, token, permissions) and opens the stream, resuming from the token if any. */
+static void stream_request(conn *c, const ws_http_req *req, ws_span one, bool poll)
 {
-    char names[CONN_SSE_MAX][ENV_CHANNEL_MAX], cors[300], head[512];
-    ws_span chans[CONN_SSE_MAX], token, v;
-    env_pos since[CONN_SSE_MAX];
+    char names[CONN_STREAM_MAX][ENV_CHANNEL_MAX], cors[300], head[512];
+    ws_span chans[CONN_STREAM_MAX], token, v;
+    env_pos since[CONN_STREAM_MAX];
     char *user;
     auth_grant *grant;
     if (!ws_span_eq(req->method, "GET")) {
         respond(c, 405, "Allow: GET\r\n", "method not allowed\n");
         return;
     }
-    int n = cors_allowed(c, req, cors, sizeof cors) ? sse_channels(c, req, one, names, chans) : -1;
+    int n = cors_allowed(c, req, cors, sizeof cors) ? stream_channels(c, req, one, names, chans) : -1;
     if (n < 0 || identify(c, req, &user, &grant) < 0)
         return;
     for (int i = 0; i < n; i++) {
@@ -472,17 +474,19 @@ static void sse_request(conn *c, const ws_http_req *req, ws_span one)
             return;
         }
     }
-    const ws_span *lei = ws_http_get(req, "Last-Event-ID");
+    const ws_span *lei = poll ? NULL : ws_http_get(req, "Last-Event-ID");
     bool resume = lei ? (token = *lei, true) : ws_http_query_get(req->query, "since", &token);
-    if (resume && ws_sse_token_parse(token, since, CONN_SSE_MAX) != n)
+    if (resume && ws_sse_token_parse(token, since, CONN_STREAM_MAX) != n)
         for (int i = 0; i < n; i++) /* not this stream's token: nothing can be recovered */
             since[i] = (env_pos){0, {"lost", 4}}; /* an epoch no channel has (no dot) */
     bool events = ws_http_query_get(req->query, "events", &v) && ws_span_eq(v, "1");
-    int hn = snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; "
-                      "charset=utf-8\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n%s\r\n",
-                      cors);
-    conn_sse_open(c, &(conn_sse_req){{head, (size_t)hn}, user, grant, chans, (size_t)n,
-                                     resume ? since : NULL, events});
+    int hn = poll ? snprintf(head, sizeof head, "%s", cors)
+                  : snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; "
+                             "charset=utf-8\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
+                             "%s\r\n", cors);
+    conn_stream_open(c, &(conn_stream_req){poll ? CONN_STREAM_POLL : CONN_STREAM_SSE,
+                                           {head, (size_t)hn}, user, grant, chans, (size_t)n,
+                                           resume ? since : NULL, events});
 }
 
 /* ---- routing ------------------------------------------------------------------------------ */
@@ -533,7 +537,9 @@ void http_request(conn *c, int parsed, const ws_http_req *req)
     } else if (path.n > 9 && memcmp(path.p, "/history/", 9) == 0) {
         history_request(c, req, (ws_span){path.p + 9, path.n - 9});
     } else if (ws_span_eq(path, "/sse") || (path.n > 5 && memcmp(path.p, "/sse/", 5) == 0)) {
-        sse_request(c, req, (ws_span){path.p + 5, path.n > 5 ? path.n - 5 : 0});
+        stream_request(c, req, (ws_span){path.p + 5, path.n > 5 ? path.n - 5 : 0}, false);
+    } else if (ws_span_eq(path, "/poll")) {
+        stream_request(c, req, (ws_span){NULL, 0}, true);
     } else if (ws_span_eq(path, "/ws")) {
         upgrade(c, req, false);
     } else if (cfg->echo && ws_span_eq(path, "/echo")) {

@@ -49,6 +49,7 @@
     X(healed, COUNTER, "wsfan_redis_healed_total", \
       "Channel messages read back from history after the Redis subscriber link came back.") \
     X(sse_streams, COUNTER, "wsfan_sse_streams_total", "Server-Sent Events streams opened.") \
+    X(polls, COUNTER, "wsfan_polls_total", "Long-poll requests answered.") \
     X(recovered_memory, COUNTER, "wsfan_recoveries_from_memory_total", \
       "Subscriptions with since answered from the worker's memory, without Redis.") \
     X(recovery_reads, COUNTER, "wsfan_recovery_reads_total", \
