@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "ws_http.h"
+#include "xport.h"
 
 /* What an HTTP publisher is reading after a response head. */
 enum { BODY_NONE, BODY_LENGTH, BODY_CHUNK_SIZE, BODY_CHUNK_DATA, BODY_TRAILER };
@@ -185,6 +186,25 @@ static const url *url_of(const lconn *c, const opts *o)
     return c->use_pub_url ? &o->pub_url : c->failed_over ? &o->failover : &o->target;
 }
 
+/* A subscriber or held connection of --transport sse or poll. */
+static bool streams(const lconn *c)
+{
+    return c->w->o->transport != TR_WS && (c->role == ROLE_SUB || c->role == ROLE_HOLD);
+}
+
+/* Sends the GET of c's stream or next poll. */
+static void send_get(lconn *c)
+{
+    char req[1600];
+    size_t n = xport_request(c, url_of(c, c->w->o), req, sizeof req);
+    if (!n) {
+        lconn_close(c, F_PROTOCOL);
+        return;
+    }
+    lconn_send_raw(c, req, n);
+    lconn_flush(c);
+}
+
 static void send_handshake(lconn *c)
 {
     const opts *o = c->w->o;
@@ -234,6 +254,12 @@ static void connected(lconn *c)
         opened(c);
         want_write(c, false);
         c->w->on_ready(c);
+        return;
+    }
+    if (streams(c)) {
+        want_write(c, false);
+        c->state = LC_HANDSHAKE; /* until the stream's head or the first answer */
+        send_get(c);
         return;
     }
     send_handshake(c);
@@ -290,9 +316,8 @@ static void process(lconn *c, uint8_t *buf, size_t n)
     }
 }
 
-/* The 101 is complete at hs[0..head): the connection is open; the bytes after the head are
- * its first frames. */
-static void upgraded(lconn *c, size_t head)
+/* The handshake (or a stream's head) is done: counted and timed. */
+static void handshake_done(lconn *c)
 {
     wk *w = c->w;
     uint64_t now = now_ns();
@@ -304,6 +329,31 @@ static void upgraded(lconn *c, size_t head)
         w->c.reconnects++;
         c->t_closed = 0;
     }
+}
+
+/* Bytes of a --transport sse or poll connection. */
+static void stream_read(lconn *c, const uint8_t *buf, size_t n)
+{
+    bool was_open = c->state == LC_OPEN;
+    int r = xport_read(c, buf, n);
+    if (r & XP_ERROR) {
+        lconn_close(c, was_open ? F_PROTOCOL : F_HANDSHAKE_STATUS);
+        return;
+    }
+    if ((r & XP_OPENED) && c->state == LC_HANDSHAKE) {
+        handshake_done(c);
+        c->w->on_ready(c);
+    }
+    if ((r & XP_ANSWERED) && c->state == LC_OPEN)
+        send_get(c); /* the next poll, from the position the answer gave */
+}
+
+/* The 101 is complete at hs[0..head): the connection is open; the bytes after the head are
+ * its first frames. */
+static void upgraded(lconn *c, size_t head)
+{
+    wk *w = c->w;
+    handshake_done(c);
     ws_parser_opts po = {.server = false};
     ws_parser_init(&c->parser, &po);
     char *hs = c->hs;
@@ -467,11 +517,12 @@ static void on_io(struct ev_loop *loop, ev_io *io, int revents)
     }
     if (!(revents & EV_READ))
         return;
-    if (c->state == LC_HANDSHAKE) {
+    if (c->state == LC_HANDSHAKE && !streams(c)) {
         handshake_read(c);
         return;
     }
-    for (int round = 0; round < (c->io.ssl ? 8 : 1) && c->state == LC_OPEN; round++) {
+    bool stream = streams(c);
+    for (int round = 0; round < (c->io.ssl ? 8 : 1) && (c->state == LC_OPEN || stream); round++) {
         ssize_t r = read_some(c, w->rbuf, 65536);
         if (r == SOCK_AGAIN)
             return;
@@ -482,8 +533,12 @@ static void on_io(struct ev_loop *loop, ev_io *io, int revents)
         w->c.bytes_in += (uint64_t)r;
         if (c->http)
             http_read(c, w->rbuf, (size_t)r);
+        else if (stream)
+            stream_read(c, w->rbuf, (size_t)r);
         else
             process(c, w->rbuf, (size_t)r);
+        if (c->state != LC_OPEN && c->state != LC_HANDSHAKE)
+            return;
     }
 }
 

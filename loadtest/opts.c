@@ -28,6 +28,15 @@ static const char ABOUT[] =
     "           --reconnect-every seconds (--proto wsfan): recovery time, recovered or not,\n"
     "           and each channel's seqs checked once and in order across the resumes\n";
 
+/* The index of v in the NULL-terminated names, -1 if it is none of them. */
+static int name_index(const char *const *names, const char *v)
+{
+    for (int i = 0; names[i]; i++)
+        if (strcmp(v, names[i]) == 0)
+            return i;
+    return -1;
+}
+
 static int parse_custom(void *base, const cli_def *d, const char *v);
 
 static const cli_def DEFS[] = {
@@ -35,6 +44,9 @@ static const cli_def DEFS[] = {
     {"proto", CLI_CUSTOM, O(proto), "P", "wsfan",
      "wsfan (client protocol v1), echo (any echo server) or template (any pub/sub server, with "
      "the two templates below)"},
+    {"transport", CLI_CUSTOM, O(transport), "T", "ws",
+     "how subscribers (and connect's connections) listen: ws, sse (a Server-Sent Events "
+     "stream, URL http://.../sse/{ch}) or poll (long-polls, URL http://.../poll?ch={ch})"},
     {"sub-template", CLI_STRING, O(sub_template), "T", NULL,
      "template: text sent by each subscriber after connecting; {ch}"},
     {"pub-template", CLI_STRING, O(pub_template), "T", NULL,
@@ -203,14 +215,17 @@ static int parse_custom(void *base, const cli_def *d, const char *v)
 {
     opts *o = base;
     double x;
+    if (strcmp(d->name, "transport") == 0) {
+        static const char *const names[] = {"ws", "sse", "poll", NULL}; /* enum transport */
+        int i = name_index(names, v);
+        o->transport = (enum transport)(i < 0 ? 0 : i);
+        return i < 0 ? -1 : 0;
+    }
     if (strcmp(d->name, "proto") == 0) {
-        static const char *const names[] = {"wsfan", "echo", "template"}; /* enum proto */
-        for (int i = 0; i < 3; i++)
-            if (strcmp(v, names[i]) == 0) {
-                o->proto = (enum proto)i;
-                return 0;
-            }
-        return -1;
+        static const char *const names[] = {"wsfan", "echo", "template", NULL}; /* enum proto */
+        int i = name_index(names, v);
+        o->proto = (enum proto)(i < 0 ? 0 : i);
+        return i < 0 ? -1 : 0;
     }
     if (strcmp(d->name, "rate") == 0) {
         if (strcmp(v, "max") == 0) {
@@ -242,8 +257,10 @@ static int resolve(opts *o)
         return -1;
     }
     o->scenario = (enum scenario)sc;
-    if (opts_url(&o->target, o->args[1], false) < 0) {
-        fprintf(stderr, "wsload: bad or unresolvable URL '%s' (ws:// or wss://)\n", o->args[1]);
+    bool stream = o->transport != TR_WS;
+    if (opts_url(&o->target, o->args[1], stream) < 0 || stream != o->target.http) {
+        fprintf(stderr, "wsload: bad or unresolvable URL '%s' (%s)\n", o->args[1],
+                stream ? "http:// or https:// for --transport sse or poll" : "ws:// or wss://");
         return -1;
     }
     if (o->pub_url_arg) {
@@ -271,6 +288,12 @@ static int check(opts *o)
 {
     if (o->scenario == SC_CHURN && o->rate == 0 && !o->storm) {
         fprintf(stderr, "wsload: churn needs a --rate (or --storm)\n");
+        return -1;
+    }
+    if (o->transport != TR_WS && ((o->scenario != SC_FANOUT && o->scenario != SC_CONNECT) ||
+                                  (o->scenario == SC_FANOUT && !o->has_pub_url))) {
+        fprintf(stderr, "wsload: --transport sse or poll is for fanout (with a --pub-url for "
+                        "the publishers) and connect\n");
         return -1;
     }
     if ((o->has_failover || o->reconnect_every == 0) && o->scenario != SC_RECONNECT) {

@@ -141,8 +141,9 @@ void scenario_on_ready(lconn *c)
     wk *w = c->w;
     const opts *o = w->o;
     if (c->role == ROLE_SUB) {
-        send_sub(c);
-        if (o->proto != PR_WSFAN) { /* no ack to wait for */
+        if (o->transport == TR_WS)
+            send_sub(c); /* a stream or poll names its channel in its URL */
+        if (o->proto != PR_WSFAN || o->transport != TR_WS) { /* no ack to wait for */
             w->subs_on[c->channel]++;
             lconn_settle(c);
         }

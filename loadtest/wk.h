@@ -39,6 +39,9 @@ struct lconn {
     uint8_t state, role;
     bool ready, http, use_pub_url;
     bool failed_over; /* dropped by the server once: connects to --failover-url */
+    bool xp_open;     /* --transport sse|poll: the stream's head or the first answer came */
+    uint8_t since_len;
+    char since[64];   /* --transport poll: the position to poll from next */
     ev_io rio, wio;
     uint32_t gid;     /* publisher number, echo connection number, subscriber number */
     uint32_t channel; /* subscriber: its channel */

@@ -22,6 +22,7 @@ enum scenario { SC_FANOUT, SC_ECHO, SC_CONNECT, SC_CHURN, SC_RECONNECT };
  * drop and resume with since every --reconnect-every seconds). */
 #define SC_HAS_CHANNELS(s) ((s) == SC_FANOUT || (s) == SC_RECONNECT)
 enum proto { PR_WSFAN, PR_ECHO, PR_TEMPLATE };
+enum transport { TR_WS, TR_SSE, TR_POLL }; /* how subscribers and held connections listen */
 
 /* Why a connection failed; counted per reason. */
 enum fail_reason {
@@ -42,6 +43,7 @@ typedef struct url {
 typedef struct opts {
     enum scenario scenario;
     enum proto proto;
+    enum transport transport;
     url target;
     const char *args[2]; /* SCENARIO and URL, as given */
     const char *pub_url_arg;

@@ -216,6 +216,25 @@ def test_reconnect_fails_over_to_another_node_when_its_node_is_killed(node, redi
     assert_exactly_once(r)
 
 
+@pytest.mark.parametrize("transport,path", [("sse", "/sse/{ch}"), ("poll", "/poll?ch={ch}")])
+def test_fanout_over_sse_and_long_poll_counts_every_message_once(node, tmp_path, transport, path):
+    n = node("--ip-connect-rate", 0)
+    r, table = wsload(tmp_path, "fanout", "--transport", transport, "--subscribers", 40,
+                      "--channels", 2, "--publishers", 2, "--rate", 300, "--duration", 2,
+                      "--pub-url", f"ws://127.0.0.1:{n.port}/ws", f"http://127.0.0.1:{n.port}{path}")
+    assert_exactly_once(r)
+    assert r["messages"]["expected"] == r["messages"]["sent"] * 20
+    assert "0 lost" in table
+
+
+def test_stream_transports_need_an_http_url_and_a_publisher_url(tmp_path):
+    for args in (["fanout", "--transport", "sse", "ws://127.0.0.1:1/ws"],
+                 ["fanout", "--transport", "sse", "http://127.0.0.1:1/sse/{ch}"],
+                 ["echo", "--transport", "poll", "http://127.0.0.1:1/poll"]):
+        p = subprocess.run([WSLOAD, *args], capture_output=True, text=True, timeout=10)
+        assert p.returncode == 2, (args, p.stderr)
+
+
 def test_reconnect_refuses_other_protocols(tmp_path):
     p = subprocess.run([WSLOAD, "reconnect", "--proto", "echo", "ws://127.0.0.1:1/ws"],
                        capture_output=True, text=True, timeout=10)
