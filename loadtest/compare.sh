@@ -9,7 +9,9 @@
 # table a change on the hot path comes with. The peers are then left out unless --peers names
 # them.
 # wsnode-redis is two wsnode processes on one Redis, publisher on the first, subscribers on the
-# second: the layout of node-ws-redis and nchan-redis.
+# second: the layout of node-ws-redis and nchan-redis. wsnode-sse, wsnode-poll and nchan-sse
+# are the same servers with subscribers listening as EventSource or long-polling clients
+# (wsload --transport; docs/transports.md).
 # Needs: a build (./scripts/build.sh), the peers' packages (loadtest/peers/install.sh), and for
 # node-ws-redis and nchan-redis a redis-server binary (one is started on a free port).
 set -euo pipefail
@@ -79,9 +81,11 @@ start() {
     node-ws|python-websockets) cmd="loadtest/peers/$1/start.sh --port $PORT" ;;
     node-ws-redis) need_redis; PORT2=$(free_port)
         cmd="loadtest/peers/node-ws-redis/start.sh --port $PORT --port2 $PORT2 --redis 127.0.0.1:$REDIS_PORT" ;;
-    nchan) cmd="loadtest/peers/nchan/start.sh --port $PORT" ;;
+    wsnode-sse|wsnode-poll) cmd="$WSNODE --bind 127.0.0.1 --port $PORT --log-level warn --max-msg-rate 0" ;;
+    nchan|nchan-sse) cmd="loadtest/peers/nchan/start.sh --port $PORT" ;;
     nchan-redis) need_redis; cmd="loadtest/peers/nchan/start.sh --port $PORT --redis 127.0.0.1:$REDIS_PORT" ;;
     esac
+    XPORT=()
     setsid sh -c "$cmd" >"$OUT/$1.log" 2>&1 &
     SERVER_PID=$!
     wait_port "$PORT" || { echo "$1 did not start; see $OUT/$1.log" >&2; return 1; }
@@ -92,12 +96,31 @@ start() {
         SUB_ARGS=(--proto template --pub-template '{"ts":{ts},"seq":{seq}}'
                   --pub-url "http://127.0.0.1:$PORT/pub/{ch}" "ws://127.0.0.1:$PORT/sub/{ch}")
         ECHO_URL="" ;;
+    nchan-sse)
+        XPORT=(--transport sse)
+        SUB_ARGS=(--proto template --pub-template '{"ts":{ts},"seq":{seq}}'
+                  --pub-url "http://127.0.0.1:$PORT/pub/{ch}" "http://127.0.0.1:$PORT/sub/{ch}")
+        ECHO_URL="" ;;
+    wsnode-sse|wsnode-poll)
+        XPORT=(--transport "${target#wsnode-}")
+        local path="/sse/{ch}"; [ "$target" = wsnode-poll ] && path="/poll?ch={ch}"
+        SUB_ARGS=(--pub-url "ws://127.0.0.1:$PORT/ws" "http://127.0.0.1:$PORT$path")
+        ECHO_URL="" ;;
     node-ws-redis|wsnode-redis)
         SUB_ARGS=(--pub-url "ws://127.0.0.1:$PORT/ws" "ws://127.0.0.1:$PORT2/ws")
         ECHO_URL="ws://127.0.0.1:$PORT/echo" ;;
     *)  SUB_ARGS=("ws://127.0.0.1:$PORT/ws")
         ECHO_URL="ws://127.0.0.1:$PORT/echo" ;;
     esac
+}
+
+# The CPU time (clock ticks) the server's processes have used so far.
+cpu_ticks() {
+    local t=0 pid
+    for pid in $(pgrep -g "$SERVER_PID"); do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
 }
 
 # run NAME TARGET ROUND wsload-args...: one measurement into $OUT/NAME.TARGET.ROUND.json
@@ -115,19 +138,21 @@ for round in $(seq "$ROUNDS"); do
         # Saturation last: a backlog it leaves (in the server, Redis or the kernel) must not
         # delay the latency runs.
         run fanout_20 "$t" "$round" fanout --subscribers "$SUBS" --publishers 1 --rate 20 \
-            --duration "$SECONDS_RUN" "${SUB_ARGS[@]}"
+            --duration "$SECONDS_RUN" "${XPORT[@]}" "${SUB_ARGS[@]}"
         [ -z "$ECHO_URL" ] || run echo "$t" "$round" echo --connections 10 --rate 100 \
             --duration "$SECONDS_RUN" "$ECHO_URL"
         run idle "$t" "$round" connect --connections 5000 --hold 1 --server-pid "$SERVER_PID" \
-            "${SUB_ARGS[@]: -1}"
+            "${XPORT[@]}" "${SUB_ARGS[@]: -1}"
+        cpu_ticks >"$OUT/cpu.$t.$round.before"
         run fanout_max "$t" "$round" fanout --subscribers "$SUBS" --publishers 1 --rate max \
-            --duration "$SECONDS_RUN" --drain 3 "${SUB_ARGS[@]}"
+            --duration "$SECONDS_RUN" --drain 3 "${XPORT[@]}" "${SUB_ARGS[@]}"
+        cpu_ticks >"$OUT/cpu.$t.$round.after"
         stop_server
     done
 done
 
 /usr/bin/python3 - "$OUT" "$TARGETS" <<'PY'
-import json, pathlib, statistics, sys
+import json, os, pathlib, statistics, sys
 out, targets = pathlib.Path(sys.argv[1]), sys.argv[2].split()
 def runs(name, t):
     return [json.loads(p.read_text()) for p in sorted(out.glob(f"{name}.{t}.*.json"))]
@@ -141,10 +166,24 @@ metrics = [
     ("echo", "echo p99 ms", lambda r: r["latency"]["p99_us"] / 1000, False),
     ("idle", "idle connection bytes (RSS)", lambda r: (r["server_memory_kib"]["rss_after"] - r["server_memory_kib"]["rss_before"]) * 1024 / max(1, r["connections"]["open_at_start"]), False),
     ("fanout_max", "wsload ns per delivery", lambda r: r["cpu"]["ns_per_message"], False),
+    ("fanout_20", "bytes in per delivery (20 msgs/s)", lambda r: r["bytes"]["in"] / max(1, r["messages"]["received"]), False),
 ]
+def server_ns(t):
+    vals = []
+    for j in sorted(out.glob(f"fanout_max.{t}.*.json")):
+        rnd = j.name.split(".")[-2]
+        try:
+            ticks = int((out / f"cpu.{t}.{rnd}.after").read_text()) - int((out / f"cpu.{t}.{rnd}.before").read_text())
+        except (OSError, ValueError):
+            continue
+        got = json.loads(j.read_text())["messages"]["received"]
+        if got:
+            vals.append(ticks / os.sysconf("SC_CLK_TCK") * 1e9 / got)
+    return vals
+metrics.append(("fanout_max", "server CPU ns per delivery (max)", None, False))
 print(f"{'metric':38}" + "".join(f"{t:>18}" for t in targets))
 for name, label, f, higher in metrics:
-    vals = {t: median([f(r) for r in runs(name, t)]) for t in targets}
+    vals = {t: median(server_ns(t) if f is None else [f(r) for r in runs(name, t)]) for t in targets}
     row = f"{label:38}"
     for t in targets:
         v = vals[t]

@@ -133,9 +133,11 @@ static size_t on_ack(stream_state *st, ws_span p, char *out, size_t cap)
     take_epoch(ch, p);
     if (ch->since && recovered)
         return 0; /* the replay follows and moves the position on, message by message */
-    ch->seq = seq;
-    if (!ch->since)
+    if (!ch->since) { /* messages may have come before the ack: a position never goes back */
+        ch->seq = seq > ch->seq ? seq : ch->seq;
         return 0;
+    }
+    ch->seq = seq;
     st->recovered = false;
     return env_write_reset(out, cap, (ws_span){ch->name, ch->name_len},
                            (env_pos){seq, {ch->epoch, ch->epoch_len}});
