@@ -1,7 +1,7 @@
 // The wsfan demo page: a price ticker on ticks.* and a chat room with presence on chat.lobby.
 // The chat shows its last lines on join (history) and, after a reconnect, whether it resumed
 // without missing anything; wsfan.js resumes both with since, so nothing shows twice.
-import { WsfanClient } from './wsfan.js';
+import { WsfanClient, WsfanStream } from './wsfan.js';
 
 const SYMBOLS = ['EURUSD', 'GBPUSD', 'USDJPY', 'BTCUSD'];
 const LOBBY = 'chat.lobby';
@@ -157,6 +157,10 @@ async function showHistory(seq) {
 }
 
 function onLobbySubscribed(s) {
+  if (conn.readOnly) {                 // history came as the stream's replay; no presence query
+    if (s.recovered === true) note(`resumed on node ${conn.node}, nothing missed`, 'ok');
+    return;
+  }
   refreshPresence();
   if (s.recovered === null && !$('messages').querySelector('li[data-seq]')) showHistory(s.seq ?? 0);
   else if (s.recovered === true) note(`resumed on node ${conn.node}, nothing missed`, 'ok');
@@ -177,9 +181,9 @@ function setStatus(s) {
   clearInterval(countdown);
   st.dataset.state = s.state;
   st.dataset.node = s.state === 'open' ? s.node : '';
-  $('chat-send').disabled = s.state !== 'open';
+  $('chat-send').disabled = s.state !== 'open' || !!conn.readOnly;
   if (s.state === 'open') {
-    st.textContent = `connected to node ${s.node}`;
+    st.textContent = `connected to node ${s.node}${conn.readOnly ? ` (${TRANSPORT})` : ''}`;
   } else if (s.state === 'connecting') {
     st.textContent = `connecting to ${s.url.replace(/\?.*/, '')}…`;
   } else if (s.retryIn != null) {
@@ -196,7 +200,16 @@ function setStatus(s) {
 // Wiring
 const nameInput = $('name');
 nameInput.value = initialName();
-const conn = new WsfanClient(await nodeUrls(), { user: nameInput.value });
+// ?transport=sse or poll: the same page over Server-Sent Events or long-polling, receive only.
+const TRANSPORT = new URLSearchParams(location.search).get('transport');
+const conn = TRANSPORT === 'sse' || TRANSPORT === 'poll'
+  ? new WsfanStream(await nodeUrls(), { user: nameInput.value, transport: TRANSPORT })
+  : new WsfanClient(await nodeUrls(), { user: nameInput.value });
+if (conn.readOnly) {
+  document.body.dataset.transport = TRANSPORT;
+  nameInput.disabled = true;
+  $('chat-input').placeholder = `receive only over ${TRANSPORT === 'sse' ? 'Server-Sent Events' : 'long-polling'}`;
+}
 conn.on('status', setStatus);
 conn.on('message', (m) => {
   if (m.ch === LOBBY) addMessage(m.data, m.seq);

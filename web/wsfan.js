@@ -287,3 +287,156 @@ export class WsfanClient {
 
   send(clientId, data) { return this.request({ op: 'send', to: clientId, data }); }
 }
+
+// WsfanStream: the same channels without WebSocket, receive only (docs/protocol.md, "SSE" and
+// "Long-poll"): an EventSource on /sse, or fetch() polls on /poll, rotating over the same node
+// list (ws:// URLs are turned into http:// ones) and resuming each reconnect from the stream's
+// position token, so nothing is missed or shown twice. Events as WsfanClient's: 'status',
+// 'message', 'subscribed' (per channel after each (re)connect: recovered null the first time,
+// true after a resume; a 'reset' follows for a channel that could not be), 'reset', 'join',
+// 'leave'. Channels are given before connect(); publish, presence and history need WebSocket
+// or the HTTP API and reject with 'not_supported'.
+//
+//   const s = new WsfanStream(['ws://a:8080/ws', 'ws://b:8080/ws'], { transport: 'sse' });
+//   s.subscribe('ticks.EURUSD'); s.on('message', m => show(m)); s.connect();
+export class WsfanStream {
+  constructor(urls, opts = {}) {
+    this.urls = [].concat(urls);
+    if (!this.urls.length) throw new Error('WsfanStream: no node URL');
+    this.opts = { transport: 'sse', backoffBase: 250, backoffCap: 10000, ...opts };
+    this.user = opts.user || null;
+    this.readOnly = true;
+    this.state = 'closed';
+    this.node = this.clientId = this.url = null;
+    this.channels = [];
+    this.events = false;
+    this.token = null;                  // the stream's position, from the last event or answer
+    this._seq = new Map();              // channel -> last seq shown (drops repeats)
+    this._handlers = {};
+    this._index = -1;
+    this._attempt = 0;
+    this._opened = false;               // a first connection has been made
+    this._gen = 0;                      // bumped on every (re)connect: old loops stop
+  }
+
+  on(type, fn) { return WsfanClient.prototype.on.call(this, type, fn); }
+  _emit(type, arg) { WsfanClient.prototype._emit.call(this, type, arg); }
+  _status(state, retryIn = null) { WsfanClient.prototype._status.call(this, state, retryIn); }
+
+  subscribe(ch, { events = false } = {}) {
+    if (!CHANNEL.test(ch)) return Promise.reject(new WsfanError('bad_channel', ch));
+    if (!this.channels.includes(ch)) this.channels.push(ch);
+    this.events ||= events;
+    return Promise.resolve(null);
+  }
+
+  position(ch) { return this._seq.has(ch) ? { seq: this._seq.get(ch), epoch: null } : null; }
+  publish() { return Promise.reject(new WsfanError('not_supported', 'receive only: use WebSocket')); }
+  presence() { return this.publish(); }
+  history() { return this.publish(); }
+  setUser(user) { this.user = user; }
+
+  connect() { if (this.state === 'closed' && !this._timer) this._open(); }
+
+  close() {
+    this._gen++;
+    clearTimeout(this._timer);
+    this._timer = null;
+    this._es?.close();
+    this._es = null;
+    this._status('closed');
+  }
+
+  // The next node's URL for this transport, with the channels and the position to resume from.
+  _next() {
+    this._index = (this._index + 1) % this.urls.length;
+    const u = new URL(this.urls[this._index], globalThis.location?.href);
+    u.protocol = u.protocol === 'wss:' ? 'https:' : u.protocol === 'ws:' ? 'http:' : u.protocol;
+    u.pathname = this.opts.transport === 'poll' ? '/poll' : '/sse';
+    u.search = '';
+    for (const ch of this.channels) u.searchParams.append('ch', ch);
+    if (this.user) u.searchParams.set('user', this.user);
+    if (this.events && this.opts.transport === 'sse') u.searchParams.set('events', '1');
+    return u;
+  }
+
+  _open() {
+    this._timer = null;
+    const gen = ++this._gen;
+    const u = this._next();
+    // The first connection starts from seq 0 of the current epoch: history, as far as it goes.
+    u.searchParams.set('since', this.token || this.channels.map(() => '0-').join('_'));
+    this.url = u.href;
+    this._status('connecting');
+    if (this.opts.transport === 'poll') this._poll(gen, u);
+    else this._sse(gen, u);
+  }
+
+  _sse(gen, u) {
+    const es = new EventSource(u.href);
+    this._es = es;
+    es.onmessage = (e) => {
+      if (gen !== this._gen) return;
+      if (e.lastEventId) this.token = e.lastEventId;
+      let m;
+      try { m = JSON.parse(e.data); } catch { return this._emit('error', new WsfanError('bad_json', e.data)); }
+      this._handle(m);
+    };
+    es.onerror = () => {                // EventSource would retry the same node: rotate instead
+      if (gen !== this._gen) return;
+      es.close();
+      this._es = null;
+      this._retry();
+    };
+  }
+
+  async _poll(gen, u) {
+    let first = true;
+    while (gen === this._gen) {
+      let r;
+      try {
+        const res = await fetch(u.href, { cache: 'no-store' });
+        if (!res.ok) throw new Error(`HTTP ${res.status}`);
+        r = await res.json();
+      } catch {
+        if (gen === this._gen) this._retry();
+        return;
+      }
+      if (gen !== this._gen) return;
+      if (first) this._handle({ op: 'hello', node: u.host, client: null });
+      first = false;
+      for (const m of r.messages || []) this._handle(m);
+      this.token = r.since;
+      u.searchParams.set('since', r.since);
+    }
+  }
+
+  _handle(m) {
+    if (m.op === 'hello') {
+      this.node = m.node;
+      this.clientId = m.client;
+      this._attempt = 0;
+      this._status('open');
+      for (const ch of this.channels)
+        this._emit('subscribed', { ch, events: this.events, resubscribe: this._opened,
+          recovered: this._opened ? true : null, seq: this._seq.get(ch) ?? null, epoch: null });
+      this._opened = true;
+    } else if (m.op === 'msg' && typeof m.seq === 'number') {
+      const last = this._seq.get(m.ch);
+      if (last !== undefined && m.seq <= last) return;      // shown already
+      this._seq.set(m.ch, m.seq);
+      this._emit('message', m);
+    } else if (m.op === 'reset') {
+      this._seq.delete(m.ch);
+      this._emit('reset', { ch: m.ch, epoch: m.epoch, seq: m.seq });
+    } else if (m.op === 'join' || m.op === 'leave' || m.op === 'presence_overflow') {
+      this._emit(m.op, m);
+    }
+  }
+
+  _retry() {
+    const delay = Math.random() * Math.min(this.opts.backoffCap, this.opts.backoffBase * 2 ** this._attempt++);
+    this._status('closed', delay);
+    this._timer = setTimeout(() => this._open(), delay);
+  }
+}

@@ -3,7 +3,9 @@
 // web/ and the demo ticker, and passes one JSON argument:
 //   {"pageA": url, "pageB": url, "pgids": {"<port>": <process group of that node>},
 //    "chromium": path, "screenshot": path, "history": [chat lines published before]}
-// Page A (alice) opens on one node, page B (bob) on the other. Exits 0 when every step passed;
+// Page A (alice) opens on one node, page B (bob) on the other; pages C and D open on page A's
+// node with ?transport=sse and ?transport=poll (EventSource and fetch, receive only) and must
+// follow the same chat and ticks across the kill. Exits 0 when every step passed;
 // prints "KILLED <port>" when it kills the node serving page A (frozen with SIGSTOP first, so
 // that page A misses messages it must get back by resubscribing with since).
 import { chromium } from 'playwright-core';
@@ -31,12 +33,14 @@ try {
     ws.on('framesent', (f) => s.sent.push(parse(f)));
     ws.on('framereceived', (f) => s.received.push(parse(f)));
   });
-  for (const p of [a, b]) {
+  const streams = { sse: await browser.newPage(), poll: await browser.newPage() };
+  for (const p of [a, b, ...Object.values(streams)]) {
     p.setDefaultTimeout(STEP);
     p.on('pageerror', (e) => console.log(`page error: ${e.message}`));
   }
   await a.goto(`${cfg.pageA}?user=alice`);
   await b.goto(`${cfg.pageB}?user=bob`);
+  for (const [t, p] of Object.entries(streams)) await p.goto(`${cfg.pageA}?user=${t}-reader&transport=${t}`);
 
   step('both pages connect, to different nodes');
   await a.waitForSelector('#status[data-state="open"]');
@@ -50,6 +54,14 @@ try {
     cfg.history.length);
   const shown = await a.$$eval('#messages li.history .text', (l) => l.map((e) => e.textContent));
   if (JSON.stringify(shown) !== JSON.stringify(cfg.history)) throw new Error(`history shows ${shown}`);
+
+  step('the SSE and long-poll pages connect to the same node as page A');
+  const streamNode = {};
+  for (const [t, p] of Object.entries(streams)) {
+    await p.waitForSelector('#status[data-state="open"]');
+    streamNode[t] = await p.getAttribute('#status', 'data-node');
+    if (await p.$eval('#chat-send', (e) => !e.disabled)) throw new Error(`${t}: the page can send`);
+  }
 
   step('each sees the other in its presence list');
   await a.waitForSelector('#presence li[data-user="bob"]');
@@ -66,6 +78,12 @@ try {
   const t0 = await ticks(a);
   await a.waitForFunction((t) => +document.querySelector('#ticker tr[data-symbol="EURUSD"]').dataset.ticks >= t + 3, t0);
   if (!/^\d+(\.\d+)?$/.test(await price(a))) throw new Error(`price shows ${await price(a)}`);
+  for (const [t, p] of Object.entries(streams)) {
+    step(`the ${t} page shows the chat line and moving ticks`);
+    await p.waitForSelector('#messages li:has-text("hello from alice")');
+    const s0 = await ticks(p);
+    await p.waitForFunction((t) => +document.querySelector('#ticker tr[data-symbol="EURUSD"]').dataset.ticks >= t + 3, s0);
+  }
 
   step('the node serving page A freezes; page B chats on while page A hears nothing');
   const port = nodeA.match(/-(\d+)\.w\d+\./)[1];
@@ -123,6 +141,26 @@ try {
     .filter((tr) => tr.dataset.gaps || tr.dataset.repeats)
     .map((tr) => `${tr.dataset.symbol}: gaps ${tr.dataset.gaps || 0}, repeats ${tr.dataset.repeats || 0}`));
   if (rowsOff.length) throw new Error(rowsOff.join('; '));
+
+  for (const [t, p] of Object.entries(streams)) {
+    step(`the ${t} page moved to the other node and missed nothing, twice nothing`);
+    await p.waitForFunction((old) => {
+      const s = document.querySelector('#status');
+      return s.dataset.state === 'open' && s.dataset.node && s.dataset.node !== old;
+    }, streamNode[t], { timeout: 30000 });
+    for (const text of ['while alice was away', 'after the crash'])
+      await p.waitForSelector(`#messages li:has-text("${text}")`);
+    const s1 = await ticks(p);
+    await p.waitForFunction((t) => +document.querySelector('#ticker tr[data-symbol="EURUSD"]').dataset.ticks >= t + 2, s1);
+    for (const text of ['hello from alice', 'while alice was away', 'after the crash']) {
+      const n = await p.$$eval('#messages li .text', (l, x) => l.filter((e) => e.textContent === x).length, text);
+      if (n !== 1) throw new Error(`${t}: "${text}" shown ${n} times`);
+    }
+    const off = await p.$$eval('#ticker tr[data-symbol]', (l) => l
+      .filter((tr) => tr.dataset.gaps || tr.dataset.repeats)
+      .map((tr) => `${tr.dataset.symbol}: gaps ${tr.dataset.gaps || 0}, repeats ${tr.dataset.repeats || 0}`));
+    if (off.length) throw new Error(`${t}: ${off.join('; ')}`);
+  }
 
   step("the killed node's alice leaves the presence lists after the router's node timeout");
   for (const p of [a, b])

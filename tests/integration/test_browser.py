@@ -1,7 +1,9 @@
 """The demo web app in headless Chromium (tests/browser/demo.mjs): two pages on two nodes
 show the chat's last lines on join, chat, see each other's presence and live ticks, and the
 page whose node is frozen then killed resumes on the other node with since: it reports that
-it recovered, gets what it missed, and shows nothing twice. Saves a screenshot (build dir,
+it recovered, gets what it missed, and shows nothing twice; two more pages on that node, one
+on Server-Sent Events and one long-polling (?transport=sse|poll), follow the same chat and
+ticks across the kill, nothing missing and nothing twice. Saves a screenshot (build dir,
 browser/demo.png)."""
 import json
 import os
