@@ -9,9 +9,9 @@
 # table a change on the hot path comes with. The peers are then left out unless --peers names
 # them.
 # wsnode-redis is two wsnode processes on one Redis, publisher on the first, subscribers on the
-# second: the layout of node-ws-redis and nchan-redis. wsnode-sse, wsnode-poll and nchan-sse
-# are the same servers with subscribers listening as EventSource or long-polling clients
-# (wsload --transport; docs/transports.md).
+# second: the layout of node-ws-redis and nchan-redis. wsnode-sse, wsnode-poll, wsnode-interval
+# and nchan-sse are the same servers with subscribers listening as EventSource, long-polling or
+# once-a-second polling clients (wsload --transport; docs/transports.md).
 # Needs: a build (./scripts/build.sh), the peers' packages (loadtest/peers/install.sh), and for
 # node-ws-redis and nchan-redis a redis-server binary (one is started on a free port).
 set -euo pipefail
@@ -81,7 +81,7 @@ start() {
     node-ws|python-websockets) cmd="loadtest/peers/$1/start.sh --port $PORT" ;;
     node-ws-redis) need_redis; PORT2=$(free_port)
         cmd="loadtest/peers/node-ws-redis/start.sh --port $PORT --port2 $PORT2 --redis 127.0.0.1:$REDIS_PORT" ;;
-    wsnode-sse|wsnode-poll) cmd="$WSNODE --bind 127.0.0.1 --port $PORT --log-level warn --max-msg-rate 0" ;;
+    wsnode-sse|wsnode-poll|wsnode-interval) cmd="$WSNODE --bind 127.0.0.1 --port $PORT --log-level warn --max-msg-rate 0" ;;
     nchan|nchan-sse) cmd="loadtest/peers/nchan/start.sh --port $PORT" ;;
     nchan-redis) need_redis; cmd="loadtest/peers/nchan/start.sh --port $PORT --redis 127.0.0.1:$REDIS_PORT" ;;
     esac
@@ -101,9 +101,9 @@ start() {
         SUB_ARGS=(--proto template --pub-template '{"ts":{ts},"seq":{seq}}'
                   --pub-url "http://127.0.0.1:$PORT/pub/{ch}" "http://127.0.0.1:$PORT/sub/{ch}")
         ECHO_URL="" ;;
-    wsnode-sse|wsnode-poll)
+    wsnode-sse|wsnode-poll|wsnode-interval)
         XPORT=(--transport "${target#wsnode-}")
-        local path="/sse/{ch}"; [ "$target" = wsnode-poll ] && path="/poll?ch={ch}"
+        local path="/sse/{ch}"; [ "$target" = wsnode-sse ] || path="/poll?ch={ch}"
         SUB_ARGS=(--pub-url "ws://127.0.0.1:$PORT/ws" "http://127.0.0.1:$PORT$path")
         ECHO_URL="" ;;
     node-ws-redis|wsnode-redis)

@@ -344,7 +344,9 @@ static void stream_read(lconn *c, const uint8_t *buf, size_t n)
         handshake_done(c);
         c->w->on_ready(c);
     }
-    if ((r & XP_ANSWERED) && c->state == LC_OPEN)
+    if ((r & XP_ANSWERED) && c->state == LC_OPEN && c->w->o->transport == TR_INTERVAL)
+        c->t_next_poll = now_ns() + (uint64_t)(c->w->o->poll_every * 1e9);
+    else if ((r & XP_ANSWERED) && c->state == LC_OPEN)
         send_get(c); /* the next poll, from the position the answer gave */
 }
 
@@ -598,6 +600,18 @@ void lconn_start(wk *w, lconn *c)
     c->rio.data = c->wio.data = c;
     ev_io_start(w->loop, &c->rio);
     want_write(c, true); /* connect completes when writable */
+}
+
+void lconn_poll_due(wk *w)
+{
+    uint64_t now = now_ns();
+    for (size_t i = 0; i < w->nconns; i++) {
+        lconn *c = &w->conns[i];
+        if (c->state == LC_OPEN && c->t_next_poll && c->t_next_poll <= now) {
+            c->t_next_poll = 0;
+            send_get(c);
+        }
+    }
 }
 
 void lconn_launch(wk *w, size_t upto)

@@ -13,6 +13,9 @@
  * the socket allows. Failures close it with their reason. */
 void lconn_start(wk *w, lconn *c);
 
+/* --transport interval: sends the polls that are due. */
+void lconn_poll_due(wk *w);
+
 /* Starts idle connections up to index upto while fewer than LAUNCH_INFLIGHT are opening. */
 void lconn_launch(wk *w, size_t upto);
 

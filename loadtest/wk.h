@@ -42,6 +42,7 @@ struct lconn {
     bool xp_open;     /* --transport sse|poll: the stream's head or the first answer came */
     uint8_t since_len;
     char since[64];   /* --transport poll: the position to poll from next */
+    uint64_t t_next_poll; /* --transport interval: when to send the next poll (0: none due) */
     ev_io rio, wio;
     uint32_t gid;     /* publisher number, echo connection number, subscriber number */
     uint32_t channel; /* subscriber: its channel */
@@ -74,7 +75,7 @@ struct wk {
     struct ev_loop *loop;
     int index, report_fd, control_fd;
     ev_io control_w;
-    ev_timer tick_w, pace_w, stop_w, final_w, storm_w, resume_w;
+    ev_timer tick_w, pace_w, stop_w, final_w, storm_w, resume_w, poll_w;
     ev_prepare flush_w;
     SSL_CTX *tls;
     uint8_t *rbuf;   /* 64 KiB: every connection reads into it */

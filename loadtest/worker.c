@@ -143,6 +143,13 @@ static void on_drain_check(struct ev_loop *loop, ev_timer *t, int revents)
         on_final(loop, t, revents);
 }
 
+static void on_poll_due(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    lconn_poll_due(t->data);
+}
+
 /* The run's time is up: stop sending, then drain (fanout, echo) or finish. */
 static void on_stop_sending(struct ev_loop *loop, ev_timer *t, int revents)
 {
@@ -186,6 +193,11 @@ static void go(wk *w)
         ev_timer_init(&w->pace_w, scenario_on_pace, 0.001, 0.001);
         w->pace_w.data = w;
         ev_timer_start(loop, &w->pace_w);
+    }
+    if (o->transport == TR_INTERVAL) { /* runs through the drain: the last polls count too */
+        ev_timer_init(&w->poll_w, on_poll_due, 0.01, 0.01);
+        w->poll_w.data = w;
+        ev_timer_start(loop, &w->poll_w);
     }
     if (o->scenario == SC_CHURN && o->storm) {
         ev_timer_init(&w->storm_w, scenario_on_storm, o->storm_every, o->storm_every);

@@ -22,7 +22,9 @@ enum scenario { SC_FANOUT, SC_ECHO, SC_CONNECT, SC_CHURN, SC_RECONNECT };
  * drop and resume with since every --reconnect-every seconds). */
 #define SC_HAS_CHANNELS(s) ((s) == SC_FANOUT || (s) == SC_RECONNECT)
 enum proto { PR_WSFAN, PR_ECHO, PR_TEMPLATE };
-enum transport { TR_WS, TR_SSE, TR_POLL }; /* how subscribers and held connections listen */
+/* How subscribers and held connections listen: WebSocket, an SSE stream, long-polls, or
+ * plain polls every --poll-every seconds (answered at once: wsnode's /poll with wait=0). */
+enum transport { TR_WS, TR_SSE, TR_POLL, TR_INTERVAL };
 
 /* Why a connection failed; counted per reason. */
 enum fail_reason {
@@ -60,6 +62,7 @@ typedef struct opts {
     bool storm;
     double storm_every;
     double reconnect_every, reconnect_delay; /* reconnect: how often, and how long offline */
+    double poll_every;                       /* --transport interval: seconds between polls */
     int workers;
     int max_connections;
     struct sockaddr_in sources[MAX_SOURCES];

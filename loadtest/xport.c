@@ -12,17 +12,21 @@
 
 size_t xport_request(const lconn *c, const url *u, char *out, size_t cap)
 {
-    char path[1100];
+    char path[1100], query[128] = "";
     opts_expand_ch(path, sizeof path, u->path, c->channel);
     const char *sep = strchr(path, '?') ? "&" : "?";
-    int n = c->w->o->transport == TR_SSE
-                ? snprintf(out, cap, "GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/event-stream"
-                                     "\r\n\r\n", path, u->host, u->port)
-            : c->since_len
-                ? snprintf(out, cap, "GET %s%ssince=%.*s HTTP/1.1\r\nHost: %s:%d\r\n\r\n", path, sep,
-                           (int)c->since_len, c->since, u->host, u->port)
-                : snprintf(out, cap, "GET %s HTTP/1.1\r\nHost: %s:%d\r\n\r\n", path, u->host,
-                           u->port);
+    int n = 0;
+    if (c->w->o->transport == TR_SSE)
+        return (size_t)snprintf(out, cap, "GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: "
+                                "text/event-stream\r\n\r\n", path, u->host, u->port);
+    if (c->since_len) { /* the position the last answer gave */
+        n = snprintf(query, sizeof query, "%ssince=%.*s", sep, (int)c->since_len, c->since);
+        sep = "&";
+    }
+    if (c->w->o->transport == TR_INTERVAL) /* a plain poll: answered at once */
+        snprintf(query + n, sizeof query - (size_t)n, "%swait=0", sep);
+    n = snprintf(out, cap, "GET %s%s HTTP/1.1\r\nHost: %s:%d\r\n\r\n", path, query, u->host,
+                 u->port);
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 

@@ -67,6 +67,7 @@ typedef struct conn_stream_req {
     size_t n;
     const env_pos *since;  /* the position of each channel to resume from, or NULL */
     bool events;           /* SSE: join/leave events too */
+    bool nowait;           /* poll: answer with what history holds, without waiting */
 } conn_stream_req;
 
 /* Opens stream c (conn_stream.c) and subscribes each channel as a client's sub would (with

@@ -34,6 +34,7 @@ typedef struct stream_state {
     uint32_t n;
     /* long-poll */
     bool resumed, recovered, full; /* asked with since; every channel recovered; batch full */
+    bool nowait;                   /* ?wait=0: answered once every sub is, messages or not */
     uint32_t acks, count;          /* subs answered; messages gathered */
     ev_timer due;                  /* the answer: at --poll-timeout, or at once */
     char *items;                   /* the messages gathered, comma-separated */
@@ -246,7 +247,8 @@ static bool gather(stream_state *st, ws_span obj)
 static void poll_check(conn *c)
 {
     stream_state *st = c->strm;
-    if (st->acks < st->n || (st->resumed && !st->count && !st->full && st->recovered))
+    if (st->acks < st->n ||
+        (st->resumed && !st->count && !st->full && st->recovered && !st->nowait))
         return;
     ev_timer_stop(c->sess.w->loop, &st->due);
     ev_timer_set(&st->due, 0, 0);
@@ -321,6 +323,7 @@ static stream_state *stream_new(const conn_stream_req *r)
         return NULL;
     st->n = (uint32_t)r->n;
     st->resumed = r->since != NULL;
+    st->nowait = r->nowait;
     st->recovered = true;
     for (size_t i = 0; i < r->n; i++) {
         stream_chan *ch = &st->ch[i];

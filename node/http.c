@@ -480,13 +480,14 @@ static void stream_request(conn *c, const ws_http_req *req, ws_span one, bool po
         for (int i = 0; i < n; i++) /* not this stream's token: nothing can be recovered */
             since[i] = (env_pos){0, {"lost", 4}}; /* an epoch no channel has (no dot) */
     bool events = ws_http_query_get(req->query, "events", &v) && ws_span_eq(v, "1");
+    bool nowait = poll && ws_http_query_get(req->query, "wait", &v) && ws_span_eq(v, "0");
     int hn = poll ? snprintf(head, sizeof head, "%s", cors)
                   : snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; "
                              "charset=utf-8\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
                              "%s\r\n", cors);
     conn_stream_open(c, &(conn_stream_req){poll ? CONN_STREAM_POLL : CONN_STREAM_SSE,
                                            {head, (size_t)hn}, user, grant, chans, (size_t)n,
-                                           resume ? since : NULL, events});
+                                           resume ? since : NULL, events, nowait});
 }
 
 /* ---- routing ------------------------------------------------------------------------------ */

@@ -175,3 +175,16 @@ def test_a_drain_answers_a_waiting_poll_at_once(node):
     assert head.startswith(b"HTTP/1.1 200") and b"Connection: close" in head, head
     assert json.loads(body) == {"messages": [], "since": token, "recovered": True}
     assert time.monotonic() - t0 < 3
+
+
+def test_wait_0_answers_at_once_with_or_without_news(node):
+    n = node("--publish-key", "K", "--poll-timeout", "20")
+    p = Poller(n.port)
+    token = p.poll("ch=i")["since"]
+    t0 = time.monotonic()
+    r = p.poll(f"ch=i&since={token}&wait=0")
+    assert r == {"messages": [], "since": token, "recovered": True} and time.monotonic() - t0 < 2
+    publish(n.port, "i", "x")
+    r = p.poll(f"ch=i&since={token}&wait=0")
+    assert [m["data"] for m in r["messages"]] == ["x"], r
+    p.close()

@@ -216,11 +216,13 @@ def test_reconnect_fails_over_to_another_node_when_its_node_is_killed(node, redi
     assert_exactly_once(r)
 
 
-@pytest.mark.parametrize("transport,path", [("sse", "/sse/{ch}"), ("poll", "/poll?ch={ch}")])
+@pytest.mark.parametrize("transport,path", [("sse", "/sse/{ch}"), ("poll", "/poll?ch={ch}"),
+                                            ("interval", "/poll?ch={ch}")])
 def test_fanout_over_sse_and_long_poll_counts_every_message_once(node, tmp_path, transport, path):
     n = node("--ip-connect-rate", 0)
     r, table = wsload(tmp_path, "fanout", "--transport", transport, "--subscribers", 40,
                       "--channels", 2, "--publishers", 2, "--rate", 300, "--duration", 2,
+                      "--poll-every", 0.2,
                       "--pub-url", f"ws://127.0.0.1:{n.port}/ws", f"http://127.0.0.1:{n.port}{path}")
     assert_exactly_once(r)
     assert r["messages"]["expected"] == r["messages"]["sent"] * 20
