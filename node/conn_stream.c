@@ -361,6 +361,7 @@ void conn_stream_open(conn *c, const conn_stream_req *r)
     c->hs_len = 0;
     c->stream = r->kind;
     c->strm = st;
+    w->nstreams[r->kind]++;
     c->state = ST_OPEN;
     if (sse) {
         memcpy(head->data, r->head.p, r->head.n);
@@ -383,6 +384,8 @@ void conn_stream_open(conn *c, const conn_stream_req *r)
 void conn_impl_stream_free(conn *c)
 {
     stream_state *st = c->strm;
+    if (st)
+        c->sess.w->nstreams[c->stream]--;
     if (st && c->stream == CONN_STREAM_POLL) {
         ev_timer_stop(c->sess.w->loop, &st->due);
         free(st->items);

@@ -125,6 +125,8 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
     if (w->ips)
         ipl_sweep(w->ips, ev_now(loop));
     w->st->conns_open = w->nconns;
+    w->st->sse_open = w->nstreams[CONN_STREAM_SSE];
+    w->st->polls_waiting = w->nstreams[CONN_STREAM_POLL];
     if (w->bus) {
         const bus_stats *b = bus_get_stats(w->bus);
         w->st->bus_up = b->up;

@@ -10,6 +10,8 @@
 #define STATS_METRICS(X) \
     /* connections and traffic */ \
     X(conns_open, GAUGE, "wsfan_connections", "Open client connections.") \
+    X(sse_open, GAUGE, "wsfan_sse_streams", "Open Server-Sent Events streams (counted in wsfan_connections too).") \
+    X(polls_waiting, GAUGE, "wsfan_polls_waiting", "Long-polls waiting for their answer.") \
     X(accepted, COUNTER, "wsfan_connections_accepted_total", "Connections accepted.") \
     X(rejected, COUNTER, "wsfan_connections_rejected_total", \
       "Connections refused at --max-connections.") \

@@ -83,6 +83,7 @@ typedef struct worker {
     ws_parser_opts ws_opts, echo_opts;
     uint64_t next_client;
     size_t nconns;
+    size_t nstreams[3]; /* by CONN_STREAM_SSE and _POLL: open streams, waiting polls */
     size_t nbehind; /* open connections with a quarter of --outbuf-soft queued (overload) */
     size_t max_conns;
     bool draining;

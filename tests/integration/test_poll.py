@@ -12,7 +12,7 @@ import time
 
 from conftest import HOST, STEP
 from test_security import SECRET, claims, jwt_hs
-from test_sse import publish
+from test_sse import publish, wait_gauge
 
 
 class Poller:
@@ -164,6 +164,7 @@ def test_a_drain_answers_a_waiting_poll_at_once(node):
     token = p.poll("ch=d")["since"]
     p.sock.sendall(f"GET /poll?ch=d&since={token} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     time.sleep(0.3)
+    wait_gauge(n.port, "wsfan_polls_waiting", 1)
     n.expect_exit = True
     n.signal(signal.SIGTERM)
     t0 = time.monotonic()

@@ -107,6 +107,13 @@ def publish(port, ch, value, key="K", raw=None):
     return json.loads(reply.split(b"\r\n\r\n", 1)[1])["seq"]
 
 
+def wait_gauge(port, name, want):
+    deadline = time.monotonic() + STEP
+    while node_metrics(port).get(name) != want:
+        assert time.monotonic() < deadline, f"{name} never became {want}"
+        time.sleep(0.1)
+
+
 def opened(stream):
     assert stream.status == 200, stream.status
     hello = stream.json()
@@ -130,7 +137,9 @@ def test_the_stream_frames_every_message_as_an_event(node):
     # The value spanned lines: several data lines, which the parser joins with LF.
     assert data == '{"op":"msg","ch":"b:x","seq":1,"data":{"lines":\n[1,\n2]}}', data
     assert ev_id != first_id and ev_id.split("_")[0] == first_id.split("_")[0], (first_id, ev_id)
+    wait_gauge(n.port, "wsfan_sse_streams", 1)  # (gauges follow the worker's tick)
     s.close()
+    wait_gauge(n.port, "wsfan_sse_streams", 0)
 
 
 def test_a_reconnect_with_last_event_id_gets_exactly_what_it_missed(node):
