@@ -82,7 +82,7 @@ start() {
     node-ws-redis) need_redis; PORT2=$(free_port)
         cmd="loadtest/peers/node-ws-redis/start.sh --port $PORT --port2 $PORT2 --redis 127.0.0.1:$REDIS_PORT" ;;
     wsnode-sse|wsnode-poll|wsnode-interval) cmd="$WSNODE --bind 127.0.0.1 --port $PORT --log-level warn --max-msg-rate 0" ;;
-    nchan|nchan-sse) cmd="loadtest/peers/nchan/start.sh --port $PORT" ;;
+    nchan|nchan-sse|nchan-poll) cmd="loadtest/peers/nchan/start.sh --port $PORT" ;;
     nchan-redis) need_redis; cmd="loadtest/peers/nchan/start.sh --port $PORT --redis 127.0.0.1:$REDIS_PORT" ;;
     esac
     XPORT=()
@@ -100,6 +100,11 @@ start() {
         XPORT=(--transport sse)
         SUB_ARGS=(--proto template --pub-template '{"ts":{ts},"seq":{seq}}'
                   --pub-url "http://127.0.0.1:$PORT/pub/{ch}" "http://127.0.0.1:$PORT/sub/{ch}")
+        ECHO_URL="" ;;
+    nchan-poll)
+        XPORT=(--transport etag-poll)
+        SUB_ARGS=(--proto template --pub-template '{"ts":{ts},"seq":{seq}}'
+                  --pub-url "http://127.0.0.1:$PORT/pubkeep/{ch}" "http://127.0.0.1:$PORT/lp/{ch}")
         ECHO_URL="" ;;
     wsnode-sse|wsnode-poll|wsnode-interval)
         XPORT=(--transport "${target#wsnode-}")

@@ -21,6 +21,7 @@ enum { BODY_NONE, BODY_LENGTH, BODY_CHUNK_SIZE, BODY_CHUNK_DATA, BODY_TRAILER };
 static const ws_http_limits HS_LIMITS = {HS_CAP, WS_HTTP_HEADERS_CAP};
 
 static void on_io(struct ev_loop *loop, ev_io *io, int revents);
+static void handshake_done(lconn *c);
 
 /* ---- output ------------------------------------------------------------------------------- */
 
@@ -260,6 +261,10 @@ static void connected(lconn *c)
         want_write(c, false);
         c->state = LC_HANDSHAKE; /* until the stream's head or the first answer */
         send_get(c);
+        if (c->w->o->transport == TR_ETAG_POLL && c->state == LC_HANDSHAKE) {
+            handshake_done(c); /* its first answer is the next message: subscribed once asked */
+            c->w->on_ready(c);
+        }
         return;
     }
     send_handshake(c);

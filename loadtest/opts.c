@@ -47,7 +47,8 @@ static const cli_def DEFS[] = {
     {"transport", CLI_CUSTOM, O(transport), "T", "ws",
      "how subscribers (and connect's connections) listen: ws, sse (a Server-Sent Events "
      "stream, URL http://.../sse/{ch}), poll (long-polls, URL http://.../poll?ch={ch}) or "
-     "interval (a plain poll every --poll-every seconds, answered at once: the same URL)"},
+     "interval (a plain poll every --poll-every seconds, answered at once: the same URL) or "
+     "etag-poll (Nchan's long-poll: one message an answer, Etag and Last-Modified)"},
     {"poll-every", CLI_SECONDS, O(poll_every), "SEC", "1", "--transport interval: seconds between polls"},
     {"sub-template", CLI_STRING, O(sub_template), "T", NULL,
      "template: text sent by each subscriber after connecting; {ch}"},
@@ -218,7 +219,7 @@ static int parse_custom(void *base, const cli_def *d, const char *v)
     opts *o = base;
     double x;
     if (strcmp(d->name, "transport") == 0) {
-        static const char *const names[] = {"ws", "sse", "poll", "interval", NULL}; /* enum transport */
+        static const char *const names[] = {"ws", "sse", "poll", "interval", "etag-poll", NULL};
         int i = name_index(names, v);
         o->transport = (enum transport)(i < 0 ? 0 : i);
         return i < 0 ? -1 : 0;

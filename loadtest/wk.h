@@ -43,6 +43,7 @@ struct lconn {
     uint8_t since_len;
     char since[64];   /* --transport poll: the position to poll from next */
     uint64_t t_next_poll; /* --transport interval: when to send the next poll (0: none due) */
+    char lm[48], etag[48]; /* --transport etag-poll: the last answer's Last-Modified, Etag */
     ev_io rio, wio;
     uint32_t gid;     /* publisher number, echo connection number, subscriber number */
     uint32_t channel; /* subscriber: its channel */

@@ -22,9 +22,11 @@ enum scenario { SC_FANOUT, SC_ECHO, SC_CONNECT, SC_CHURN, SC_RECONNECT };
  * drop and resume with since every --reconnect-every seconds). */
 #define SC_HAS_CHANNELS(s) ((s) == SC_FANOUT || (s) == SC_RECONNECT)
 enum proto { PR_WSFAN, PR_ECHO, PR_TEMPLATE };
-/* How subscribers and held connections listen: WebSocket, an SSE stream, long-polls, or
- * plain polls every --poll-every seconds (answered at once: wsnode's /poll with wait=0). */
-enum transport { TR_WS, TR_SSE, TR_POLL, TR_INTERVAL };
+/* How subscribers and held connections listen: WebSocket, an SSE stream, long-polls, plain
+ * polls every --poll-every seconds (answered at once: wsnode's /poll with wait=0), or the
+ * long-poll of Nchan and nginx's push modules (one message an answer, resumed by
+ * If-Modified-Since and If-None-Match from the last answer's Last-Modified and Etag). */
+enum transport { TR_WS, TR_SSE, TR_POLL, TR_INTERVAL, TR_ETAG_POLL };
 
 /* Why a connection failed; counted per reason. */
 enum fail_reason {

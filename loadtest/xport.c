@@ -19,6 +19,13 @@ size_t xport_request(const lconn *c, const url *u, char *out, size_t cap)
     if (c->w->o->transport == TR_SSE)
         return (size_t)snprintf(out, cap, "GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: "
                                 "text/event-stream\r\n\r\n", path, u->host, u->port);
+    if (c->w->o->transport == TR_ETAG_POLL) {
+        n = c->lm[0] ? snprintf(out, cap, "GET %s HTTP/1.1\r\nHost: %s:%d\r\nIf-Modified-Since: %s"
+                                "\r\nIf-None-Match: %s\r\n\r\n", path, u->host, u->port, c->lm, c->etag)
+                     : snprintf(out, cap, "GET %s HTTP/1.1\r\nHost: %s:%d\r\n\r\n", path, u->host,
+                                u->port);
+        return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+    }
     if (c->since_len) { /* the position the last answer gave */
         n = snprintf(query, sizeof query, "%ssince=%.*s", sep, (int)c->since_len, c->since);
         sep = "&";
@@ -127,6 +134,38 @@ static bool poll_body(lconn *c, const char *b, size_t n)
     return true;
 }
 
+/* Keeps header name of resp (when it fits) as a C string in out. */
+static void keep_header(const ws_http_resp *resp, const char *name, char *out, size_t cap)
+{
+    const ws_span *v = ws_http_resp_get(resp, name);
+    if (v && v->n < cap) {
+        memcpy(out, v->p, v->n);
+        out[v->n] = '\0';
+    }
+}
+
+/* One whole answer of an Etag long-poll at c->msg: 200 is a message, 304 and 408 none (the
+ * poll timed out). Returns its length, 0 if incomplete, -1 for anything else. */
+static long etag_answer(lconn *c)
+{
+    static const ws_http_limits lim = {XP_HEAD_MAX, WS_HTTP_HEADERS_CAP};
+    ws_http_resp resp;
+    int h = ws_http_parse_response((const char *)c->msg, c->msg_len, 0, &lim, &resp);
+    if (h == WS_HTTP_PARTIAL)
+        return c->msg_len > XP_HEAD_MAX ? -1 : 0;
+    int64_t body = resp.content_length < 0 ? 0 : resp.content_length;
+    if (h < 0 || resp.chunked || body > XP_BODY_MAX ||
+        (resp.status != 200 && resp.status != 304 && resp.status != 408))
+        return -1;
+    if (c->msg_len < (size_t)h + (size_t)body)
+        return 0;
+    keep_header(&resp, "Last-Modified", c->lm, sizeof c->lm);
+    keep_header(&resp, "Etag", c->etag, sizeof c->etag);
+    if (resp.status == 200 && body)
+        c->w->on_message(c, c->msg + h, (size_t)body);
+    return h + (long)body;
+}
+
 int xport_read(lconn *c, const uint8_t *buf, size_t n)
 {
     ws_http_resp resp;
@@ -144,6 +183,12 @@ int xport_read(lconn *c, const uint8_t *buf, size_t n)
         }
         sse_events(c);
         return out;
+    }
+    if (c->w->o->transport == TR_ETAG_POLL) { /* opened when the first poll was sent */
+        long a = etag_answer(c);
+        if (a > 0)
+            consume(c, (size_t)a);
+        return a < 0 ? XP_ERROR : a > 0 ? XP_ANSWERED : 0;
     }
     long h = head(c, &resp);
     if (h < 0 || (h == 0 && c->msg_len > XP_HEAD_MAX) ||

@@ -237,6 +237,63 @@ def test_stream_transports_need_an_http_url_and_a_publisher_url(tmp_path):
         assert p.returncode == 2, (args, p.stderr)
 
 
+class EtagPollServer:
+    """The long-poll of Nchan and nginx's push modules, in a thread: POST /pub/<ch> keeps a
+    message (answers 201), GET /lp/<ch> answers the first message after the one named by
+    If-None-Match (its number) with Etag and Last-Modified, waiting for it if need be."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        server = self
+        self.messages, self.cond = {}, threading.Condition()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with server.cond:
+                    server.messages.setdefault(self.path.split("/")[-1], []).append(body)
+                    server.cond.notify_all()
+                self.send_response(201)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self):
+                ch, seen = self.path.split("/")[-1], int(self.headers.get("If-None-Match") or 0)
+                with server.cond:
+                    ok = server.cond.wait_for(lambda: len(server.messages.get(ch, [])) > seen, 5)
+                    body = server.messages[ch][seen] if ok else b""
+                self.send_response(200 if ok else 304)
+                self.send_header("Etag", str(seen + 1 if ok else seen))
+                self.send_header("Last-Modified", "Thu, 03 Dec 2026 00:00:00 GMT")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+def test_etag_long_poll_counts_every_message_once(tmp_path):
+    srv = EtagPollServer()
+    try:
+        r, _ = wsload(tmp_path, "fanout", "--transport", "etag-poll", "--proto", "template",
+                      "--pub-template", '{"ts":{ts},"seq":{seq}}', "--subscribers", 20,
+                      "--publishers", 1, "--rate", 50, "--duration", 2,
+                      "--pub-url", f"http://127.0.0.1:{srv.port}/pub/{{ch}}",
+                      f"http://127.0.0.1:{srv.port}/lp/{{ch}}")
+        assert_exactly_once(r)
+        assert r["messages"]["expected"] == r["messages"]["sent"] * 20
+    finally:
+        srv.httpd.shutdown()
+
+
 def test_reconnect_refuses_other_protocols(tmp_path):
     p = subprocess.run([WSLOAD, "reconnect", "--proto", "echo", "ws://127.0.0.1:1/ws"],
                        capture_output=True, text=True, timeout=10)

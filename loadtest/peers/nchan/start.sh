@@ -1,6 +1,7 @@
 #!/bin/bash
 # nchan peer: nginx + Nchan (Debian packages), one worker, in the foreground; SIGTERM stops it.
 #   ws://127.0.0.1:N/sub/CH     subscriber (WebSocket; EventSource on the same URL)
+#   http://127.0.0.1:N/lp/CH    long-poll subscriber, fed by POST /pubkeep/CH (keeps 100)
 #   POST http://127.0.0.1:N/pub/CH   publish the request body;  ws://127.0.0.1:N/pubws/CH   publish each frame
 # Usage: start.sh --port N [--redis HOST:PORT]   (--port2 is accepted and ignored)
 port=8080 redis=
@@ -59,6 +60,20 @@ http {
         }
         location ~ "^/pub/([A-Za-z0-9._:-]{1,200})$" {
             nchan_publisher http;
+            nchan_channel_id \$1;
+            $redis_pass
+        }
+        # Long-poll subscribers need the messages kept between their polls: their own
+        # publisher location keeps the last 100 of each channel (the others keep none).
+        location ~ "^/pubkeep/([A-Za-z0-9._:-]{1,200})$" {
+            nchan_publisher http;
+            nchan_message_buffer_length 100;
+            nchan_channel_id \$1;
+            $redis_pass
+        }
+        location ~ "^/lp/([A-Za-z0-9._:-]{1,200})$" {
+            nchan_subscriber longpoll;
+            nchan_subscriber_first_message newest;
             nchan_channel_id \$1;
             $redis_pass
         }
