@@ -15,6 +15,7 @@ wbuf *wbuf_new(size_t cap)
         b->len = 0;
         b->seq = 0;
         b->chan = NULL;
+        b->alt = NULL;
     }
     return b;
 }
@@ -41,8 +42,11 @@ wbuf *wbuf_frame_copy(uint8_t opcode, const void *payload, size_t len)
 
 void wbuf_unref(wbuf *b)
 {
-    if (--b->refs == 0)
+    if (--b->refs == 0) {
+        if (b->alt)
+            wbuf_unref(b->alt);
         free(b);
+    }
 }
 
 wbuf **wbuf_ring_conflatable(wbuf **q, uint32_t cap, uint32_t head, uint32_t from, uint32_t len,

@@ -12,6 +12,8 @@ typedef struct wbuf {
     uint64_t seq;     /* a channel's msg frame: its seq; 0 for every other frame */
     const void *chan; /* a channel's msg frame: its channel (an identity, never dereferenced
                          here); NULL for every other frame */
+    struct wbuf *alt; /* the same message for another transport (an SSE event), made once by
+                         the first connection that needs it and shared; freed with this one */
     uint8_t data[];
 } wbuf;
 

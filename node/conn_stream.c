@@ -106,6 +106,24 @@ static wbuf *event(const stream_state *st, ws_span data, bool id, const wbuf *fr
     return b;
 }
 
+/* A single-channel stream's event for a message: its id is the channel's position alone, the
+ * same for every such stream that knows the same epoch, so the event is made once per
+ * broadcast and kept on the frame (wbuf.alt), as the frame itself is made once. A stream
+ * whose id would differ (another epoch known) gets one of its own. */
+static wbuf *shared_event(const stream_state *st, ws_span data, wbuf *frame)
+{
+    char id[4 + 20 + 1 + CLUSTER_EPOCH_MAX + 1];
+    int n = snprintf(id, sizeof id, "id: %llu-%.*s\n", (unsigned long long)st->ch[0].seq,
+                     st->ch[0].epoch_len, st->ch[0].epoch);
+    wbuf *alt = frame->alt;
+    if (alt && alt->len > (uint32_t)n && memcmp(alt->data, id, (size_t)n) == 0)
+        return wbuf_ref(alt);
+    wbuf *e = event(st, data, true, frame);
+    if (e && !alt)
+        frame->alt = wbuf_ref(e);
+    return e;
+}
+
 /* The stream's channel whose frames say chan; one whose sub is still being made (a replay
  * from memory comes before the sub returns) is looked up by name. */
 static stream_chan *chan_of(const conn *c, stream_state *st, const void *chan)
@@ -180,6 +198,8 @@ wbuf *conn_impl_stream_frame(conn *c, wbuf *frame)
     }
     if (!advance(c, st, frame, p, &ch))
         return NULL;
+    if (st->n == 1 && ch && frame->seq)
+        return shared_event(st, p, frame);
     return event(st, p, ch != NULL, frame);
 }
 

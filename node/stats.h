@@ -10,8 +10,6 @@
 #define STATS_METRICS(X) \
     /* connections and traffic */ \
     X(conns_open, GAUGE, "wsfan_connections", "Open client connections.") \
-    X(sse_open, GAUGE, "wsfan_sse_streams", "Open Server-Sent Events streams (counted in wsfan_connections too).") \
-    X(polls_waiting, GAUGE, "wsfan_polls_waiting", "Long-polls waiting for their answer.") \
     X(accepted, COUNTER, "wsfan_connections_accepted_total", "Connections accepted.") \
     X(rejected, COUNTER, "wsfan_connections_rejected_total", \
       "Connections refused at --max-connections.") \
@@ -52,6 +50,9 @@
       "Channel messages read back from history after the Redis subscriber link came back.") \
     X(sse_streams, COUNTER, "wsfan_sse_streams_total", "Server-Sent Events streams opened.") \
     X(polls, COUNTER, "wsfan_polls_total", "Long-poll requests answered.") \
+    X(sse_open, GAUGE, "wsfan_sse_streams", \
+      "Open Server-Sent Events streams (counted in wsfan_connections too).") \
+    X(polls_waiting, GAUGE, "wsfan_polls_waiting", "Long-polls waiting for their answer.") \
     X(recovered_memory, COUNTER, "wsfan_recoveries_from_memory_total", \
       "Subscriptions with since answered from the worker's memory, without Redis.") \
     X(recovery_reads, COUNTER, "wsfan_recovery_reads_total", \
