@@ -31,6 +31,11 @@
  * the era began (or the node's start, without Redis). */
 #define CLUSTER_EPOCH_MAX 32
 
+/* Redis Cluster's hash slots, and the slot of a key or channel name (its hash tag's, when it
+ * has one: what lies between its first '{' and the next '}', if that is not empty). */
+#define CLUSTER_SLOTS 16384
+uint16_t cluster_slot(const char *key, size_t n);
+
 /* True if p may prefix Redis names: 0..CLUSTER_PREFIX_MAX bytes of printable ASCII, no space. */
 bool cluster_prefix_valid(const char *p);
 
