@@ -34,7 +34,12 @@ typedef struct stream_state {
     uint32_t n;
     /* long-poll */
     bool resumed, recovered, full; /* asked with since; every channel recovered; batch full */
+    bool ready;                    /* SSE: every sub answered: events go out as they come */
     bool nowait;                   /* ?wait=0: answered once every sub is, messages or not */
+    /* SSE: until every sub is answered, the events wait here (the hello first), so that the
+     * hello a client sees means what a sub's ack means: everything after it is delivered. */
+    wbuf **early;
+    uint32_t nearly, early_cap;
     uint32_t acks, count;          /* subs answered; messages gathered */
     ev_timer due;                  /* the answer: at --poll-timeout, or at once */
     char *items;                   /* the messages gathered, comma-separated */
@@ -184,13 +189,10 @@ static bool advance(const conn *c, stream_state *st, const wbuf *frame, ws_span 
 
 static wbuf *poll_take(conn *c, wbuf *frame);
 
-wbuf *conn_impl_stream_frame(conn *c, wbuf *frame)
+/* The event a frame becomes for an SSE stream (see conn_impl_stream_frame). */
+static wbuf *sse_event(conn *c, stream_state *st, wbuf *frame, ws_span p)
 {
-    stream_state *st = c->strm;
-    ws_span p = payload_of(frame);
     stream_chan *ch;
-    if (c->stream == CONN_STREAM_POLL)
-        return poll_take(c, frame);
     if (op_is(p, "ack")) {
         char out[ENV_CHANNEL_MAX + CLUSTER_EPOCH_MAX + 80];
         size_t n = on_ack(st, p, out, sizeof out);
@@ -201,6 +203,56 @@ wbuf *conn_impl_stream_frame(conn *c, wbuf *frame)
     if (st->n == 1 && ch && frame->seq)
         return shared_event(st, p, frame);
     return event(st, p, ch != NULL, frame);
+}
+
+/* Keeps e (its reference) until the stream is ready; false when out of memory. */
+static bool hold_early(stream_state *st, wbuf *e)
+{
+    if (st->nearly == st->early_cap) {
+        uint32_t cap = st->early_cap ? st->early_cap * 2 : 8;
+        wbuf **a = realloc(st->early, cap * sizeof *a);
+        if (!a)
+            return false;
+        st->early = a;
+        st->early_cap = cap;
+    }
+    st->early[st->nearly++] = e;
+    return true;
+}
+
+static void drop_early(stream_state *st)
+{
+    for (uint32_t i = 0; i < st->nearly; i++)
+        wbuf_unref(st->early[i]);
+    free(st->early);
+    st->early = NULL;
+    st->nearly = st->early_cap = 0;
+}
+
+wbuf *conn_impl_stream_frame(conn *c, wbuf *frame)
+{
+    stream_state *st = c->strm;
+    ws_span p = payload_of(frame);
+    uint64_t i;
+    if (c->stream == CONN_STREAM_POLL)
+        return poll_take(c, frame);
+    if (op_is(p, "err") && number_after(p, "\"id\":", &i) && i < st->n)
+        st->acks++; /* a sub of its own refused: answered all the same */
+    wbuf *e = sse_event(c, st, frame, p);
+    if (st->ready)
+        return e;
+    if (e && !hold_early(st, e)) {
+        wbuf_unref(e);
+        conn_close(c, CONN_DROP, 0, "out of memory");
+        return NULL;
+    }
+    if (st->acks >= st->n) { /* every sub in effect: the hello, then what came meanwhile */
+        st->ready = true;
+        for (uint32_t k = 0; k < st->nearly; k++)
+            conn_impl_enqueue(c, st->early[k]);
+        drop_early(st);
+    }
+    return NULL;
 }
 
 /* ---- the session's transport ---------------------------------------------------------------- */
@@ -280,7 +332,10 @@ static wbuf *poll_take(conn *c, wbuf *frame)
     stream_state *st = c->strm;
     ws_span p = payload_of(frame);
     stream_chan *ch;
-    if (op_is(p, "ack")) {
+    uint64_t i;
+    if (op_is(p, "err") && number_after(p, "\"id\":", &i) && i < st->n) {
+        st->acks++; /* a sub of its own refused: answered all the same */
+    } else if (op_is(p, "ack")) {
         char out[ENV_CHANNEL_MAX + CLUSTER_EPOCH_MAX + 80];
         size_t n = on_ack(st, p, out, sizeof out);
         if (n && !gather(st, (ws_span){out, n}))
@@ -410,6 +465,8 @@ void conn_impl_stream_free(conn *c)
         ev_timer_stop(c->sess.w->loop, &st->due);
         free(st->items);
     }
+    if (st)
+        drop_early(st);
     free(st);
     c->strm = NULL;
 }
