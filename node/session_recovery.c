@@ -161,32 +161,35 @@ static void answer(recovery *r, const env_pos *pos, const hub_kept *msgs, size_t
     r->since = at.seq;
 }
 
-/* The memory answers when it holds everything after since (or since is the position), in
- * the epoch the client named. pos: the channel's position, known. */
-static bool memory_has(const worker *w, ws_span ch, uint64_t since, ws_span epoch, env_pos pos)
+/* What this worker's memory holds after since, when that is everything after it up to the
+ * channel's position, in the epoch named (none: the current one): true, with *pos the
+ * position and *msgs (malloc'd, NULL when there are none) its *n messages. */
+static bool memory_after(const worker *w, ws_span ch, uint64_t since, ws_span epoch,
+                         env_pos *pos, hub_kept **msgs, size_t *n)
 {
-    if (epoch.n && !same_epoch(epoch, pos.epoch))
+    if (!hub_position(&w->hub, ch, pos) || (epoch.n && !same_epoch(epoch, pos->epoch)))
         return false;
-    if (since == pos.seq)
-        return true;
     uint64_t first = hub_kept_first(&w->hub, ch);
-    return first && since < pos.seq && first <= since + 1;
+    if (since != pos->seq && !(first && since < pos->seq && first <= since + 1))
+        return false;
+    size_t want = (size_t)(pos->seq - since);
+    *msgs = want ? malloc(want * sizeof **msgs) : NULL;
+    if (want && !*msgs)
+        return false;
+    *n = hub_kept_after(&w->hub, ch, since, *msgs, want);
+    return true;
 }
 
 /* Answers r from this worker's memory if it can; true when it did. */
 static bool answer_from_memory(recovery *r)
 {
     worker *w = r->key.s->w;
-    ws_span ch = {r->wait->ch, r->wait->ch_len};
     env_pos pos;
-    if (!hub_position(&w->hub, ch, &pos) ||
-        !memory_has(w, ch, r->since, (ws_span){r->epoch, r->epoch_len}, pos))
+    hub_kept *msgs;
+    size_t n;
+    if (!memory_after(w, (ws_span){r->wait->ch, r->wait->ch_len}, r->since,
+                      (ws_span){r->epoch, r->epoch_len}, &pos, &msgs, &n))
         return false;
-    size_t want = (size_t)(pos.seq - r->since);
-    hub_kept *msgs = want ? malloc(want * sizeof *msgs) : NULL;
-    if (want && !msgs)
-        return false;
-    size_t n = hub_kept_after(&w->hub, ch, r->since, msgs, want);
     char epoch[CLUSTER_EPOCH_MAX]; /* pos.epoch points into the hub, which replaying may change */
     memcpy(epoch, pos.epoch.p, pos.epoch.n);
     pos.epoch.p = epoch;
@@ -323,14 +326,10 @@ static void refuse(session *s, const env_req *q)
 static bool recover_from_memory(session *s, const env_req *q)
 {
     env_pos pos;
-    if (!hub_position(&s->w->hub, q->ch, &pos) ||
-        !memory_has(s->w, q->ch, q->since, q->epoch, pos))
+    hub_kept *msgs;
+    size_t n;
+    if (!memory_after(s->w, q->ch, q->since, q->epoch, &pos, &msgs, &n))
         return false;
-    size_t want = (size_t)(pos.seq - q->since);
-    hub_kept *msgs = want ? malloc(want * sizeof *msgs) : NULL;
-    if (want && !msgs)
-        return false;
-    size_t n = hub_kept_after(&s->w->hub, q->ch, q->since, msgs, want);
     char out[ENV_ID_MAX + CLUSTER_EPOCH_MAX + 96];
     size_t len = env_write_sub_ack(out, sizeof out, q->id, pos, true);
     session_send_text(s, out, len);
