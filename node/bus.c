@@ -17,7 +17,8 @@
 /* The scripts, from node/lua (lua_scripts.h is generated from them at build time):
  * LUA_PUBLISH: KEYS[1] the channel's meta hash (seq, epoch), KEYS[2] its history stream;
  *   ARGV[1] the Envelope without seq and epoch, ARGV[2] the Redis channel, ARGV[3] the
- *   history size (0: none), ARGV[4] the TTL in seconds of both keys. A missing meta (the first
+ *   history size (0: none), ARGV[4] the TTL in seconds of both keys, ARGV[5] PUBLISH or
+ *   SPUBLISH (a Redis Cluster; absent: PUBLISH). A missing meta (the first
  *   publish, or seq and epoch lost) begins a new epoch from Redis's clock and drops any stream
  *   left from the old one, so stream ids (the seq) never go backwards. Appends field 4 (seq)
  *   and field 21 (epoch) to the Envelope, keeps it in the stream, publishes it; answers seq.
@@ -30,8 +31,8 @@
 
 enum { SCRIPT_PUB, SCRIPT_RD };
 
-/* A SUBSCRIBE sent and not yet answered, with the clients waiting for it. Answers come in the
- * order the commands were sent, so a FIFO matches them. */
+/* A subscription sent and not yet answered, with the clients waiting for it, by its Redis
+ * name (the prefixed ch:{<channel>}); answers name what they answer. */
 typedef struct sub_waiter {
     struct sub_waiter *next;
     bus_published_fn done;
@@ -42,13 +43,14 @@ typedef struct sub_pending {
     ws_list link; /* bus.pending, oldest first */
     sub_waiter *waiters;
     size_t len;
-    char ch[];
+    char name[];
 } sub_pending;
 
 struct bus {
     rlink *link;
     char *node_id;
     char history_size[24], history_ttl[24]; /* the publish script's ARGV[3] and ARGV[4] */
+    const char *publish; /* its ARGV[5]: PUBLISH, or SPUBLISH on a cluster */
     bus_message_fn on_message;
     bus_resubscribe_fn resubscribe;
     bus_up_fn on_up;
@@ -123,16 +125,41 @@ static void on_link_message(void *ctx, const char *name, size_t name_len, const 
     deliver(ctx, name, name_len, p, n);
 }
 
-/* The oldest SUBSCRIBE is answered (or the link is gone): let its waiters go. A refused one
- * acks its waiters too, rather than leaving them hanging. */
-static void on_link_subscribed(void *ctx, bool ok)
+/* The pending subscription of Redis name n, the oldest if several; NULL if none. */
+static sub_pending *pending_of(bus *b, const char *n, size_t len, bool latest)
+{
+    sub_pending *found = NULL;
+    ws_list_each(it, &b->pending) {
+        sub_pending *p = ws_container_of(it, sub_pending, link);
+        if (p->len == len && memcmp(p->name, n, len) == 0) {
+            found = p;
+            if (!latest)
+                break;
+        }
+    }
+    return found;
+}
+
+/* A subscription is sent: its waiters are let go when it is answered. */
+static void pending_add(bus *b, const char *n, size_t len)
+{
+    sub_pending *p = calloc(1, sizeof *p + len);
+    if (!p)
+        return; /* out of memory: clients are acked without waiting for Redis */
+    memcpy(p->name, n, len);
+    p->len = len;
+    ws_list_push(&b->pending, &p->link);
+}
+
+/* A subscription is answered (or the link is gone): let its waiters go. A refused one acks
+ * its waiters too, rather than leaving them hanging. */
+static void on_link_subscribed(void *ctx, const char *name, size_t len, bool ok)
 {
     bus *b = ctx;
-    ws_list *head = ws_list_first(&b->pending);
-    if (!head)
+    sub_pending *p = pending_of(b, name, len, false);
+    if (!p)
         return;
-    ws_list_remove(head);
-    sub_pending *p = ws_container_of(head, sub_pending, link);
+    ws_list_remove(&p->link);
     for (sub_waiter *w = p->waiters, *next; w; w = next) {
         next = w->next;
         w->done(w->arg, 1);
@@ -141,11 +168,26 @@ static void on_link_subscribed(void *ctx, bool ok)
     free(p);
 }
 
-static void on_link_resubscribe(void *ctx)
+/* The channel a Redis name <prefix>ch:{<channel>} names; false if it names none. */
+static bool channel_of(bus *b, const char *name, size_t len, ws_span *ch)
+{
+    size_t plen = strlen(rlink_prefix(b->link)), klen = strlen(CLUSTER_CHANNEL);
+    if (len < plen + klen + 2 || memcmp(name + plen, CLUSTER_CHANNEL "{", klen + 1) != 0 ||
+        name[len - 1] != '}')
+        return false;
+    *ch = (ws_span){name + plen + klen + 1, len - plen - klen - 2};
+    return true;
+}
+
+/* A channel's subscription was sent again (a reconnect, or its slot moved): the worker mends
+ * what it missed once this one is answered. */
+static void on_link_resubscribed(void *ctx, const char *name, size_t len)
 {
     bus *b = ctx;
-    if (b->resubscribe)
-        b->resubscribe(b->ctx);
+    ws_span ch;
+    pending_add(b, name, len);
+    if (b->resubscribe && channel_of(b, name, len, &ch))
+        b->resubscribe(b->ctx, ch);
 }
 
 static void on_link_up(void *ctx)
@@ -169,8 +211,9 @@ bus *bus_new(struct ev_loop *loop, const rlink_opts *redis, const bus_history *h
     b->resubscribe = resubscribe;
     b->ctx = ctx;
     ws_list_init(&b->pending);
+    b->publish = redis->cluster && redis->cluster[0] ? "SPUBLISH" : "PUBLISH";
     const rlink_hooks hooks = {.up = on_link_up,
-                               .resubscribe = on_link_resubscribe,
+                               .resubscribed = on_link_resubscribed,
                                .message = on_link_message,
                                .subscribed = on_link_subscribed};
     if (!(b->link = rlink_new(loop, redis, scripts, &hooks, b))) {
@@ -190,37 +233,36 @@ const bus_stats *bus_get_stats(bus *b)
     const rlink_stats *s = rlink_get_stats(b->link);
     b->st.reconnects = s->reconnects;
     b->st.silent = s->silent;
+    b->st.redirects = s->redirects;
+    b->st.moved = s->moved;
+    b->st.refreshes = s->refreshes;
+    b->st.servers = s->servers;
+    b->st.servers_up = s->servers_up;
     b->st.up = s->up;
     return &b->st;
 }
 
 void bus_subscribe(bus *b, ws_span ch)
 {
-    sub_pending *p = calloc(1, sizeof *p + ch.n);
-    if (!p)
-        return; /* out of memory: the channel stays unsubscribed until a resubscribe */
-    memcpy(p->ch, ch.p, ch.n);
-    p->len = ch.n;
     char name[CLUSTER_NAME_MAX + 1];
     size_t n = cluster_channel_name(name, sizeof name, CLUSTER_CHANNEL, ch);
-    if (!n || rlink_subscribe(b->link, name, n) < 0) {
-        free(p); /* the link is down: subscribed again when it is back */
-        return;
-    }
-    ws_list_push(&b->pending, &p->link);
+    if (n && rlink_subscribe(b->link, name, n) == 0) {
+        size_t plen = strlen(rlink_prefix(b->link));
+        char full[CLUSTER_PREFIX_MAX + CLUSTER_NAME_MAX + 1];
+        memcpy(full, rlink_prefix(b->link), plen);
+        memcpy(full + plen, name, n);
+        pending_add(b, full, plen + n);
+    } /* else sent when its server is back (on_link_resubscribed), or out of memory */
 }
 
 int bus_when_subscribed(bus *b, ws_span ch, bus_published_fn done, void *arg)
 {
-    sub_pending *found = NULL;
-    ws_list_each(it, &b->pending) {
-        sub_pending *p = ws_container_of(it, sub_pending, link);
-        if (p->len == ch.n && memcmp(p->ch, ch.p, ch.n) == 0)
-            found = p; /* the latest SUBSCRIBE of ch under way */
-    }
-    if (!found)
-        return 0;
-    sub_waiter *w = malloc(sizeof *w);
+    char full[CLUSTER_PREFIX_MAX + CLUSTER_NAME_MAX + 1];
+    size_t plen = strlen(rlink_prefix(b->link));
+    memcpy(full, rlink_prefix(b->link), plen);
+    size_t n = cluster_channel_name(full + plen, sizeof full - plen, CLUSTER_CHANNEL, ch);
+    sub_pending *found = n ? pending_of(b, full, plen + n, true) : NULL;
+    sub_waiter *w = found ? malloc(sizeof *w) : NULL;
     if (!w)
         return 0;
     w->done = done;
@@ -279,16 +321,17 @@ int bus_publish(bus *b, ws_span ch, ws_span data, bus_published_fn done, void *a
     bool named = channel_keys(ch, keys) &&
                  cluster_channel_name(rch + plen, sizeof rch - plen, CLUSTER_CHANNEL, ch);
     size_t n = wsfan__envelope__get_packed_size(&e);
-    uint8_t *buf = named && rlink_up(b->link) ? malloc(n) : NULL;
+    uint8_t *buf = named ? malloc(n) : NULL;
     pub_req *q = buf ? malloc(sizeof *q) : NULL;
     if (q) {
         *q = (pub_req){b, done, arg};
         wsfan__envelope__pack(&e, buf);
     }
     const char *k[2] = {keys[0], keys[1]};
-    const char *args[4] = {(const char *)buf, rch, b->history_size, b->history_ttl};
-    const size_t lens[4] = {n, strlen(rch), strlen(b->history_size), strlen(b->history_ttl)};
-    const rlink_eval_args ea = {SCRIPT_PUB, 2, k, 4, args, lens};
+    const char *args[5] = {(const char *)buf, rch, b->history_size, b->history_ttl, b->publish};
+    const size_t lens[5] = {n, strlen(rch), strlen(b->history_size), strlen(b->history_ttl),
+                            strlen(b->publish)};
+    const rlink_eval_args ea = {SCRIPT_PUB, 2, k, 5, args, lens};
     if (!q || rlink_eval(b->link, &ea, on_published, q) < 0) {
         free(buf);
         free(q);

@@ -22,15 +22,17 @@ typedef struct bus bus;
 typedef void (*bus_message_fn)(void *ctx, ws_span ch, uint64_t seq, ws_span epoch, ws_span data,
                                uint64_t sent_us);
 
-/* The subscription link (re)connected: call bus_subscribe for every channel with local
- * subscribers. */
-typedef void (*bus_resubscribe_fn)(void *ctx);
+/* The subscription of ch was sent again (its Redis connection came back, or its slot moved
+ * to another master of a cluster): what was published meanwhile was not heard. */
+typedef void (*bus_resubscribe_fn)(void *ctx, ws_span ch);
 
 /* A publish finished: seq > 0, or 0 when Redis was unavailable or refused it. */
 typedef void (*bus_published_fn)(void *arg, uint64_t seq);
 
 typedef struct bus_stats {
     uint64_t reconnects, silent, published, publish_failures, received, malformed;
+    uint64_t redirects, moved, refreshes; /* a Redis Cluster's (rlink_stats) */
+    uint32_t servers, servers_up;
     uint64_t pending; /* publishes sent, not yet answered */
     bool up;
 } bus_stats;
@@ -54,7 +56,8 @@ bool bus_up(const bus *b);
 rlink *bus_link(bus *b);
 
 /* Starts or stops the Redis subscription of a channel (call on its first subscriber / after
- * its last leaves). While the link is down this only updates what is resubscribed later. */
+ * its last leaves). While its server is down this only updates what is subscribed when it
+ * is back (resubscribe is called then). */
 void bus_subscribe(bus *b, ws_span ch);
 void bus_unsubscribe(bus *b, ws_span ch);
 

@@ -212,9 +212,9 @@ int config_parse(config *c, int argc, char **argv)
     }
     if (c->workers == 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        c->workers = c->redis.addr && cpus > 0 ? (int)cpus : 1;
+        c->workers = rlink_opts_enabled(&c->redis) && cpus > 0 ? (int)cpus : 1;
     }
-    if (c->workers > 1 && !c->redis.addr) {
+    if (c->workers > 1 && !rlink_opts_enabled(&c->redis)) {
         fprintf(stderr, "wsnode: --workers %d needs --redis: without the bus, workers would split "
                         "channels between them and subscribers on one worker would miss messages "
                         "published on another. Give --redis HOST:PORT, or run --workers 1.\n",

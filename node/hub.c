@@ -434,25 +434,6 @@ size_t hub_kept_after(const hub *h, ws_span name, uint64_t after, hub_kept *out,
     return n;
 }
 
-typedef struct active_walk {
-    void (*fn)(void *ctx, ws_span name);
-    void *ctx;
-} active_walk;
-
-static void each_active(tab_entry *e, void *ctx)
-{
-    active_walk *aw = ctx;
-    hub_channel *c = ws_container_of(e, hub_channel, e);
-    if (c->n)
-        aw->fn(aw->ctx, (ws_span){c->name, c->name_len});
-}
-
-void hub_each_active(hub *h, void (*fn)(void *ctx, ws_span name), void *ctx)
-{
-    active_walk aw = {fn, ctx};
-    tab_each(&h->channels, each_active, &aw);
-}
-
 size_t hub_count(const hub *h, ws_span name)
 {
     hub_channel *c = lookup(h, name);

@@ -117,9 +117,6 @@ uint64_t hub_kept_first(const hub *h, ws_span name);
  * when there are more); returns how many. */
 size_t hub_kept_after(const hub *h, ws_span name, uint64_t after, hub_kept *out, size_t max);
 
-/* Calls fn(ctx, name) for every channel with at least one local subscriber. */
-void hub_each_active(hub *h, void (*fn)(void *ctx, ws_span name), void *ctx);
-
 /* Hands one prebuilt frame (the callee takes its own reference) to every subscriber of name;
  * returns how many. */
 size_t hub_send(hub *h, ws_span name, wbuf *frame);

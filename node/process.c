@@ -132,6 +132,11 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
         w->st->bus_up = b->up;
         w->st->bus_reconnects = b->reconnects;
         w->st->bus_silent = b->silent;
+        w->st->bus_servers = b->servers;
+        w->st->bus_servers_up = b->servers_up;
+        w->st->bus_redirects = b->redirects;
+        w->st->bus_moved = b->moved;
+        w->st->bus_refreshes = b->refreshes;
         w->st->bus_published = b->published;
         w->st->bus_publish_failures = b->publish_failures;
         w->st->bus_received = b->received;
@@ -309,19 +314,8 @@ static void on_bus_message(void *ctx, ws_span ch, uint64_t seq, ws_span epoch, w
     }
 }
 
-/* Subscribes ch again after the subscriber link came back, and mends what it missed. */
-static void subscribe_one(void *ctx, ws_span ch)
-{
-    worker *w = ctx;
-    bus_subscribe(w->bus, ch);
-    heal_channel(w, ch);
-}
-
-static void on_bus_resubscribe(void *ctx)
-{
-    worker *w = ctx;
-    hub_each_active(&w->hub, subscribe_one, w);
-}
+/* ch was subscribed again (a reconnect, a slot that moved): mend what it missed. */
+static void on_bus_resubscribe(void *ctx, ws_span ch) { heal_channel(ctx, ch); }
 
 static void on_channel_active(void *ctx, ws_span ch, bool active)
 {
@@ -418,7 +412,7 @@ static bool make_state(worker *w)
     tab_init(&w->reads, k);
     hub_init(&w->hub, conn_hub_deliver, w, HUB_MAX_IDLE, key);
     w->hub.on_held = session_held_frame;
-    w->hub.remote = cfg->redis.addr != NULL;
+    w->hub.remote = rlink_opts_enabled(&cfg->redis);
     /* Without a bus the memory is the whole history; with one, a window in front of Redis. */
     w->hub.keep = (uint32_t)(w->hub.remote ? cfg->history_memory : cfg->history_size);
     snprintf(w->hub.epoch_base, sizeof w->hub.epoch_base, "%llx", /* this start, in us */
@@ -459,7 +453,7 @@ static presence *start_presence(worker *w)
 static int start_bus(worker *w)
 {
     const config *cfg = w->cfg;
-    if (!cfg->redis.addr)
+    if (!rlink_opts_enabled(&cfg->redis))
         return 0;
     const bus_history history = {(uint32_t)cfg->history_size, (uint32_t)cfg->history_ttl};
     w->bus = bus_new(w->loop, &cfg->redis, &history, w->node_id, on_bus_message,

@@ -37,6 +37,15 @@
     X(bus_reconnects, COUNTER, "wsfan_redis_reconnects_total", "Redis reconnection attempts.") \
     X(bus_silent, COUNTER, "wsfan_redis_silent_links_total", \
       "Redis subscriber links dropped because they went silent (a probe went unanswered).") \
+    X(bus_servers, GAUGE, "wsfan_redis_servers", \
+      "Redis servers the workers use: 1 each, or the masters of a Redis Cluster.") \
+    X(bus_servers_up, GAUGE, "wsfan_redis_servers_up", "Of them, those whose links are up.") \
+    X(bus_redirects, COUNTER, "wsfan_redis_redirects_total", \
+      "Redis Cluster commands sent again after MOVED, ASK or TRYAGAIN.") \
+    X(bus_moved, COUNTER, "wsfan_redis_moved_total", \
+      "Channel subscriptions sent again because their slot moved to another master.") \
+    X(bus_refreshes, COUNTER, "wsfan_redis_slot_map_reads_total", \
+      "Reads of the Redis Cluster's slot map (CLUSTER SHARDS).") \
     X(bus_published, COUNTER, "wsfan_redis_published_total", "Publishes Redis accepted.") \
     X(bus_publish_failures, COUNTER, "wsfan_redis_publish_failures_total", \
       "Publishes Redis refused or lost, or not sent because Redis was down.") \

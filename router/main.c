@@ -509,8 +509,10 @@ int main(int argc, char **argv)
     ev_signal_start(r.loop, &r.sigterm);
     ev_signal_init(&r.sigint, on_stop, SIGINT);
     ev_signal_start(r.loop, &r.sigint);
-    log_info("wsrouter shard %u/%u on redis %s (prefix %s), /healthz and /metrics on %s:%d",
-             r.cfg.shard, r.cfg.shards, r.cfg.redis.addr, r.cfg.redis.prefix, r.cfg.bind, r.cfg.port);
+    log_info("wsrouter shard %u/%u on redis %s%s (prefix %s), /healthz and /metrics on %s:%d",
+             r.cfg.shard, r.cfg.shards, r.cfg.redis.cluster ? "cluster " : "",
+             r.cfg.redis.cluster ? r.cfg.redis.cluster : r.cfg.redis.addr, r.cfg.redis.prefix,
+             r.cfg.bind, r.cfg.port);
     ev_run(r.loop, 0);
     roster_free(r.ro);
     return 0;
