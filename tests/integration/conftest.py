@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -43,6 +44,48 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+def option_value(tokens, flag):
+    """The last value given to --flag in a token list (None if absent)."""
+    value = None
+    for i, t in enumerate(tokens):
+        if t == f"--{flag}" and i + 1 < len(tokens):
+            value = tokens[i + 1]
+        elif t.startswith(f"--{flag}="):
+            value = t.split("=", 1)[1]
+    return value
+
+
+_flags_cache = {}
+
+
+def program_flags(prog):
+    """{flag: (metavar or None, default or None)} as `prog --help` prints them (cached)."""
+    if prog not in _flags_cache:
+        out = subprocess.run([prog, "--help"], capture_output=True, text=True, timeout=10)
+        assert out.returncode == 0, out.stderr
+        flags = {}
+        for line in out.stdout.splitlines():
+            # "  --flag METAVAR   text"; a long METAVAR (--auth off|optional|required) is
+            # followed by one space only, while a flag without one is padded to the column.
+            m = re.match(r"\s+--([a-z-]+)(?: (\S+))?(?:\s+(.*))?$", line)
+            if m:
+                default = re.search(r"\(default ([^)]+)\)$", m.group(3) or "")
+                flags[m.group(1)] = (m.group(2), default and default.group(1))
+        assert len(flags) >= 10, out.stdout
+        _flags_cache[prog] = flags
+    return _flags_cache[prog]
+
+
+def haproxy_check(cfg):
+    """haproxy -c on the config file cfg must call it valid (skips without haproxy)."""
+    exe = shutil.which("haproxy")
+    if not exe:
+        pytest.skip("haproxy is not installed (apt-get install haproxy; scripts/deps.sh)")
+    out = subprocess.run([exe, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=60)
+    output = out.stdout + out.stderr
+    assert out.returncode == 0 and "Configuration file is valid" in output, output
 
 
 def pid_alive(pid):
@@ -653,6 +696,192 @@ def redis():
     r.stop()
 
 
+# ---- a real Redis Cluster of masters (scripts/redis-cluster.sh, as CI and deploy/local/up) ----
+
+REDIS_CLUSTER_SH = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                 "..", "..", "scripts", "redis-cluster.sh"))
+
+
+class RedisCluster:
+    """n redis-server masters on 127.0.0.1, one Redis Cluster (all 16384 slots, no replicas,
+    no persistence), started and stopped by scripts/redis-cluster.sh in dir: dir/<port>/ holds
+    each master's nodes.conf and redis.log, dir/pids its pid. ports[i] is master i; seeds is
+    what --redis-cluster takes ("127.0.0.1:P1,127.0.0.1:P2,...")."""
+
+    def __init__(self, dir, n=3):
+        self.dir, self.n = str(dir), n
+        self.ports, self.seeds = [], ""
+
+    def _sh(self, *args, timeout=90):
+        args = [str(a) for a in args]
+        out = subprocess.run([REDIS_CLUSTER_SH, *args], stdin=subprocess.DEVNULL,
+                             capture_output=True, text=True, timeout=timeout)
+        if out.returncode != 0:
+            raise AssertionError(f"redis-cluster.sh {' '.join(args)} exited with "
+                                 f"{out.returncode}:\n{out.stderr}")
+        return out.stdout.strip()
+
+    def start(self, attempts=3):
+        """On a base port free now (and its bus ports, +10000): another test run may take
+        them before the masters bind, so a failed start is tried again on another base."""
+        for attempt in range(attempts):
+            base = self._sh("free-base", self.n)
+            try:
+                self.seeds = self._sh("start", self.dir, base, self.n)
+                break
+            except AssertionError:
+                if attempt == attempts - 1:
+                    raise
+        self.ports = [int(s.rsplit(":", 1)[1]) for s in self.seeds.split(",")]
+        return self
+
+    def stop(self):
+        self._sh("stop", self.dir)
+
+    def pids(self):
+        """{port: pid} of the masters as last started."""
+        with open(os.path.join(self.dir, "pids")) as f:
+            return {int(port): int(pid) for port, pid in (line.split() for line in f)}
+
+    def alive(self, i):
+        return pid_alive(self.pids()[self.ports[i]])
+
+    def _run(self, port, *args):
+        out = subprocess.run(["redis-cli", "-h", HOST, "-p", str(port), *[str(a) for a in args]],
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+        return out.stdout
+
+    def cli(self, port, *args):
+        """redis-cli -p port args...: its stdout (an error reply is text too, e.g. "MOVED ...")."""
+        return self._run(port, *args)
+
+    def cli_json(self, port, *args):
+        """A command's reply through redis-cli --json (RESP3), decoded."""
+        return json.loads(self._run(port, "--json", *args))
+
+    def _ok(self, port, *args):
+        reply = self.cli(port, *args).strip()
+        assert reply == "OK", f"{' '.join(map(str, args))} on {port}: {reply}"
+
+    def _any_port(self):
+        """A live master to ask."""
+        pids = self.pids()
+        for port in self.ports:
+            if pid_alive(pids[port]):
+                return port
+        raise AssertionError("every master of the cluster is down")
+
+    def log(self, i, tail=50):
+        with open(os.path.join(self.dir, str(self.ports[i]), "redis.log"), "rb") as f:
+            return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-tail:])
+
+    def node_id(self, port):
+        return self.cli(port, "CLUSTER", "MYID").strip()
+
+    def keyslot(self, key):
+        return int(self.cli(self._any_port(), "CLUSTER", "KEYSLOT", key))
+
+    def slot_owner(self, slot, ask=None):
+        """Port of the master serving slot, as the master on port ask (else a live one) sees it
+        (CLUSTER SHARDS)."""
+        for shard in self.cli_json(ask or self._any_port(), "CLUSTER", "SHARDS"):
+            ranges = shard["slots"]
+            if any(lo <= slot <= hi for lo, hi in zip(ranges[::2], ranges[1::2])):
+                return next(n["port"] for n in shard["nodes"] if n["role"] == "master")
+        raise AssertionError(f"no master serves slot {slot}")
+
+    def owner_of(self, key, ask=None):
+        """Port of the master serving key's slot."""
+        return self.slot_owner(self.keyslot(key), ask)
+
+    def kill(self, i):
+        """SIGKILL master i (no replicas: its slots are down until restart(i))."""
+        pid = self.pids()[self.ports[i]]
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while pid_alive(pid) or tcp_accepts(self.ports[i], timeout=0.2):
+            assert time.monotonic() < deadline, f"master {i} (pid {pid}) did not die"
+            time.sleep(0.05)
+
+    def restart(self, i):
+        """Starts master i again in its folder: it rejoins with its nodes.conf (its slots, not
+        its keys: no persistence); returns when every master says cluster_state:ok."""
+        self._sh("restart", self.dir, self.ports[i])
+
+    def wait_ok(self):
+        """Until every master says cluster_state:ok and knows all the others."""
+        self._sh("wait-ok", self.dir)
+
+    # A live migration of one slot in the steps redis-cli --cluster reshard takes; a test may
+    # stop between them to see ASK redirections (keys moved) and TRYAGAIN (multi-key, split).
+
+    def begin_migration(self, slot, to_port):
+        """slot IMPORTING on to_port, MIGRATING on its owner; returns the owner's port."""
+        src = self.slot_owner(slot)
+        assert src != to_port, f"slot {slot} is already on {to_port}"
+        self._ok(to_port, "CLUSTER", "SETSLOT", slot, "IMPORTING", self.node_id(src))
+        self._ok(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", self.node_id(to_port))
+        return src
+
+    def migrate_keys(self, slot, src, to_port, count=None, batch=100):
+        """MIGRATEs up to count (default all) of slot's keys from src to to_port, batch at a
+        time; returns how many moved."""
+        moved = 0
+        while count is None or moved < count:
+            n = batch if count is None else min(batch, count - moved)
+            keys = self.cli_json(src, "CLUSTER", "GETKEYSINSLOT", slot, n)
+            if not keys:
+                break
+            self._ok(src, "MIGRATE", HOST, to_port, "", 0, 10000, "REPLACE", "KEYS", *keys)
+            moved += len(keys)
+        return moved
+
+    def finish_migration(self, slot, to_port, src=None):
+        """SETSLOT NODE on every live master, the target first, then the source (as redis-cli
+        does); returns when they all say to_port serves slot."""
+        dst = self.node_id(to_port)
+        pids = self.pids()
+        order = [to_port] + ([src] if src else []) + [p for p in self.ports if p not in (to_port, src)]
+        live = [p for p in order if pid_alive(pids[p])]
+        for port in live:
+            self._ok(port, "CLUSTER", "SETSLOT", slot, "NODE", dst)
+        deadline = time.monotonic() + 10
+        while any(self.slot_owner(slot, ask=p) != to_port for p in live):
+            assert time.monotonic() < deadline, f"the masters do not agree on slot {slot}"
+            time.sleep(0.05)
+
+    def move_slot(self, slot, to_port, batch=100):
+        """Migrates slot, with its keys, to the master on to_port while the cluster serves it;
+        returns how many keys moved."""
+        src = self.begin_migration(slot, to_port)
+        moved = self.migrate_keys(slot, src, to_port, batch=batch)
+        self.finish_migration(slot, to_port, src)
+        return moved
+
+    def reshard(self, from_port, to_port, nslots):
+        """redis-cli --cluster reshard: nslots of from_port's slots (with their keys) to to_port;
+        returns its output once the cluster is ok again."""
+        out = subprocess.run(
+            ["redis-cli", "--cluster", "reshard", f"{HOST}:{from_port}",
+             "--cluster-from", self.node_id(from_port), "--cluster-to", self.node_id(to_port),
+             "--cluster-slots", str(nslots), "--cluster-yes"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, f"redis-cli --cluster reshard failed:\n{out.stdout}{out.stderr}"
+        self.wait_ok()
+        return out.stdout
+
+
+@pytest.fixture
+def redis_cluster(request, tmp_path):
+    """A RedisCluster of three masters on free ports, up (cluster_state:ok everywhere), stopped
+    at teardown. Another count: @pytest.mark.parametrize("redis_cluster", [1], indirect=True)."""
+    c = RedisCluster(tmp_path / "redis-cluster", getattr(request, "param", 3))
+    c.start()
+    yield c
+    c.stop()
+
+
 # ---- wsrouter processes (presence tests) ----
 
 WSROUTER = os.environ.get("WSROUTER") or os.path.join(os.path.dirname(WSNODE), "..", "router",
@@ -661,14 +890,17 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSa
 
 
 class Router:
-    """One wsrouter on a Redis, with its /healthz and /metrics on a free loopback port."""
+    """One wsrouter on a Redis (or a Redis Cluster: a RedisCluster), with its /healthz and
+    /metrics on a free loopback port."""
 
-    def __init__(self, redis_port, args, logdir):
+    def __init__(self, redis, args, logdir):
         self.port = free_port()
         self.args = [str(a) for a in args]
         self.log_path = os.path.join(logdir, f"wsrouter-{self.port}.log")
         self._log = open(self.log_path, "ab")
-        self.argv = [WSROUTER, "--redis", f"127.0.0.1:{redis_port}", "--bind", HOST,
+        target = (["--redis-cluster", redis.seeds] if hasattr(redis, "seeds")
+                  else ["--redis", f"127.0.0.1:{redis.port}"])
+        self.argv = [WSROUTER, *target, "--bind", HOST,
                      "--port", str(self.port), *self.args]
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT)
@@ -735,7 +967,7 @@ def router(tmp_path):
     started = []
 
     def start(redis, *args, ready=True):
-        r = Router(redis.port, args, str(tmp_path))
+        r = Router(redis, args, str(tmp_path))
         started.append(r)
         return r.wait_ready() if ready else r
 

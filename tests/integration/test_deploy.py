@@ -18,6 +18,8 @@ import subprocess
 
 import pytest
 
+from conftest import haproxy_check, option_value, program_flags
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SYSTEMD_DIR = ROOT / "deploy" / "systemd"
 ENV_FILE = SYSTEMD_DIR / "wsfan.env"
@@ -98,26 +100,7 @@ def seconds(value):
 
 def help_flags(prog):
     """{flag: metavar or None} as `prog --help` prints them (None: the flag takes no value)."""
-    out = subprocess.run([prog, "--help"], capture_output=True, text=True, timeout=10)
-    assert out.returncode == 0, out.stderr
-    flags = {}
-    for line in out.stdout.splitlines():
-        m = re.match(r"\s+--([a-z-]+)(?: (\S+))?\s\s", line)
-        if m:
-            flags[m.group(1)] = m.group(2)
-    assert len(flags) >= 10, out.stdout
-    return flags
-
-
-def option_value(tokens, flag):
-    """The last value given to --flag in a token list (None if absent)."""
-    value = None
-    for i, t in enumerate(tokens):
-        if t == f"--{flag}" and i + 1 < len(tokens):
-            value = tokens[i + 1]
-        elif t.startswith(f"--{flag}="):
-            value = t.split("=", 1)[1]
-    return value
+    return {flag: metavar for flag, (metavar, _) in program_flags(prog).items()}
 
 
 # --------------------------------------------------------------------------- systemd-analyze
@@ -252,13 +235,7 @@ def test_env_file_node_and_router_agree_on_the_shard_count():
 
 
 def test_haproxy_config_is_valid():
-    exe = shutil.which("haproxy")
-    if not exe:
-        pytest.skip("haproxy is not installed (apt-get install haproxy; scripts/deps.sh)")
-    out = subprocess.run([exe, "-c", "-f", str(HAPROXY_CFG)], capture_output=True, text=True,
-                         timeout=60)
-    output = out.stdout + out.stderr
-    assert out.returncode == 0 and "Configuration file is valid" in output, output
+    haproxy_check(HAPROXY_CFG)
 
 
 def test_haproxy_config_is_tcp_leastconn_with_healthz_checks():

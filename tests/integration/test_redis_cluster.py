@@ -1,0 +1,304 @@
+"""wsfan on a real Redis Cluster of three masters (--redis-cluster, sharded pub/sub), with real
+processes: channels spread over every master and delivered across nodes exactly once and in
+order; slots moved under a publish stream (a live reshard) and a master killed and brought
+back, with every message counted (lost, duplicated, reordered); presence and direct messages
+through a router on the cluster; seeds that are not a cluster, or not there, said clearly."""
+import asyncio
+import json
+import subprocess
+import time
+
+import pytest
+import websockets
+
+from conftest import STEP, WSNODE, WSROUTER, node_metrics, run
+
+NODE_ARGS = ("--workers", "2", "--max-msg-rate", "0", "--max-subs", "2000",
+             "--router-shards", "0")
+
+
+async def connect(port):
+    ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws", open_timeout=STEP,
+                                  close_timeout=1, max_queue=None, max_size=None)
+    hello = json.loads(await asyncio.wait_for(ws.recv(), STEP))
+    assert hello["op"] == "hello", hello
+    return ws
+
+
+async def subscribe(ws, channels):
+    """Subscribes ws to every channel; returns {channel: position} once all are acked."""
+    for i, ch in enumerate(channels):
+        await ws.send(json.dumps({"op": "sub", "ch": ch, "id": i}))
+    pos = {}
+    while len(pos) < len(channels):
+        m = json.loads(await asyncio.wait_for(ws.recv(), STEP))
+        assert m["op"] == "ack", m
+        pos[channels[m["id"]]] = m["seq"]
+    return pos
+
+
+async def collect(ws, got, quiet=1.5):
+    """Adds every msg to got[ch] (a list of seqs) until nothing came for `quiet` seconds."""
+    try:
+        while True:
+            m = json.loads(await asyncio.wait_for(ws.recv(), quiet))
+            if m["op"] == "msg":
+                got.setdefault(m["ch"], []).append(m["seq"])
+            else:
+                assert m["op"] in ("reset",), m
+    except asyncio.TimeoutError:
+        pass
+
+
+def crc16(data):
+    """CRC16/XMODEM, Redis Cluster's key hash."""
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = (crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def slot_of(ch):
+    """The slot of a channel's Redis names (their hash tag is the channel)."""
+    return crc16(ch.encode()) % 16384
+
+
+def slot_owners(cluster):
+    """[port of the master serving slot i for i in 0..16383], from one CLUSTER SHARDS."""
+    owners = [None] * 16384
+    for shard in cluster.cli_json(cluster.ports[0], "CLUSTER", "SHARDS"):
+        masters = [n["port"] for n in shard["nodes"] if n["role"] == "master"]
+        ranges = shard["slots"]
+        for lo, hi in zip(ranges[::2], ranges[1::2]):
+            owners[lo:hi + 1] = [masters[0]] * (hi - lo + 1)
+    return owners
+
+
+def masters_serving(cluster, channels):
+    """{port: number of the channels whose Redis names are on that master}."""
+    owners, counts = slot_owners(cluster), {p: 0 for p in cluster.ports}
+    for ch in channels:
+        counts[owners[slot_of(ch)]] += 1
+    return counts
+
+
+def shard_channels(cluster):
+    """{port: set of shard channels subscribed on that master}."""
+    return {p: set(cluster.cli(p, "PUBSUB", "SHARDCHANNELS").split()) for p in cluster.ports}
+
+
+def test_channels_spread_over_every_master_and_cross_nodes_once_in_order(node, redis_cluster):
+    channels = [f"room.{i}" for i in range(1000)]
+    spread = masters_serving(redis_cluster, channels)
+    assert all(n > 250 for n in spread.values()), spread  # CRC16 of real names: even
+    a = node("--redis-cluster", redis_cluster.seeds, *NODE_ARGS)
+    b = node("--redis-cluster", redis_cluster.seeds, *NODE_ARGS)
+
+    async def scenario():
+        sub = await connect(b.port)
+        await subscribe(sub, channels)
+        # Each channel's subscription is on the master that owns its slot, and only there.
+        subs, owners = shard_channels(redis_cluster), slot_owners(redis_cluster)
+        for ch in channels[:100]:
+            name = f"wsfan:ch:{{{ch}}}"
+            holders = [p for p, names in subs.items() if name in names]
+            assert holders == [owners[slot_of(ch)]], (ch, holders)
+        pub = await connect(a.port)
+        for r in range(3):
+            for i, ch in enumerate(channels):
+                await pub.send(json.dumps({"op": "pub", "ch": ch, "data": {"r": r}, "id": i}))
+        acks = 0
+        while acks < 3 * len(channels):
+            m = json.loads(await asyncio.wait_for(pub.recv(), STEP))
+            assert m["op"] == "ack", m
+            acks += 1
+        got = {}
+        await collect(sub, got)
+        for ch in channels:
+            assert got.get(ch) == [1, 2, 3], (ch, got.get(ch))
+
+    run(scenario())
+    m = node_metrics(a.port)
+    assert m["wsfan_redis_up"] == 2 and m["wsfan_redis_servers_up"] == 6, m
+
+
+async def stream(port, channels, stop, sent):
+    """Publishes round-robin on channels (about 400 a second) until stop is set; sent[ch]
+    gets the seq of every acked publish, and failures are counted under None."""
+    ws = await connect(port)
+    i = 0
+    pending = {}
+
+    async def reader():
+        while True:
+            m = json.loads(await ws.recv())
+            ch = pending.pop(m["id"])
+            if m["op"] == "ack":
+                sent.setdefault(ch, []).append(m["seq"])
+            else:
+                sent.setdefault(None, []).append(m)
+
+    task = asyncio.create_task(reader())
+    while not stop.is_set():
+        ch = channels[i % len(channels)]
+        pending[i] = ch
+        await ws.send(json.dumps({"op": "pub", "ch": ch, "data": i, "id": i}))
+        i += 1
+        if i % 20 == 0:
+            await asyncio.sleep(0.05)
+    t = time.monotonic()
+    while pending and time.monotonic() - t < STEP:
+        await asyncio.sleep(0.05)
+    task.cancel()
+    await ws.close()
+    assert not pending, f"{len(pending)} publishes never answered"
+
+
+def test_a_reshard_under_a_publish_stream_loses_and_duplicates_nothing(node, redis_cluster):
+    a = node("--redis-cluster", redis_cluster.seeds, *NODE_ARGS)
+    b = node("--redis-cluster", redis_cluster.seeds, *NODE_ARGS)
+    src, dst = redis_cluster.ports[0], redis_cluster.ports[1]
+    owners = slot_owners(redis_cluster)
+    first = owners.index(src)  # a reshard moves the source's lowest slots first
+    # Channels on the 100 slots that move, and some that stay where they are.
+    moving, staying = [], []
+    for i in range(100000):
+        ch = f"tick.{i}"
+        slot = slot_of(ch)
+        if owners[slot] == src and first <= slot < first + 100 and len(moving) < 30:
+            moving.append(ch)
+        elif owners[slot] != src and len(staying) < 10:
+            staying.append(ch)
+        if len(moving) == 30 and len(staying) == 10:
+            break
+    channels = moving + staying
+
+    async def scenario():
+        sub = await connect(b.port)
+        await subscribe(sub, channels)
+        got, sent, stop = {}, {}, asyncio.Event()
+        collector = asyncio.create_task(collect(sub, got, quiet=8))
+        publisher = asyncio.create_task(stream(a.port, channels, stop, sent))
+        await asyncio.sleep(1)
+        await asyncio.to_thread(redis_cluster.reshard, src, dst, 100)
+        await asyncio.sleep(1)
+        stop.set()
+        await publisher
+        await collector
+        return got, sent
+
+    got, sent = run(scenario(), timeout=120)
+    assert None not in sent, sent.get(None)[:3]  # redirects followed: no publish refused
+    for ch in channels:
+        assert got.get(ch) == sent[ch] == list(range(1, len(sent[ch]) + 1)), (
+            ch, len(got.get(ch, [])), len(sent[ch]))
+    owners = slot_owners(redis_cluster)
+    assert all(owners[slot_of(ch)] == dst for ch in moving)
+    m = node_metrics(b.port)
+    assert m["wsfan_redis_moved_total"] >= 1, m  # b's subscriptions did move
+
+
+def test_a_killed_master_makes_its_channels_unavailable_and_the_rest_flow(node, redis_cluster):
+    a = node("--redis-cluster", redis_cluster.seeds, *NODE_ARGS)
+    b = node("--redis-cluster", redis_cluster.seeds, *NODE_ARGS)
+    victim = redis_cluster.ports[2]
+    channels = [f"feed.{i}" for i in range(60)]
+    owners = slot_owners(redis_cluster)
+    dead = [ch for ch in channels if owners[slot_of(ch)] == victim]
+    alive = [ch for ch in channels if ch not in dead]
+    assert dead and alive
+
+    async def publish_all(ws, chs, tag):
+        """{ch: the reply to a pub of ch}."""
+        for i, ch in enumerate(chs):
+            await ws.send(json.dumps({"op": "pub", "ch": ch, "data": tag, "id": i}))
+        out = {}
+        while len(out) < len(chs):
+            m = json.loads(await asyncio.wait_for(ws.recv(), STEP))
+            out[chs[m["id"]]] = m
+        return out
+
+    async def scenario():
+        sub = await connect(b.port)
+        await subscribe(sub, channels)
+        pub = await connect(a.port)
+        redis_cluster.kill(2)
+        await asyncio.sleep(0.5)
+        replies = await publish_all(pub, channels, "during")
+        for ch in dead:
+            assert replies[ch]["op"] == "err" and replies[ch]["code"] == "unavailable", replies[ch]
+        for ch in alive:
+            assert replies[ch]["op"] == "ack", replies[ch]
+        got = {}
+        await collect(sub, got, quiet=1)
+        assert sorted(got) == sorted(alive), sorted(set(got) ^ set(alive))
+        await asyncio.to_thread(redis_cluster.restart, 2)
+        deadline = time.monotonic() + 15
+        while True:  # until the node's links to the master are back
+            replies = await publish_all(pub, dead, "after")
+            if all(r["op"] == "ack" for r in replies.values()):
+                break
+            assert time.monotonic() < deadline, replies
+            await asyncio.sleep(0.3)
+        got = {}
+        await collect(sub, got, quiet=1.5)
+        for ch in dead:  # the subscription came back: what was published after is delivered
+            assert got.get(ch), (ch, got)
+
+    run(scenario(), timeout=90)
+
+
+def test_presence_and_direct_messages_through_a_router_on_the_cluster(node, router,
+                                                                      redis_cluster):
+    router(redis_cluster)
+    args = ("--redis-cluster", redis_cluster.seeds, "--workers", "1", "--router-shards", "1")
+    a, b = node(*args), node(*args)
+
+    async def scenario():
+        alice = await websockets.connect(f"ws://127.0.0.1:{a.port}/ws", open_timeout=STEP)
+        hello_a = json.loads(await alice.recv())
+        bob = await websockets.connect(f"ws://127.0.0.1:{b.port}/ws", open_timeout=STEP)
+        hello_b = json.loads(await bob.recv())
+        await alice.send(json.dumps({"op": "sub", "ch": "lobby", "id": 1}))
+        assert json.loads(await alice.recv())["op"] == "ack"
+        deadline = time.monotonic() + STEP
+        while True:  # presence follows within the router's event interval
+            await bob.send(json.dumps({"op": "presence", "ch": "lobby", "id": 2}))
+            m = json.loads(await asyncio.wait_for(bob.recv(), STEP))
+            if m.get("count") == 1:
+                break
+            assert time.monotonic() < deadline, m
+            await asyncio.sleep(0.2)
+        assert [x["client"] for x in m["members"]] == [hello_a["client"]], m
+        await bob.send(json.dumps({"op": "send", "to": hello_a["client"], "data": {"hi": 1},
+                                   "id": 3}))
+        assert json.loads(await asyncio.wait_for(bob.recv(), STEP)) == {"op": "ack", "id": 3}
+        m = json.loads(await asyncio.wait_for(alice.recv(), STEP))
+        assert m == {"op": "msg", "from": hello_b["client"], "data": {"hi": 1}}, m
+
+    run(scenario())
+
+
+def test_seeds_that_do_not_answer_or_are_no_cluster_are_said_clearly(node, redis):
+    down = node("--redis-cluster", "127.0.0.1:1,127.0.0.1:2", "--workers", "1", ready=False)
+    single = node("--redis-cluster", f"127.0.0.1:{redis.port}", "--workers", "1", ready=False)
+    deadline = time.monotonic() + STEP
+    while not ("no seed answers" in down.log() and "not a Redis Cluster" in single.log()):
+        assert time.monotonic() < deadline, (down.log(), single.log())
+        time.sleep(0.1)
+    for n in (down, single):
+        n.wait_ready()
+        m = node_metrics(n.port)
+        assert m["wsfan_redis_up"] == 0 and m["wsfan_redis_servers_up"] == 0, m
+
+
+@pytest.mark.parametrize("binary", [WSNODE, WSROUTER])
+@pytest.mark.parametrize("args", [["--redis-prefix", "app{1}:"], ["--redis-cluster", "127.0.0.1:99999,"]])
+def test_a_prefix_with_a_hash_tag_or_a_bad_seed_is_refused(binary, args):
+    argv = [binary, "--redis-cluster", "127.0.0.1:7000", *args]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=STEP)
+    assert out.returncode == 2, out
+    assert ("may not contain '{'" if "{" in args[1] else "bad --redis-cluster seed") in out.stderr
