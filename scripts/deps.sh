@@ -4,7 +4,7 @@ set -eu
 PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev
       libev-dev libssl-dev libhiredis-dev libprotobuf-c-dev protobuf-c-compiler
       libhttp-parser-dev libjsmn-dev libjwt-dev zlib1g-dev libcmocka-dev
-      python3 python3-websockets python3-pytest openssl curl redis-server haproxy
+      python3 python3-websockets python3-pytest python3-yaml openssl curl redis-server haproxy
       chromium nodejs"
 missing=""
 for p in $PKGS; do
