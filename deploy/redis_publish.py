@@ -2,7 +2,8 @@
 """Publish to a wsfan cluster from a backend by writing an Envelope to Redis directly: no
 WebSocket, no HTTP, nothing but the Redis the nodes already use.
 
-    deploy/redis_publish.py [--redis 127.0.0.1:6379] [--prefix wsfan:] CHANNEL 'JSON DATA'
+    deploy/redis_publish.py [--redis 127.0.0.1:6379 | --redis-cluster HOST:PORT,...]
+                            [--prefix wsfan:] CHANNEL 'JSON DATA'
 
 It runs the same script the nodes run (the channel's next seq in its epoch, the message kept in
 its history, the Envelope published with seq and epoch appended), so subscribers on every node
@@ -68,6 +69,8 @@ def command(sock, *args):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--redis", default="127.0.0.1:6379")
+    p.add_argument("--redis-cluster", help="seeds of a Redis Cluster (the nodes' flag): the "
+                   "script runs on the master of the channel's slot and publishes with SPUBLISH")
     p.add_argument("--password")
     p.add_argument("--prefix", default="wsfan:")
     p.add_argument("--history-size", type=int, default=100, help="the nodes' --history-size")
@@ -76,14 +79,29 @@ def main():
     p.add_argument("data", help="one JSON value, sent to subscribers byte for byte")
     a = p.parse_args()
     json.loads(a.data)  # refuse what the nodes would drop as malformed
-    host, port = a.redis.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=5) as s:
-        if a.password:
-            command(s, "AUTH", a.password)
-        seq = command(s, "EVAL", SCRIPT, 2, f"{a.prefix}meta:{{{a.channel}}}",
-                      f"{a.prefix}hist:{{{a.channel}}}", envelope(a.channel, a.data.encode()),
-                      f"{a.prefix}ch:{{{a.channel}}}", a.history_size, a.history_ttl)
-    print(json.dumps({"channel": a.channel, "seq": seq}))
+    asking = False
+    addr = (a.redis_cluster or a.redis).split(",")[0]
+    for _ in range(5):  # on a cluster: to the master a MOVED or ASK names
+        host, port = addr.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            if a.password:
+                command(s, "AUTH", a.password)
+            try:
+                if asking:
+                    command(s, "ASKING")
+                seq = command(s, "EVAL", SCRIPT, 2, f"{a.prefix}meta:{{{a.channel}}}",
+                              f"{a.prefix}hist:{{{a.channel}}}", envelope(a.channel, a.data.encode()),
+                              f"{a.prefix}ch:{{{a.channel}}}", a.history_size, a.history_ttl,
+                              "SPUBLISH" if a.redis_cluster else "PUBLISH")
+            except RuntimeError as e:
+                kind, _, rest = str(e).partition(" ")
+                if not a.redis_cluster or kind not in ("MOVED", "ASK"):
+                    raise
+                addr, asking = rest.split()[1], kind == "ASK"
+                continue
+        print(json.dumps({"channel": a.channel, "seq": seq}))
+        return 0
+    raise RuntimeError("redirected five times: is the cluster resharding?")
 
 
 if __name__ == "__main__":

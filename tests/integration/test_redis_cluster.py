@@ -5,6 +5,7 @@ back, with every message counted (lost, duplicated, reordered); presence and dir
 through a router on the cluster; seeds that are not a cluster, or not there, said clearly."""
 import asyncio
 import json
+import pathlib
 import subprocess
 import time
 
@@ -302,3 +303,29 @@ def test_a_prefix_with_a_hash_tag_or_a_bad_seed_is_refused(binary, args):
     out = subprocess.run(argv, capture_output=True, text=True, timeout=STEP)
     assert out.returncode == 2, out
     assert ("may not contain '{'" if "{" in args[1] else "bad --redis-cluster seed") in out.stderr
+
+
+def test_a_backend_publishes_into_the_cluster_by_writing_to_redis(node, redis_cluster):
+    """deploy/redis_publish.py --redis-cluster: sent to a master that does not own the
+    channel, it follows the MOVED and its SPUBLISH reaches a node's subscriber in order."""
+    script = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "redis_publish.py"
+    n = node("--redis-cluster", redis_cluster.seeds, *NODE_ARGS)
+    ch = "orders"
+    owner = slot_owners(redis_cluster)[slot_of(ch)]
+    other = next(p for p in redis_cluster.ports if p != owner)
+
+    async def scenario():
+        ws = await connect(n.port)
+        await subscribe(ws, [ch])
+        for i in range(3):
+            out = subprocess.run(["/usr/bin/python3", str(script), "--redis-cluster",
+                                  f"127.0.0.1:{other}", ch, json.dumps({"n": i})],
+                                 capture_output=True, text=True, timeout=STEP)
+            assert out.returncode == 0 and json.loads(out.stdout)["seq"] == i + 1, out
+        got = []
+        while len(got) < 3:
+            m = json.loads(await asyncio.wait_for(ws.recv(), STEP))
+            got.append((m["seq"], m["data"]))
+        assert got == [(1, {"n": 0}), (2, {"n": 1}), (3, {"n": 2})], got
+
+    run(scenario())
