@@ -227,7 +227,10 @@ def test_a_killed_master_makes_its_channels_unavailable_and_the_rest_flow(node, 
         await subscribe(sub, channels)
         pub = await connect(a.port)
         redis_cluster.kill(2)
-        await asyncio.sleep(0.5)
+        for p in redis_cluster.ports[:2]:  # until the others have marked it failed
+            while "cluster_state:ok" not in redis_cluster.cli(p, "CLUSTER", "INFO") or \
+                    ",fail" not in redis_cluster.cli(p, "CLUSTER", "NODES"):
+                await asyncio.sleep(0.1)
         replies = await publish_all(pub, channels, "during")
         for ch in dead:
             assert replies[ch]["op"] == "err" and replies[ch]["code"] == "unavailable", replies[ch]
