@@ -189,8 +189,10 @@ static void on_connect(const redisAsyncContext *ac, int status)
         if (s->l->cluster && !s->l->map_known)
             log_error("redis cluster: seed %s: %s; no seed answers yet, so no channel is served",
                       rlink_where(s), ac->errstr);
-        else
+        else if (s->in_map)
             log_warn("redis %s: command link: %s", rlink_where(s), ac->errstr);
+        else /* a seed or a failed master the map no longer names: tried on, quietly */
+            log_debug("redis %s: command link: %s", rlink_where(s), ac->errstr);
         s->cmd = NULL;
         rlink_shard_lost(s); /* hiredis frees the context */
         return;

@@ -42,7 +42,7 @@ typedef struct rshard {
 typedef struct rsub {
     tab_entry e;
     rshard *on;     /* the shard it was sent to (NULL: waiting for one) */
-    bool confirmed; /* Redis confirmed it on `on` */
+    bool confirmed; /* Redis answered it on `on` (confirmed it, or refused it for good) */
     rlink_raw_fn fn;
     void *ctx;
     uint16_t slot;

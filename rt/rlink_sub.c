@@ -77,6 +77,8 @@ static bool place(rlink *l, rsub *x, bool again)
         return false;
     if (x->on && x->on->sub_up)
         send_sub(x->on, false, x->name, x->len); /* the old owner, if it still listens */
+    if (x->on && !x->confirmed)
+        confirmed(l, x, false); /* the answer awaited there confirms nothing now */
     x->on = NULL;
     x->confirmed = false;
     if (!to || !to->sub_up || !send_sub(to, true, x->name, x->len))
@@ -111,6 +113,8 @@ static void moved_away(rshard *s, rsub *x)
 {
     if (!x || x->on != s)
         return;
+    if (!x->confirmed)
+        confirmed(s->l, x, false);
     x->on = NULL;
     x->confirmed = false;
     s->l->st.moved++;
@@ -156,10 +160,11 @@ static void on_answer(rshard *s, sub_sent *x, const redisReply *r)
         if (x->kind == SENT_AUTH) {
             rconn_cut(s->sub); /* retried with backoff, as a lost connection */
         } else if (sub && (strncmp(r->str, "MOVED", 5) == 0 || strncmp(r->str, "CLUSTERDOWN", 11) == 0)) {
-            confirmed(l, sub, false);
-            moved_away(s, sub);
+            moved_away(s, sub); /* answered (not ok) there */
         } else if (sub) {
-            confirmed(l, sub, false); /* refused (NOPERM...): not retried until a reconnect */
+            sub->confirmed = true; /* answered: refused (NOPERM...), not retried until a
+                                      reconnect */
+            confirmed(l, sub, false);
         }
         return;
     }
@@ -319,8 +324,10 @@ static int add(rlink *l, const char *name, size_t n, rlink_raw_fn fn, void *ctx)
         x->slot = l->cluster ? cluster_slot(x->name, x->len) : 0;
         if (tab_put(&l->subs, &x->e) < 0)
             return free(x), -1;
-    } else {
-        x->on = NULL; /* asked again: sent again, so its answer comes */
+    } else if (x->on) { /* asked again: sent again, so an answer comes for this ask too */
+        if (!x->confirmed)
+            confirmed(l, x, false);
+        x->on = NULL;
     }
     x->fn = fn;
     x->ctx = ctx;
