@@ -2,8 +2,9 @@
 # A throwaway Redis Cluster of masters on loopback (Debian's redis-server 7.0), no persistence,
 # for the tests, CI and deploy/local/up --redis-cluster alike.
 #
-#   scripts/redis-cluster.sh start DIR FIRST_PORT N
-#       N masters on 127.0.0.1:FIRST_PORT.., each in DIR/<port>/ (nodes.conf, redis.log), pids
+#   scripts/redis-cluster.sh start DIR FIRST_PORT N [REPLICAS]
+#       N masters (and REPLICAS replicas of each, N >= 3; default 0) on 127.0.0.1:FIRST_PORT..,
+#       the masters first, each in DIR/<port>/ (nodes.conf, redis.log), pids
 #       in DIR/pids ("PORT PID" lines); joins them with redis-cli --cluster create (for N < 3,
 #       which that refuses, with CLUSTER ADDSLOTSRANGE + MEET), waits until every node says
 #       cluster_state:ok and prints the seed list 127.0.0.1:P1,127.0.0.1:P2,... (the only
@@ -80,12 +81,15 @@ wait_ok() { # dir
     done
 }
 
-start() { # dir first n
-    [ $# = 3 ] || bad_usage
+start() { # dir first n [replicas]
+    { [ $# = 3 ] || [ $# = 4 ]; } || bad_usage
     number FIRST_PORT "$2"
     number N "$3"
-    first=$2 n=$3
-    [ "$n" -ge 1 ] || die "N must be at least 1"
+    replicas=${4:-0}
+    number REPLICAS "$replicas"
+    first=$2 masters=$3 n=$(($3 * (1 + replicas)))
+    [ "$masters" -ge 1 ] || die "N must be at least 1"
+    [ "$replicas" = 0 ] || [ "$masters" -ge 3 ] || die "replicas need at least 3 masters"
     [ "$first" -ge 1 ] || die "FIRST_PORT must be at least 1"
     last=$((first + n - 1))
     [ "$last" -le 55535 ] || die "port $last is above 55535: Redis Cluster also listens on \
@@ -113,9 +117,9 @@ port+10000 (the cluster bus), which must be below 65536; choose a lower FIRST_PO
         wait_up "$dir" "$p" "$pid"
     done < "$dir/pids"
     seeds=$(ports_of "$dir" | sed 's/^/127.0.0.1:/' | paste -sd, -)
-    if [ "$n" -ge 3 ]; then
+    if [ "$masters" -ge 3 ]; then
         # shellcheck disable=SC2046
-        redis-cli --cluster create $(echo "$seeds" | tr , ' ') --cluster-replicas 0 \
+        redis-cli --cluster create $(echo "$seeds" | tr , ' ') --cluster-replicas "$replicas" \
             --cluster-yes > "$dir/create.log" 2>&1 ||
             die "redis-cli --cluster create failed:
 $(tail -20 "$dir/create.log")"

@@ -703,13 +703,14 @@ REDIS_CLUSTER_SH = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath
 
 
 class RedisCluster:
-    """n redis-server masters on 127.0.0.1, one Redis Cluster (all 16384 slots, no replicas,
-    no persistence), started and stopped by scripts/redis-cluster.sh in dir: dir/<port>/ holds
-    each master's nodes.conf and redis.log, dir/pids its pid. ports[i] is master i; seeds is
-    what --redis-cluster takes ("127.0.0.1:P1,127.0.0.1:P2,...")."""
+    """n redis-server masters on 127.0.0.1 (and `replicas` replicas of each), one Redis Cluster
+    (all 16384 slots, no persistence), started and stopped by scripts/redis-cluster.sh in dir:
+    dir/<port>/ holds each server's nodes.conf and redis.log, dir/pids its pid. ports[i] is
+    server i (masters first, as created); seeds is what --redis-cluster takes
+    ("127.0.0.1:P1,127.0.0.1:P2,...")."""
 
-    def __init__(self, dir, n=3):
-        self.dir, self.n = str(dir), n
+    def __init__(self, dir, n=3, replicas=0):
+        self.dir, self.n, self.replicas = str(dir), n, replicas
         self.ports, self.seeds = [], ""
 
     def _sh(self, *args, timeout=90):
@@ -725,9 +726,9 @@ class RedisCluster:
         """On a base port free now (and its bus ports, +10000): another test run may take
         them before the masters bind, so a failed start is tried again on another base."""
         for attempt in range(attempts):
-            base = self._sh("free-base", self.n)
+            base = self._sh("free-base", self.n * (1 + self.replicas))
             try:
-                self.seeds = self._sh("start", self.dir, base, self.n)
+                self.seeds = self._sh("start", self.dir, base, self.n, self.replicas)
                 break
             except AssertionError:
                 if attempt == attempts - 1:
@@ -877,6 +878,16 @@ def redis_cluster(request, tmp_path):
     """A RedisCluster of three masters on free ports, up (cluster_state:ok everywhere), stopped
     at teardown. Another count: @pytest.mark.parametrize("redis_cluster", [1], indirect=True)."""
     c = RedisCluster(tmp_path / "redis-cluster", getattr(request, "param", 3))
+    c.start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def redis_cluster_replicas(tmp_path):
+    """A RedisCluster of three masters with a replica each (ports: masters first), so a killed
+    master fails over to its replica."""
+    c = RedisCluster(tmp_path / "redis-cluster", 3, replicas=1)
     c.start()
     yield c
     c.stop()

@@ -68,14 +68,9 @@ def slot_of(ch):
 
 
 def slot_owners(cluster):
-    """[port of the master serving slot i for i in 0..16383], from one CLUSTER SHARDS."""
-    owners = [None] * 16384
-    for shard in cluster.cli_json(cluster.ports[0], "CLUSTER", "SHARDS"):
-        masters = [n["port"] for n in shard["nodes"] if n["role"] == "master"]
-        ranges = shard["slots"]
-        for lo, hi in zip(ranges[::2], ranges[1::2]):
-            owners[lo:hi + 1] = [masters[0]] * (hi - lo + 1)
-    return owners
+    """[port of the master serving slot i for i in 0..16383], from one CLUSTER SHARDS of a
+    live server."""
+    return slot_owners_via(cluster, cluster._any_port())
 
 
 def masters_serving(cluster, channels):
@@ -332,3 +327,59 @@ def test_a_backend_publishes_into_the_cluster_by_writing_to_redis(node, redis_cl
         assert got == [(1, {"n": 0}), (2, {"n": 1}), (3, {"n": 2})], got
 
     run(scenario())
+
+
+def test_a_failover_to_a_replica_under_a_publish_stream(node, redis_cluster_replicas):
+    """A master killed under a publish stream: its replica takes over (Redis's own failover),
+    the nodes follow the map to it, and every publish acked before and after is delivered once
+    and in order; only the killed master's channels answer unavailable meanwhile."""
+    cluster = redis_cluster_replicas
+    a = node("--redis-cluster", cluster.seeds, *NODE_ARGS)
+    b = node("--redis-cluster", cluster.seeds, *NODE_ARGS)
+    owners = slot_owners(cluster)
+    victim = owners[0]
+    channels = [f"fo.{i}" for i in range(40)]
+    dead = {ch for ch in channels if owners[slot_of(ch)] == victim}
+    assert dead and len(dead) < len(channels)
+
+    async def scenario():
+        sub = await connect(b.port)
+        await subscribe(sub, channels)
+        got, sent, stop = {}, {}, asyncio.Event()
+        collector = asyncio.create_task(collect(sub, got, quiet=8))
+        publisher = asyncio.create_task(stream(a.port, channels, stop, sent))
+        await asyncio.sleep(1)
+        cluster.kill(cluster.ports.index(victim))
+        deadline = time.monotonic() + 30
+        while victim in slot_owners_from(cluster, victim):  # until a replica took over
+            assert time.monotonic() < deadline, "no failover"
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(2)
+        stop.set()
+        await publisher
+        await collector
+        return got, sent
+
+    got, sent = run(scenario(), timeout=120)
+    refused = sent.pop(None, [])
+    assert all(m["code"] == "unavailable" for m in refused), refused[:3]
+    for ch in channels:
+        assert got.get(ch) == sent[ch] == list(range(1, len(sent[ch]) + 1)), (
+            ch, ch in dead, len(got.get(ch, [])), len(sent[ch]))
+    assert slot_owners(cluster)[slot_of(next(iter(dead)))] != victim
+
+
+def slot_owners_from(cluster, dead):
+    """The masters serving slots, as a live server other than `dead` sees them."""
+    ask = next(p for p in cluster.ports if p != dead and cluster.cli(p, "PING").strip() == "PONG")
+    return set(p for p in slot_owners_via(cluster, ask) if p)
+
+
+def slot_owners_via(cluster, port):
+    owners = [None] * 16384
+    for shard in cluster.cli_json(port, "CLUSTER", "SHARDS"):
+        masters = [n["port"] for n in shard["nodes"]
+                   if n["role"] == "master" and n["health"] == "online"]
+        for lo, hi in zip(shard["slots"][::2], shard["slots"][1::2]):
+            owners[lo:hi + 1] = [masters[0] if masters else None] * (hi - lo + 1)
+    return owners
