@@ -195,6 +195,8 @@ def test_a_reshard_under_a_publish_stream_loses_and_duplicates_nothing(node, red
     assert all(owners[slot_of(ch)] == dst for ch in moving)
     m = node_metrics(b.port)
     assert m["wsfan_redis_moved_total"] >= 1, m  # b's subscriptions did move
+    m = node_metrics(a.port)
+    assert m["wsfan_redis_redirects_total"] >= 1, m  # a's publishes followed MOVED or ASK
 
 
 def test_a_killed_master_makes_its_channels_unavailable_and_the_rest_flow(node, redis_cluster):
