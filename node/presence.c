@@ -101,6 +101,15 @@ static bool send_to_shard_then(presence *p, uint32_t shard, Wsfan__Envelope *e, 
     return send_env_then(p, name, e, done, arg);
 }
 
+/* True if router shard's Redis channel is on a server that is up (on a Redis Cluster, one
+ * master down silences only the shards whose channels it holds). */
+static bool reaches(presence *p, uint32_t shard)
+{
+    char name[32];
+    cluster_router_channel(name, sizeof name, shard);
+    return rlink_reaches(p->link, name);
+}
+
 static void send_to_shard(presence *p, uint32_t shard, Wsfan__Envelope *e)
 {
     send_to_shard_then(p, shard, e, on_event_sent, p);
@@ -208,11 +217,11 @@ void presence_member(presence *p, const char *client, const char *user, ws_span 
 {
     if (!p->shards)
         return;
-    if (!rlink_up(p->link)) {
+    uint32_t shard = ws_shard(ch.p, ch.n, p->shards);
+    if (!reaches(p, shard)) {
         p->st.events_lost++; /* the snapshot sent when Redis is back carries this change */
         return;
     }
-    uint32_t shard = ws_shard(ch.p, ch.n, p->shards);
     batch *b = &p->batches[shard];
     if (b->n == BATCH_MAX)
         flush_shard(p, shard);
@@ -256,12 +265,11 @@ static void on_flush(struct ev_loop *loop, ev_timer *t, int revents)
 
 static void heartbeat(presence *p)
 {
-    if (!rlink_up(p->link))
-        return;
     for (uint32_t i = 0; i < p->shards; i++) {
         Wsfan__Envelope e = WSFAN__ENVELOPE__INIT;
         e.kind = WSFAN__ENVELOPE__KIND__HEARTBEAT;
-        send_to_shard(p, i, &e);
+        if (reaches(p, i))
+            send_to_shard(p, i, &e);
     }
 }
 
@@ -323,7 +331,7 @@ static void snap_one(void *ctx, const char *client, const char *user, ws_span ch
  * replaces what it knew of this node with it. */
 static void snapshot(presence *p, uint32_t shard, uint64_t answers)
 {
-    if (shard >= p->shards || !rlink_up(p->link))
+    if (shard >= p->shards || !reaches(p, shard))
         return;
     flush_shard(p, shard); /* older changes first: the snapshot comes after them */
     snap *s = malloc(sizeof *s);
@@ -457,7 +465,7 @@ static void on_query_sent(void *arg, long long receivers, const char *err)
 static int ask(presence *p, const char *name, Wsfan__Envelope *e, rlink_int_fn sent,
                presence_done_fn done, void *arg)
 {
-    if (!rlink_up(p->link))
+    if (!rlink_reaches(p->link, name))
         return -1;
     sent_ctx *s = malloc(sizeof *s);
     uint64_t id = s ? pend_add(p, done, arg) : 0;
