@@ -1,6 +1,6 @@
-/* libFuzzer target for ws_http + ws_handshake: a request head parsed whole and grown one byte
- * at a time (the verdicts must agree), then the upgrade checked under two option sets and the
- * 101 / error responses written.
+/* libFuzzer target for ws_http + ws_handshake + ws_pmd: a request head parsed whole and grown
+ * one byte at a time (the verdicts must agree), then the upgrade checked under two option sets,
+ * the 101 / error responses written, and its permessage-deflate offers negotiated.
  *
  * Input: 1 option byte, then the request bytes.
  *   bit0-1 max_head (8192, 512, 64, 65536)   bit2-3 max_headers (32, 3, 128, 1000: above the cap)
@@ -13,6 +13,7 @@
 
 #include "ws_handshake.h"
 #include "ws_http.h"
+#include "ws_pmd.h"
 
 #define CHECK(c) \
     do {         \
@@ -85,6 +86,27 @@ static bool starts(const char *s, size_t n, const char *z)
 {
     size_t zl = strlen(z);
     return n >= zl && memcmp(s, z, zl) == 0;
+}
+
+/* An agreement only where an offer was made, with a window the server can use, written whole
+ * or not at all. */
+static void check_pmd(const ws_http_req *req, size_t small_cap)
+{
+    ws_pmd p;
+    int rc = ws_pmd_negotiate(req, &p);
+    CHECK(rc == 0 || rc == 1);
+    if (!rc)
+        return;
+    CHECK(ws_http_count(req, "Sec-WebSocket-Extensions") > 0);
+    CHECK(p.server_window >= WS_PMD_WINDOW_MIN && p.server_window <= WS_PMD_WINDOW_MAX);
+    CHECK(p.server_window_said || p.server_window == WS_PMD_WINDOW_MAX);
+    char out[WS_PMD_RESPONSE_MAX], small[256];
+    size_t n = ws_pmd_response(out, sizeof out, &p);
+    CHECK(n > 0 && strlen(out) == n && starts(out, n, "Sec-WebSocket-Extensions: permessage-deflate;"));
+    CHECK(memcmp(out + n - 2, "\r\n", 2) == 0);
+    size_t cap = small_cap < sizeof small ? small_cap : sizeof small;
+    size_t m = ws_pmd_response(small, cap, &p);
+    CHECK(m == 0 || (m == n && memcmp(small, out, n) == 0));
 }
 
 static void check_handshake(const ws_http_req *req, const ws_hs_opts *o, size_t small_cap)
@@ -225,6 +247,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ws_hs_opts strict = {protos, 3, origins, 2};
         check_handshake(whole, &plain, small_cap);
         check_handshake(whole, &strict, small_cap);
+        check_pmd(whole, small_cap);
         size_t c = ws_http_count(whole, "Host");
         CHECK(c <= whole->nheaders && (c == 0) == (ws_http_get(whole, "Host") == NULL));
     }
