@@ -50,7 +50,6 @@ struct bus {
     rlink *link;
     char *node_id;
     char history_size[24], history_ttl[24]; /* the publish script's ARGV[3] and ARGV[4] */
-    const char *publish; /* its ARGV[5]: PUBLISH, or SPUBLISH on a cluster */
     bus_message_fn on_message;
     bus_resubscribe_fn resubscribe;
     bus_up_fn on_up;
@@ -80,13 +79,22 @@ static const char *publish_fault(const Wsfan__Envelope *e)
     return NULL;
 }
 
+/* <prefix>ch:{<ch>}, the full Redis name of ch, into out (CLUSTER_NAME_MAX + 1 bytes); its
+ * length, 0 if it does not fit. */
+static size_t redis_channel(bus *b, ws_span ch, char *out)
+{
+    size_t plen = strlen(rlink_prefix(b->link));
+    memcpy(out, rlink_prefix(b->link), plen);
+    size_t n = cluster_channel_name(out + plen, CLUSTER_NAME_MAX + 1 - plen, CLUSTER_CHANNEL, ch);
+    return n ? plen + n : 0;
+}
+
 /* True if rch (a full Redis channel name) is <prefix>ch:{<ch>}. */
 static bool names_channel(bus *b, const char *rch, size_t rch_len, const char *ch)
 {
     char want[CLUSTER_NAME_MAX + 1];
-    size_t plen = strlen(rlink_prefix(b->link));
-    size_t n = cluster_channel_name(want, sizeof want, CLUSTER_CHANNEL, (ws_span){ch, strlen(ch)});
-    return n && rch_len == plen + n && memcmp(rch + plen, want, n) == 0;
+    size_t n = redis_channel(b, (ws_span){ch, strlen(ch)}, want);
+    return n && rch_len == n && memcmp(rch, want, n) == 0;
 }
 
 /* Checks and delivers one PUBLISH envelope that arrived on Redis channel rch. */
@@ -211,7 +219,6 @@ bus *bus_new(struct ev_loop *loop, const rlink_opts *redis, const bus_history *h
     b->resubscribe = resubscribe;
     b->ctx = ctx;
     ws_list_init(&b->pending);
-    b->publish = redis->cluster && redis->cluster[0] ? "SPUBLISH" : "PUBLISH";
     const rlink_hooks hooks = {.up = on_link_up,
                                .resubscribed = on_link_resubscribed,
                                .message = on_link_message,
@@ -244,24 +251,18 @@ const bus_stats *bus_get_stats(bus *b)
 
 void bus_subscribe(bus *b, ws_span ch)
 {
-    char name[CLUSTER_NAME_MAX + 1];
-    size_t n = cluster_channel_name(name, sizeof name, CLUSTER_CHANNEL, ch);
-    if (n && rlink_subscribe(b->link, name, n) == 0) {
-        size_t plen = strlen(rlink_prefix(b->link));
-        char full[CLUSTER_PREFIX_MAX + CLUSTER_NAME_MAX + 1];
-        memcpy(full, rlink_prefix(b->link), plen);
-        memcpy(full + plen, name, n);
-        pending_add(b, full, plen + n);
-    } /* else sent when its server is back (on_link_resubscribed), or out of memory */
+    char full[CLUSTER_NAME_MAX + 1];
+    size_t n = redis_channel(b, ch, full), plen = strlen(rlink_prefix(b->link));
+    if (n && rlink_subscribe(b->link, full + plen, n - plen) == 0)
+        pending_add(b, full, n);
+    /* else sent when its server is back (on_link_resubscribed), or out of memory */
 }
 
 int bus_when_subscribed(bus *b, ws_span ch, bus_published_fn done, void *arg)
 {
-    char full[CLUSTER_PREFIX_MAX + CLUSTER_NAME_MAX + 1];
-    size_t plen = strlen(rlink_prefix(b->link));
-    memcpy(full, rlink_prefix(b->link), plen);
-    size_t n = cluster_channel_name(full + plen, sizeof full - plen, CLUSTER_CHANNEL, ch);
-    sub_pending *found = n ? pending_of(b, full, plen + n, true) : NULL;
+    char full[CLUSTER_NAME_MAX + 1];
+    size_t n = redis_channel(b, ch, full);
+    sub_pending *found = n ? pending_of(b, full, n, true) : NULL;
     sub_waiter *w = found ? malloc(sizeof *w) : NULL;
     if (!w)
         return 0;
@@ -316,10 +317,8 @@ int bus_publish(bus *b, ws_span ch, ws_span data, bus_published_fn done, void *a
     e.payload.data = (uint8_t *)data.p;
     e.payload.len = data.n;
     e.sent_us = (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
-    size_t plen = strlen(rlink_prefix(b->link));
-    memcpy(rch, rlink_prefix(b->link), plen);
-    bool named = channel_keys(ch, keys) &&
-                 cluster_channel_name(rch + plen, sizeof rch - plen, CLUSTER_CHANNEL, ch);
+    size_t rlen = redis_channel(b, ch, rch);
+    bool named = channel_keys(ch, keys) && rlen;
     size_t n = wsfan__envelope__get_packed_size(&e);
     uint8_t *buf = named ? malloc(n) : NULL;
     pub_req *q = buf ? malloc(sizeof *q) : NULL;
@@ -328,9 +327,9 @@ int bus_publish(bus *b, ws_span ch, ws_span data, bus_published_fn done, void *a
         wsfan__envelope__pack(&e, buf);
     }
     const char *k[2] = {keys[0], keys[1]};
-    const char *args[5] = {(const char *)buf, rch, b->history_size, b->history_ttl, b->publish};
-    const size_t lens[5] = {n, strlen(rch), strlen(b->history_size), strlen(b->history_ttl),
-                            strlen(b->publish)};
+    const char *pub = rlink_is_cluster(b->link) ? "SPUBLISH" : "PUBLISH";
+    const char *args[5] = {(const char *)buf, rch, b->history_size, b->history_ttl, pub};
+    const size_t lens[5] = {n, rlen, strlen(b->history_size), strlen(b->history_ttl), strlen(pub)};
     const rlink_eval_args ea = {SCRIPT_PUB, 2, k, 5, args, lens};
     if (!q || rlink_eval(b->link, &ea, on_published, q) < 0) {
         free(buf);
