@@ -81,6 +81,20 @@ wait_ok() { # dir
     done
 }
 
+wait_replicas() { # dir count: until that many replicas have their link to a master up (the
+    # cluster says ok before the replicas are attached, and an unattached one cannot fail over)
+    end=$(($(date +%s) + timeout))
+    while :; do
+        up=0
+        for port in $(ports_of "$1"); do
+            cli "$port" info replication | grep -qx 'master_link_status:up' && up=$((up + 1))
+        done
+        [ "$up" -ge "$2" ] && return 0
+        [ "$(date +%s)" -lt "$end" ] || die "only $up of $2 replicas attached within ${timeout}s"
+        sleep 0.1
+    done
+}
+
 start() { # dir first n [replicas]
     { [ $# = 3 ] || [ $# = 4 ]; } || bad_usage
     number FIRST_PORT "$2"
@@ -138,6 +152,7 @@ $(tail -20 "$dir/create.log")"
         done
     fi
     wait_ok "$dir"
+    [ "$replicas" = 0 ] || wait_replicas "$dir" $((masters * replicas))
     ok=1
     echo "$seeds"
 }

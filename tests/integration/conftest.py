@@ -779,21 +779,23 @@ class RedisCluster:
     def node_id(self, port):
         return self.cli(port, "CLUSTER", "MYID").strip()
 
-    def keyslot(self, key):
-        return int(self.cli(self._any_port(), "CLUSTER", "KEYSLOT", key))
+    def slot_owners(self, ask=None):
+        """[port of the online master serving slot i, or None, for i in 0..16383], as the
+        server on port ask (else a live one) sees it (one CLUSTER SHARDS)."""
+        owners = [None] * 16384
+        for shard in self.cli_json(ask or self._any_port(), "CLUSTER", "SHARDS"):
+            masters = [n["port"] for n in shard["nodes"]
+                       if n["role"] == "master" and n["health"] == "online"]
+            ranges = shard["slots"]
+            for lo, hi in zip(ranges[::2], ranges[1::2]):
+                owners[lo:hi + 1] = [masters[0] if masters else None] * (hi - lo + 1)
+        return owners
 
     def slot_owner(self, slot, ask=None):
-        """Port of the master serving slot, as the master on port ask (else a live one) sees it
-        (CLUSTER SHARDS)."""
-        for shard in self.cli_json(ask or self._any_port(), "CLUSTER", "SHARDS"):
-            ranges = shard["slots"]
-            if any(lo <= slot <= hi for lo, hi in zip(ranges[::2], ranges[1::2])):
-                return next(n["port"] for n in shard["nodes"] if n["role"] == "master")
-        raise AssertionError(f"no master serves slot {slot}")
-
-    def owner_of(self, key, ask=None):
-        """Port of the master serving key's slot."""
-        return self.slot_owner(self.keyslot(key), ask)
+        """Port of the master serving slot, as the server on port ask (else a live one) sees it."""
+        owner = self.slot_owners(ask)[slot]
+        assert owner is not None, f"no master serves slot {slot}"
+        return owner
 
     def kill(self, i):
         """SIGKILL master i (no replicas: its slots are down until restart(i))."""

@@ -67,15 +67,9 @@ def slot_of(ch):
     return crc16(ch.encode()) % 16384
 
 
-def slot_owners(cluster):
-    """[port of the master serving slot i for i in 0..16383], from one CLUSTER SHARDS of a
-    live server."""
-    return slot_owners_via(cluster, cluster._any_port())
-
-
 def masters_serving(cluster, channels):
     """{port: number of the channels whose Redis names are on that master}."""
-    owners, counts = slot_owners(cluster), {p: 0 for p in cluster.ports}
+    owners, counts = cluster.slot_owners(), {p: 0 for p in cluster.ports}
     for ch in channels:
         counts[owners[slot_of(ch)]] += 1
     return counts
@@ -97,7 +91,7 @@ def test_channels_spread_over_every_master_and_cross_nodes_once_in_order(node, r
         sub = await connect(b.port)
         await subscribe(sub, channels)
         # Each channel's subscription is on the master that owns its slot, and only there.
-        subs, owners = shard_channels(redis_cluster), slot_owners(redis_cluster)
+        subs, owners = shard_channels(redis_cluster), redis_cluster.slot_owners()
         for ch in channels[:100]:
             name = f"wsfan:ch:{{{ch}}}"
             holders = [p for p, names in subs.items() if name in names]
@@ -123,7 +117,7 @@ def test_channels_spread_over_every_master_and_cross_nodes_once_in_order(node, r
 
 async def stream(port, channels, stop, sent):
     """Publishes round-robin on channels (about 400 a second) until stop is set; sent[ch]
-    gets the seq of every acked publish, and failures are counted under None."""
+    gets the seq of every acked publish, and sent[None] (ch, reply) for each refused one."""
     ws = await connect(port)
     i = 0
     pending = {}
@@ -135,7 +129,7 @@ async def stream(port, channels, stop, sent):
             if m["op"] == "ack":
                 sent.setdefault(ch, []).append(m["seq"])
             else:
-                sent.setdefault(None, []).append(m)
+                sent.setdefault(None, []).append((ch, m))
 
     task = asyncio.create_task(reader())
     while not stop.is_set():
@@ -153,11 +147,29 @@ async def stream(port, channels, stop, sent):
     assert not pending, f"{len(pending)} publishes never answered"
 
 
+async def under_stream(pub_port, sub_port, channels, disrupt):
+    """Subscribes channels on the node at sub_port, publishes on them through pub_port, runs
+    disrupt() (a coroutine) a second into the stream and stops the stream a second after it;
+    returns what was received and what was acked ({ch: [seq...]}, refusals under None)."""
+    sub = await connect(sub_port)
+    await subscribe(sub, channels)
+    got, sent, stop = {}, {}, asyncio.Event()
+    collector = asyncio.create_task(collect(sub, got, quiet=8))
+    publisher = asyncio.create_task(stream(pub_port, channels, stop, sent))
+    await asyncio.sleep(1)
+    await disrupt()
+    await asyncio.sleep(1)
+    stop.set()
+    await publisher
+    await collector
+    return got, sent
+
+
 def test_a_reshard_under_a_publish_stream_loses_and_duplicates_nothing(node, redis_cluster):
     a = node("--redis-cluster", redis_cluster.seeds, *NODE_ARGS)
     b = node("--redis-cluster", redis_cluster.seeds, *NODE_ARGS)
     src, dst = redis_cluster.ports[0], redis_cluster.ports[1]
-    owners = slot_owners(redis_cluster)
+    owners = redis_cluster.slot_owners()
     first = owners.index(src)  # a reshard moves the source's lowest slots first
     # Channels on the 100 slots that move, and some that stay where they are.
     moving, staying = [], []
@@ -172,26 +184,15 @@ def test_a_reshard_under_a_publish_stream_loses_and_duplicates_nothing(node, red
             break
     channels = moving + staying
 
-    async def scenario():
-        sub = await connect(b.port)
-        await subscribe(sub, channels)
-        got, sent, stop = {}, {}, asyncio.Event()
-        collector = asyncio.create_task(collect(sub, got, quiet=8))
-        publisher = asyncio.create_task(stream(a.port, channels, stop, sent))
-        await asyncio.sleep(1)
+    async def reshard():
         await asyncio.to_thread(redis_cluster.reshard, src, dst, 100)
-        await asyncio.sleep(1)
-        stop.set()
-        await publisher
-        await collector
-        return got, sent
 
-    got, sent = run(scenario(), timeout=120)
+    got, sent = run(under_stream(a.port, b.port, channels, reshard), timeout=120)
     assert None not in sent, sent.get(None)[:3]  # redirects followed: no publish refused
     for ch in channels:
         assert got.get(ch) == sent[ch] == list(range(1, len(sent[ch]) + 1)), (
             ch, len(got.get(ch, [])), len(sent[ch]))
-    owners = slot_owners(redis_cluster)
+    owners = redis_cluster.slot_owners()
     assert all(owners[slot_of(ch)] == dst for ch in moving)
     m = node_metrics(b.port)
     assert m["wsfan_redis_moved_total"] >= 1, m  # b's subscriptions did move
@@ -204,7 +205,7 @@ def test_a_killed_master_makes_its_channels_unavailable_and_the_rest_flow(node, 
     b = node("--redis-cluster", redis_cluster.seeds, *NODE_ARGS)
     victim = redis_cluster.ports[2]
     channels = [f"feed.{i}" for i in range(60)]
-    owners = slot_owners(redis_cluster)
+    owners = redis_cluster.slot_owners()
     dead = [ch for ch in channels if owners[slot_of(ch)] == victim]
     alive = [ch for ch in channels if ch not in dead]
     assert dead and alive
@@ -314,7 +315,7 @@ def test_a_backend_publishes_into_the_cluster_by_writing_to_redis(node, redis_cl
     script = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "redis_publish.py"
     n = node("--redis-cluster", redis_cluster.seeds, *NODE_ARGS)
     ch = "orders"
-    owner = slot_owners(redis_cluster)[slot_of(ch)]
+    owner = redis_cluster.slot_owners()[slot_of(ch)]
     other = next(p for p in redis_cluster.ports if p != owner)
 
     async def scenario():
@@ -341,50 +342,25 @@ def test_a_failover_to_a_replica_under_a_publish_stream(node, redis_cluster_repl
     cluster = redis_cluster_replicas
     a = node("--redis-cluster", cluster.seeds, *NODE_ARGS)
     b = node("--redis-cluster", cluster.seeds, *NODE_ARGS)
-    owners = slot_owners(cluster)
+    owners = cluster.slot_owners()
     victim = owners[0]
     channels = [f"fo.{i}" for i in range(40)]
     dead = {ch for ch in channels if owners[slot_of(ch)] == victim}
     assert dead and len(dead) < len(channels)
+    watched = slot_of(next(iter(dead)))
 
-    async def scenario():
-        sub = await connect(b.port)
-        await subscribe(sub, channels)
-        got, sent, stop = {}, {}, asyncio.Event()
-        collector = asyncio.create_task(collect(sub, got, quiet=8))
-        publisher = asyncio.create_task(stream(a.port, channels, stop, sent))
-        await asyncio.sleep(1)
+    async def fail_over():
         cluster.kill(cluster.ports.index(victim))
         deadline = time.monotonic() + 30
-        while victim in slot_owners_from(cluster, victim):  # until a replica took over
+        while cluster.slot_owners()[watched] in (victim, None):  # until a replica serves it
             assert time.monotonic() < deadline, "no failover"
             await asyncio.sleep(0.1)
-        await asyncio.sleep(2)
-        stop.set()
-        await publisher
-        await collector
-        return got, sent
 
-    got, sent = run(scenario(), timeout=120)
+    got, sent = run(under_stream(a.port, b.port, channels, fail_over), timeout=120)
     refused = sent.pop(None, [])
-    assert all(m["code"] == "unavailable" for m in refused), refused[:3]
+    assert all(ch in dead and m["code"] == "unavailable" for ch, m in refused), refused[:3]
     for ch in channels:
         assert got.get(ch) == sent[ch] == list(range(1, len(sent[ch]) + 1)), (
             ch, ch in dead, len(got.get(ch, [])), len(sent[ch]))
-    assert slot_owners(cluster)[slot_of(next(iter(dead)))] != victim
+    assert cluster.slot_owners()[watched] not in (victim, None)
 
-
-def slot_owners_from(cluster, dead):
-    """The masters serving slots, as a live server other than `dead` sees them."""
-    ask = next(p for p in cluster.ports if p != dead and cluster.cli(p, "PING").strip() == "PONG")
-    return set(p for p in slot_owners_via(cluster, ask) if p)
-
-
-def slot_owners_via(cluster, port):
-    owners = [None] * 16384
-    for shard in cluster.cli_json(port, "CLUSTER", "SHARDS"):
-        masters = [n["port"] for n in shard["nodes"]
-                   if n["role"] == "master" and n["health"] == "online"]
-        for lo, hi in zip(shard["slots"][::2], shard["slots"][1::2]):
-            owners[lo:hi + 1] = [masters[0] if masters else None] * (hi - lo + 1)
-    return owners
