@@ -39,7 +39,7 @@ static const cli_def defs[] = {
     {"ping-interval", CLI_SECONDS, O(ping_interval), "SEC", "30",
      "silence from a client before the server pings it"},
     {"idle-timeout", CLI_SECONDS, O(idle_timeout), "SEC", "10",
-     "silence after a ping before the connection is dropped"},
+     "silence after a ping before the connection is dropped (taking queued frames is not silence)"},
     {"sse-ping", CLI_SECONDS, O(sse_ping), "SEC", "15",
      "an SSE stream gets a comment line this often, so proxies do not close it as idle"},
     {"poll-timeout", CLI_SECONDS, O(poll_timeout), "SEC", "25",

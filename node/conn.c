@@ -224,6 +224,12 @@ static void consume(conn *c, size_t r)
         c->qlen--;
         c->qoff = 0;
     }
+    /* A pinged client that still takes what it is sent is alive, however long its ping
+     * waits behind the frames queued before it: its clock restarts (see conn_tick). */
+    if (c->tl == TL_PINGED) {
+        conn_impl_tl_move(c, TL_PINGED);
+        c->ping_kib = PING_KIB_UNKNOWN;
+    }
     conn_impl_soft_update(c);
 }
 

@@ -16,6 +16,7 @@ enum { ST_HANDSHAKE, ST_BODY, ST_OPEN, ST_CLOSING, ST_LINGER, ST_DEAD };
 enum { AF_NONE, AF_SHUTDOWN, AF_DESTROY }; /* what the flush that empties the queue does next */
 
 #define CLOSE_MAX 60.0 /* seconds a close may take while the client still reads (conn_tick) */
+#define PING_KIB_UNKNOWN UINT16_MAX /* conn.ping_kib: written to since the last look */
 
 /* The body a request head announced (conn_read_body): state ST_BODY. */
 typedef void (*conn_impl_body_fn)(conn *c, uint8_t *buf, size_t len);
@@ -29,6 +30,7 @@ struct conn {
     bool behind;   /* its queue is over a quarter of the soft limit: counted in w->nbehind */
     bool paused;   /* its input waits (held) for its output to drain; rio is stopped */
     uint8_t stream; /* CONN_STREAM_SSE or _POLL (conn_stream.c): no frames; nothing is read */
+    uint16_t ping_kib; /* pinged: KiB the kernel held for the peer at the last look (see conn_tick) */
     uint32_t soft_took; /* bytes the peer took since it went over the soft limit */
     ev_io rio, wio;
     ws_list tlink; /* its timeout list (tl), then w->dead */

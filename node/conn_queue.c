@@ -272,6 +272,28 @@ static bool still_delivering(conn *c, double now)
     return moved;
 }
 
+/* KiB the kernel holds for c's peer (sent, not yet acknowledged), or -1. */
+static int kernel_kib(const conn *c)
+{
+    int outq = 0;
+    if (c->io.fd < 0 || ioctl(c->io.fd, SIOCOUTQ, &outq) < 0 || outq < 0)
+        return -1;
+    return outq / 1024 < PING_KIB_UNKNOWN ? outq / 1024 : PING_KIB_UNKNOWN - 1;
+}
+
+/* A pinged connection whose clock ran out is silent unless its peer is still taking the
+ * frames queued before the ping (a subscriber seconds behind a burst cannot answer sooner).
+ * Writes restart the clock (conn.c consume); a backlog that sits in the kernel shows as its
+ * size going down since the last look. After a write the size is not known: one more
+ * period. A dead peer takes nothing, so it is dropped a period or two after its last byte. */
+static bool still_taking(conn *c)
+{
+    int kib = kernel_kib(c);
+    bool took = kib > 0 && (c->ping_kib == PING_KIB_UNKNOWN || kib < c->ping_kib);
+    c->ping_kib = kib < 0 ? 0 : (uint16_t)kib;
+    return took;
+}
+
 /* ---- the tick ----------------------------------------------------------------------------- */
 
 /* Over the soft limit for its time: a slow consumer, unless it took its fair pace meanwhile
@@ -316,6 +338,10 @@ void conn_tick(worker *w)
     }
     l = &w->lists[TL_PINGED];
     while ((c = tl_head(l)) && now - c->tstamp >= l->timeout) {
+        if (still_taking(c)) {
+            conn_impl_tl_move(c, TL_PINGED);
+            continue;
+        }
         w->st->timeouts++;
         log_info("client %llx: no answer to ping: dropped", conn_id(c));
         conn_close(c, CONN_DROP, 0, "idle timeout");
@@ -327,8 +353,11 @@ void conn_tick(worker *w)
     l = &w->lists[TL_OPEN];
     while ((c = tl_head(l)) && now - c->tstamp >= l->timeout) {
         conn_impl_send_owned(c, wbuf_frame_copy(WS_OP_PING, NULL, 0));
-        if (c->state == ST_OPEN)
+        if (c->state == ST_OPEN) {
             conn_impl_tl_move(c, TL_PINGED);
+            int kib = kernel_kib(c);
+            c->ping_kib = kib < 0 ? 0 : (uint16_t)kib;
+        }
     }
 }
 
