@@ -203,8 +203,11 @@ class Reader(asyncio.Protocol):
 
     async def _pace(self):
         while not self.eof and self.pace:
-            self.budget = self.pace // 10
-            self.t.resume_reading()
+            # What one read took beyond the budget is owed: the pace holds however large a
+            # read the kernel hands over.
+            self.budget = min(self.budget, 0) + self.pace // 10
+            if self.budget > 0:
+                self.t.resume_reading()
             await asyncio.sleep(0.1)
 
     def data_received(self, data):
@@ -292,17 +295,20 @@ async def publish_flat_out(port, seconds, data):
 
 
 def test_overload_refuses_publishes_instead_of_closing_healthy_subscribers(node, redis):
-    """A publisher at full speed to 500 subscribers that read as fast as they can and 50 that
-    read slowly, policy close. Before: 261 of the 500 were closed 1008 as slow consumers and a
-    third of all deliveries were lost, while every publish was accepted. Now the node refuses
-    publishes while its clients are behind at large: every healthy subscriber gets every
+    """A publisher at full speed to 500 subscribers that each read 200 KB/s, well above the
+    fair pace but far below what one publisher produces, and 50 that read 20 KB/s, policy
+    close. Before: 261 of the 500 were closed 1008 as slow consumers and a third of all
+    deliveries were lost, while every publish was accepted. Now the node refuses publishes
+    while its clients are behind at large: every healthy subscriber gets every
     accepted message, in order, once; the slow ones are closed 1008 and receive that close."""
     n = node("--redis", f"127.0.0.1:{redis.port}", "--workers", "1", "--router-shards", "0",
              "--max-msg-rate", "0", "--max-conns-per-ip", "0", "--slow-policy", "close")
     data = {"pad": "x" * 4000}
 
     async def main():
-        healthy = [await reader(n.port) for _ in range(500)]
+        # Their pace makes the overload certain: readers as fast as this process can be keep
+        # up with a publisher that a busy machine slows down, and then nothing is refused.
+        healthy = [await reader(n.port, pace=200_000) for _ in range(500)]
         slow = [await reader(n.port, pace=20_000) for _ in range(50)]
         # The publisher is a process of its own, as a backend would be: in this one it would
         # only publish as fast as this process reads.
@@ -378,6 +384,44 @@ def test_readers_that_stall_cannot_hold_the_node_in_overload(node):
         assert node_metrics(n.port)["wsfan_overloaded"] == 0
         for c in stalled + [pub]:
             c.close()
+
+    run(main())
+
+
+def test_a_ping_behind_a_backlog_does_not_drop_a_reader_that_takes_it(node):
+    """A subscriber seconds behind a burst cannot answer a ping queued after the burst until
+    it has read the burst: while it takes what it is sent it is not silent and stays open, and
+    it gets every message. One that stops reading is still dropped once its pinged clock runs
+    out. Before, both were dropped --idle-timeout after the ping was queued."""
+    n = node("--max-msg-rate", "0", "--ping-interval", "1", "--idle-timeout", "1")
+
+    async def main():
+        taking = await reader(n.port, pace=40_000)
+        stalling = await reader(n.port, pace=40_000)
+        pub = await open_ws(n.port)
+        assert json.loads((await pub.recv_frame()).payload)["op"] == "hello"
+        for i in range(1, 61):  # 240 KB: six seconds of reading at 40 KB/s
+            await pub.send(build_frame(0x1, json.dumps({"op": "pub", "ch": "feed", "data": "x" * 4000, "id": i})))
+            assert json.loads((await pub.recv_frame()).payload)["op"] == "ack"
+        await pub.aclose()
+        await asyncio.sleep(0.5)
+        stalling.pace = 0  # its pacing stops; then so does its reading
+        await asyncio.sleep(0.2)
+        stalling.t.pause_reading()
+        deadline = time.monotonic() + 30
+        while len(taking.seqs) < 60 and not taking.eof:
+            assert time.monotonic() < deadline, f"{len(taking.seqs)} of 60 read"
+            await asyncio.sleep(0.2)
+        assert (taking.seqs, taking.eof, taking.close_code) == (list(range(1, 61)), False, None)
+        stalling.t.resume_reading()  # what the kernel still holds, then the end it was given
+        while not stalling.eof:
+            assert time.monotonic() < deadline, "a reader that stopped was never dropped"
+            await asyncio.sleep(0.2)
+        assert stalling.close_code is None  # dropped: no close frame
+        await asyncio.sleep(2.5)  # past the next ping: the reader that caught up answers it
+        assert not taking.eof
+        assert node_metrics(n.port)["wsfan_timeouts_total"] == 1
+        taking.t.close()
 
     run(main())
 
